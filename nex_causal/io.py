@@ -1,0 +1,90 @@
+"""Atomic writes and provenance for everything the toolkit puts on disk.
+
+A file or directory is first written under a temporary name beside its target and then
+renamed into place, so an interrupted run never leaves a half-written result that a later
+run could mistake for a finished one. Result tables carry the config and the versions
+that made them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+TRACKED_PACKAGES = (
+    "nex-causal", "torch", "transformer-lens", "transformers", "mergekit", "numpy",
+    "hmmlearn", "scikit-learn", "scipy", "pandas", "pyarrow", "matplotlib",
+)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success rename it onto ``target``.
+
+    On an exception the temporary file or directory is removed and ``target`` is untouched.
+    An existing ``target`` is replaced only after the new content is complete.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    work = tmp if is_dir else tmp / target.name
+    try:
+        yield work
+        if target.is_dir() and not target.is_symlink():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(work, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(work, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, the platform, the tracked packages and the git commit, if any."""
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in TRACKED_PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        if commit.returncode == 0:
+            out["git_commit"] = commit.stdout.strip()
+    return out
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike, *, config: Mapping[str, Any] | None = None) -> None:
+    """Write ``df`` as ``<path>.parquet`` and ``<path>.csv`` plus ``<path>.meta.json``.
+
+    The sidecar records the config that made the table and the package versions, so a
+    table found on disk can always be traced back to its run.
+    """
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in {".parquet", ".csv"} else path
+    with atomic_path(stem.with_suffix(".parquet")) as tmp:
+        df.to_parquet(tmp, index=False)
+    with atomic_path(stem.with_suffix(".csv")) as tmp:
+        df.to_csv(tmp, index=False)
+    write_json(stem.with_suffix(".meta.json"), {"config": dict(config or {}), "versions": versions()})
