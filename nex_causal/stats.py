@@ -1,0 +1,132 @@
+"""Bootstrap confidence intervals over prompts, rank correlations and a quadratic-trend test.
+
+Prompts are the unit that was sampled, so they are what the bootstrap resamples; when
+several variants or selectors are compared on the same prompts, one resample is shared by
+all of them (paired comparison). A resample is represented by how many times it draws
+each prompt (a row of ``counts``), which lets statistics that are sums over prompts be
+evaluated for every resample at once with one matrix product.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+from nex_causal.errors import NexError
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its percentile-bootstrap interval (arrays for vector statistics)."""
+
+    estimate: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+    @property
+    def width(self) -> np.ndarray:
+        return self.high - self.low
+
+
+def resample_counts(n: int, *, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """``[n_boot, n]`` multiplicities: row b counts how often bootstrap sample b draws item i."""
+    if n < 1 or n_boot < 1:
+        raise NexError(f"bootstrap needs at least one item and one resample (got n={n}, n_boot={n_boot})")
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    flat = (draws + n * np.arange(n_boot)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n)
+
+
+def bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n: int, *, n_boot: int = 1000,
+              level: float = 0.95, seed: int = 0) -> Interval:
+    """Percentile bootstrap of ``statistic`` over ``n`` items (prompts).
+
+    ``statistic(counts)`` takes a ``[B, n]`` multiplicity matrix and returns ``[B]`` or
+    ``[B, m]`` values, one per resample; the estimate is its value on the full sample (all
+    counts 1). Resamples where the statistic is undefined (NaN) are left out of the interval.
+    """
+    if not 0 < level < 1:
+        raise NexError(f"confidence level must lie in (0, 1), got {level}")
+    estimate = np.asarray(statistic(np.ones((1, n), dtype=np.int64)), dtype=float)[0]
+    replicates = np.asarray(statistic(resample_counts(n, n_boot=n_boot, seed=seed)), dtype=float)
+    tail = 100 * (1 - level) / 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN bounds
+        low, high = np.nanpercentile(replicates, [tail, 100 - tail], axis=0)
+    return Interval(estimate, low, high)
+
+
+def weighted_mean(values: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The statistic "mean of ``values`` over the resampled items", for :func:`bootstrap`."""
+    values = np.asarray(values, dtype=float)
+    return lambda counts: counts @ values / counts.sum(axis=1)
+
+
+def _finite_pairs(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape:
+        raise NexError(f"correlation needs paired values, got shapes {x.shape} and {y.shape}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def _correlation(test, x: np.ndarray, y: np.ndarray) -> float:
+    x, y = _finite_pairs(x, y)
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")  # undefined: too few pairs or a constant side
+    return float(test(x, y).statistic)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho over the pairs where both values are finite; NaN when undefined."""
+    return _correlation(sps.spearmanr, x, y)
+
+
+def kendall(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's tau-b over the pairs where both values are finite; NaN when undefined."""
+    return _correlation(sps.kendalltau, x, y)
+
+
+@dataclass(frozen=True)
+class QuadraticFit:
+    """Least-squares ``y = c0 + c1 x + c2 x^2`` with a t-test of the quadratic term."""
+
+    coef: tuple[float, float, float]
+    peak: float  # the vertex -c1 / (2 c2) when c2 < 0 (an inverted U), NaN otherwise
+    t_quadratic: float
+    p_quadratic: float  # two-sided p-value of c2 = 0
+    r2: float
+    n: int
+
+
+def quadratic_fit(x: np.ndarray, y: np.ndarray) -> QuadraticFit:
+    """Fit a parabola to the finite ``(x, y)`` pairs and test whether it bends.
+
+    The fit is done in ``x - mean(x)`` for conditioning (the quadratic coefficient and its
+    standard error do not depend on the shift) and reported in the original ``x``.
+    """
+    x, y = _finite_pairs(x, y)
+    n = len(x)
+    if n < 4 or len(np.unique(x)) < 3:
+        raise NexError(f"a quadratic fit needs at least 4 points at 3 distinct x values, got {n}")
+    mid = x.mean()
+    design = np.column_stack([np.ones(n), x - mid, (x - mid) ** 2])
+    (a, b, c), *_ = np.linalg.lstsq(design, y, rcond=None)
+    residual = y - design @ np.array([a, b, c])
+    dof = n - 3
+    sigma2 = residual @ residual / dof
+    se_c = np.sqrt(sigma2 * np.linalg.inv(design.T @ design)[2, 2])
+    if se_c > 0:
+        t = c / se_c
+    else:  # an exact fit: the quadratic term is either certainly there or certainly absent
+        t = np.copysign(np.inf, c) if c else 0.0
+    p = float(2 * sps.t.sf(abs(t), dof))
+    total = ((y - y.mean()) ** 2).sum()
+    coef = (float(a - b * mid + c * mid**2), float(b - 2 * c * mid), float(c))
+    peak = float(mid - b / (2 * c)) if c < 0 else float("nan")
+    r2 = float(1 - residual @ residual / total) if total > 0 else float("nan")
+    return QuadraticFit(coef, peak, float(t), p, r2, n)
