@@ -58,9 +58,20 @@ def sequence_seed(seed: int, *parts: int) -> int:
     return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
-def encode_prompts(bridge, prompts: Sequence[str]) -> list[torch.Tensor]:
-    """Tokenise each prompt with the bridge's own conventions (BOS where the model uses one)."""
-    return [bridge.to_tokens(p, padding_side="left")[0].cpu() for p in prompts]
+def encode_prompts(bridge, prompts: Sequence[str], *, chat: bool = False) -> list[torch.Tensor]:
+    """Tokenise each prompt with the bridge's own conventions (BOS where the model uses one).
+
+    With ``chat`` the prompt becomes a user turn of the tokenizer's chat template, followed
+    by the assistant prefix, as instruction-tuned models (Qwen3, SmolLM2) expect.
+    """
+    tokenizer = bridge.tokenizer
+    if not chat:
+        return [bridge.to_tokens(p, padding_side="left")[0].cpu() for p in prompts]
+    if not getattr(tokenizer, "chat_template", None):
+        raise NexError("this model's tokenizer has no chat template: run without --chat")
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                           add_generation_prompt=True) for p in prompts]
+    return [torch.tensor(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
 
 
 def token_statistics(logits: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
@@ -163,14 +174,14 @@ def generate_batch(bridge, prompt_tokens: Sequence[torch.Tensor], *, max_new_tok
 
 
 def generate(bridge, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0,
-             top_p: float = 1.0, seed: int = 0, batch_size: int = 16, progress: bool = False,
-             desc: str = "generating") -> list[Generation]:
+             top_p: float = 1.0, seed: int = 0, batch_size: int = 16, chat: bool = False,
+             progress: bool = False, desc: str = "generating") -> list[Generation]:
     """Generate one response per prompt in batches; sequence ``i`` is seeded by ``(seed, i)``."""
     if max_new_tokens < 1:
         raise NexError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if not 0.0 < top_p <= 1.0:
         raise NexError(f"top_p must be in (0, 1], got {top_p}")
-    encoded = encode_prompts(bridge, prompts)
+    encoded = encode_prompts(bridge, prompts, chat=chat)
     results: list[Generation] = []
     bar = tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress)
     for start in range(0, len(prompts), batch_size):
