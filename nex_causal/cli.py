@@ -25,6 +25,42 @@ def _add_zoo(sub: argparse._SubParsersAction) -> None:
 
 def _add_capture(sub: argparse._SubParsersAction) -> None:
     """``capture``: sample responses while recording sparse MLP activations."""
+    p = sub.add_parser("capture", help="sample N responses per prompt, recording sparse MLP activations",
+                       description="Sample N responses per prompt through the TransformerBridge and "
+                       "record sparse MLP activations into a SparseCache (resumable).")
+    p.add_argument("--model", required=True,
+                   help="zoo variant name, smollm2-135m, a local HF directory, or a cached HF id")
+    p.add_argument("--tasks", required=True,
+                   help="task spec: organism:200, rg:<dataset>:100, or a .jsonl file")
+    p.add_argument("--n-samples", type=int, default=4, help="responses per prompt (default 4)")
+    p.add_argument("--out", required=True, help="cache directory to write")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
+    p.add_argument("--sparsifier", default="topk:500",
+                   help="topk:K | layer-topk:K | threshold:T | mui:K (default topk:500)")
+    p.add_argument("--window", type=int, default=32, help="generated tokens per cache row")
+    p.add_argument("--chat", action="store_true", help="wrap prompts in the tokenizer's chat template")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="float32", help="float32 or bfloat16")
+
+    def run(args: argparse.Namespace) -> None:
+        from nex_causal.capture import CaptureConfig, capture
+
+        config = CaptureConfig(
+            model=args.model, tasks=args.tasks, n_samples=args.n_samples,
+            max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+            seed=args.seed, batch_size=args.batch_size, sparsifier=args.sparsifier,
+            window=args.window, chat=args.chat, device=args.device, dtype=args.dtype)
+        cache = capture(config, args.out)
+        table = cache.responses
+        print(f"{args.out}: {cache.n_responses} responses, {cache.n_rows} rows, "
+              f"{int(table['n_tokens'].sum())} generated tokens, "
+              f"accuracy {table['correct'].mean():.3f}")
+
+    p.set_defaults(handler=run)
 
 
 def _add_selection(sub: argparse._SubParsersAction) -> None:
