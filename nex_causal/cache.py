@@ -1,0 +1,371 @@
+"""SparseCache: the sparse activation cache of NEX_METHOD section 1.
+
+A response is a sequence of rows (token windows, 32 generated tokens by default); row j
+holds packed neuron keys ``(layer << 16) | unit`` with their activation mass m[j, n] and
+its token count T_j. The base view holds the whole-response mass M[n]. Both views are
+CSR arrays in the reference release's on-disk layout (raw little-endian, no header):
+
+    rows/sample_row_ptr.int64   response r owns rows [p[r], p[r+1])
+    rows/row_ptr.int64          row j owns entries [q[j], q[j+1]) of keys/w_sum
+    rows/token_row_ptr.int64    row j covers t[j+1] - t[j] tokens
+    rows/keys.uint32, rows/w_sum.float16
+    base/row_ptr.int64          response r owns entries [b[r], b[r+1])
+    base/keys.uint32, base/w_sum.float16
+
+plus ``responses.parquet`` (one row of metadata per response) when there is metadata.
+Arrays are memory-mapped on read and validated on open; the writer streams one response
+at a time to disk and publishes the directory atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import pandas as pd
+
+from nex_causal.errors import NexError
+from nex_causal.io import atomic_path
+
+RESERVED_LAYER = 255  # keys of this layer may appear and are ignored
+N_LAYERS = 64  # 2**22 keys: 64 layers x 65536 units
+KEY_SPACE = N_LAYERS << 16
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
+RESPONSES_FILE = "responses.parquet"
+
+# attribute -> (file inside the cache directory, little-endian dtype)
+FILES = {
+    "sample_row_ptr": ("rows/sample_row_ptr.int64", "<i8"),
+    "row_ptr": ("rows/row_ptr.int64", "<i8"),
+    "token_row_ptr": ("rows/token_row_ptr.int64", "<i8"),
+    "keys": ("rows/keys.uint32", "<u4"),
+    "w_sum": ("rows/w_sum.float16", "<f2"),
+    "base_row_ptr": ("base/row_ptr.int64", "<i8"),
+    "base_keys": ("base/keys.uint32", "<u4"),
+    "base_w_sum": ("base/w_sum.float16", "<f2"),
+}
+_CHUNK = 1 << 24  # entries per step when scanning or copying large arrays
+
+
+def pack_keys(layer: np.ndarray | int, unit: np.ndarray | int) -> np.ndarray:
+    """Neuron keys ``(layer << 16) | unit`` as uint32."""
+    return (np.asarray(layer, np.uint32) << 16) | np.asarray(unit, np.uint32)
+
+
+def unpack_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(layer, unit) of packed keys."""
+    keys = np.asarray(keys, np.uint32)
+    return keys >> 16, keys & 0xFFFF
+
+
+def out_of_range(keys: np.ndarray) -> np.ndarray:
+    """Mask of keys outside the 2**22 key space that are not reserved layer-255 keys."""
+    layer = np.asarray(keys) >> 16
+    return (layer >= N_LAYERS) & (layer != RESERVED_LAYER)
+
+
+@dataclass(frozen=True)
+class ResponseRows:
+    """One response's rows, raw (uncleaned): row j is ``keys[j]`` with ``mass[j]`` over ``tokens[j]`` tokens."""
+
+    keys: list[np.ndarray]
+    mass: list[np.ndarray]
+    tokens: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass(frozen=True, eq=False)
+class SparseCache:
+    """A validated, memory-mapped cache directory (see the module docstring for the layout)."""
+
+    path: Path
+    sample_row_ptr: np.ndarray
+    row_ptr: np.ndarray
+    token_row_ptr: np.ndarray
+    keys: np.ndarray
+    w_sum: np.ndarray
+    base_row_ptr: np.ndarray
+    base_keys: np.ndarray
+    base_w_sum: np.ndarray
+
+    @classmethod
+    def open(cls, path: str | Path) -> SparseCache:
+        """Memory-map the cache at ``path``; a missing or inconsistent file raises ``NexError``."""
+        path = Path(path)
+        if not path.is_dir():
+            raise NexError(f"cache directory {path} does not exist; pass the directory a capture wrote")
+        missing = [name for name, _ in FILES.values() if not (path / name).is_file()]
+        if missing:
+            raise NexError(f"cache {path} is missing {', '.join(missing)}; it is incomplete, re-create it")
+        cache = cls(path, **{attr: _map(path / name, dtype) for attr, (name, dtype) in FILES.items()})
+        cache._validate()
+        return cache
+
+    @property
+    def n_responses(self) -> int:
+        return len(self.sample_row_ptr) - 1
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.row_ptr) - 1
+
+    def _check_index(self, r: int) -> int:
+        if not 0 <= r < self.n_responses:
+            raise NexError(f"response {r} is out of range: cache {self.path} holds {self.n_responses} responses")
+        return int(r)
+
+    def response_rows(self, r: int) -> ResponseRows:
+        """Rows of response ``r``: key arrays (uint32) and mass arrays (float32), raw."""
+        r = self._check_index(r)
+        first, stop = self.sample_row_ptr[r], self.sample_row_ptr[r + 1]
+        ptr = np.asarray(self.row_ptr[first:stop + 1])
+        bounds = list(zip(ptr[:-1] - ptr[0], ptr[1:] - ptr[0]))
+        keys = np.asarray(self.keys[ptr[0]:ptr[-1]])
+        mass = np.asarray(self.w_sum[ptr[0]:ptr[-1]], np.float32)
+        return ResponseRows([keys[a:b] for a, b in bounds], [mass[a:b] for a, b in bounds],
+                            np.diff(self.token_row_ptr[first:stop + 1]))
+
+    def base(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """Whole-response keys (uint32) and mass M[n] (float32) of response ``r``, raw."""
+        r = self._check_index(r)
+        lo, hi = self.base_row_ptr[r], self.base_row_ptr[r + 1]
+        return np.asarray(self.base_keys[lo:hi]), np.asarray(self.base_w_sum[lo:hi], np.float32)
+
+    @cached_property
+    def responses(self) -> pd.DataFrame | None:
+        """The per-response metadata table (``responses.parquet``), or None when the cache has none."""
+        file = self.path / RESPONSES_FILE
+        return pd.read_parquet(file) if file.is_file() else None
+
+    def _validate(self) -> None:
+        """Check every pointer array against the arrays it points into (one-line NexError)."""
+        name = {attr: f"{self.path}/{file}" for attr, (file, _) in FILES.items()}
+        sample = self.sample_row_ptr
+        if len(sample) == 0:
+            raise NexError(f"{name['sample_row_ptr']} is empty; it needs at least the leading 0")
+        _check_pointers(name["sample_row_ptr"], sample, len(sample), None, "")
+        rows = f"{sample[-1]} rows (the end of sample_row_ptr) + 1"
+        _check_pointers(name["row_ptr"], self.row_ptr, (sample[-1] + 1, rows), len(self.keys), name["keys"])
+        _check_pointers(name["token_row_ptr"], self.token_row_ptr, (sample[-1] + 1, rows), None, "")
+        responses = f"{len(sample) - 1} responses (as in sample_row_ptr) + 1"
+        _check_pointers(name["base_row_ptr"], self.base_row_ptr, (len(sample), responses),
+                        len(self.base_keys), name["base_keys"])
+        for keys, mass in (("keys", "w_sum"), ("base_keys", "base_w_sum")):
+            n_keys, n_mass = len(getattr(self, keys)), len(getattr(self, mass))
+            if n_mass != n_keys:
+                raise NexError(f"{name[mass]} holds {n_mass} values but {name[keys]} holds {n_keys} keys; "
+                               "the cache is corrupt, re-create it")
+            _check_key_range(name[keys], getattr(self, keys))
+        file = self.path / RESPONSES_FILE
+        if file.is_file():
+            import pyarrow.parquet as pq
+
+            n_meta = pq.read_metadata(file).num_rows
+            if n_meta != self.n_responses:
+                raise NexError(f"{file} has {n_meta} rows but the cache holds {self.n_responses} responses; "
+                               "the cache is corrupt, re-create it")
+
+
+def _map(file: Path, dtype: str) -> np.ndarray:
+    """Memory-map a raw little-endian array (an empty file gives an empty array)."""
+    dtype = np.dtype(dtype)
+    size = file.stat().st_size
+    if size % dtype.itemsize:
+        raise NexError(f"{file} has {size} bytes, not a multiple of {dtype.itemsize} ({dtype.name}); "
+                       "the file is truncated, re-create the cache")
+    return np.memmap(file, dtype=dtype, mode="r") if size else np.empty(0, dtype)
+
+
+def _check_pointers(file: str, ptr: np.ndarray, length: int | tuple[int, str], target_len: int | None,
+                    target: str) -> None:
+    """A CSR pointer array: ``length`` entries, starts at 0, never decreases, ends at ``target_len``."""
+    length, why = length if isinstance(length, tuple) else (length, "")
+    if len(ptr) != length:
+        raise NexError(f"{file} has {len(ptr)} entries, expected {length}{f' = {why}' if why else ''}; "
+                       "the cache is corrupt, re-create it")
+    if ptr[0] != 0:
+        raise NexError(f"{file} starts at {ptr[0]}, expected 0; the cache is corrupt, re-create it")
+    steps = np.diff(ptr)
+    if (steps < 0).any():
+        at = int(np.argmax(steps < 0)) + 1
+        raise NexError(f"{file} is not monotone: it decreases at index {at} ({ptr[at - 1]} -> {ptr[at]}); "
+                       "the cache is corrupt, re-create it")
+    if target_len is not None and ptr[-1] > target_len:
+        raise NexError(f"{target} holds {target_len} entries, shorter than the {ptr[-1]} that {file} "
+                       "points to; the cache is truncated, re-create it")
+    if target_len is not None and ptr[-1] < target_len:
+        raise NexError(f"{target} holds {target_len} entries but {file} covers only {ptr[-1]}; "
+                       "the cache is corrupt, re-create it")
+
+
+def _check_key_range(file: str, keys: np.ndarray) -> None:
+    for start in range(0, len(keys), _CHUNK):
+        bad = out_of_range(keys[start:start + _CHUNK])
+        if bad.any():
+            at = start + int(np.argmax(bad))
+            raise NexError(f"{file} holds key {keys[at]} at entry {at} (layer {keys[at] >> 16}): beyond the "
+                           f"2**22 key space (layers < {N_LAYERS}, or {RESERVED_LAYER} reserved); "
+                           "the cache is corrupt, re-create it")
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+Row = tuple[Any, Any, int]
+
+
+class SparseCacheWriter:
+    """Build a cache one response at a time; the directory appears only on a clean ``close``.
+
+    Entries stream to open files in a temporary directory beside ``path`` (only pointers and
+    metadata rows stay in memory), which is renamed onto ``path`` on ``close``. An exception
+    inside a ``with`` block discards it, so a half-written cache is never a valid cache.
+
+    Mass is stored as float16: finite values beyond +-65504 saturate to +-65504 (counted in
+    ``n_saturated``, with one warning on close); NaN and inf are kept as they are.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.n_saturated = 0
+        self._stack = contextlib.ExitStack()
+        self._tmp = self._stack.enter_context(atomic_path(self.path, is_dir=True))
+        (self._tmp / "rows").mkdir()
+        (self._tmp / "base").mkdir()
+        self._files = {attr: self._stack.enter_context(open(self._tmp / FILES[attr][0], "wb"))
+                       for attr in ("keys", "w_sum", "base_keys", "base_w_sum")}
+        self._ptr = {"sample_row_ptr": [0], "row_ptr": [0], "token_row_ptr": [0], "base_row_ptr": [0]}
+        self._meta: list[Mapping[str, Any]] = []
+        self._closed = False
+
+    @property
+    def n_responses(self) -> int:
+        return len(self._ptr["sample_row_ptr"]) - 1
+
+    def append(self, rows: Sequence[Row] | ResponseRows, base: tuple[Any, Any] | None = None,
+               meta: Mapping[str, Any] | None = None) -> None:
+        """Add one response: ``rows`` as (keys, mass, n_tokens) triples (or a ``ResponseRows``).
+
+        ``base`` (keys, mass) defaults to the per-key sum of the rows; ``meta`` is its row of
+        ``responses.parquet`` (give it for every response or for none).
+        """
+        if isinstance(rows, ResponseRows):
+            rows = list(zip(rows.keys, rows.mass, rows.tokens))
+        where = f"response {self.n_responses}"
+        parts = [_entries(keys, mass, f"{where}, row {j}") for j, (keys, mass, _) in enumerate(rows)]
+        tokens = [_count(n, f"{where}, row {j}") for j, (_, _, n) in enumerate(rows)]
+        keys = np.concatenate([k for k, _ in parts]) if parts else np.empty(0, np.uint32)
+        mass = np.concatenate([m for _, m in parts]) if parts else np.empty(0, np.float64)
+        if base is None:
+            base_keys, inverse = np.unique(keys, return_inverse=True)
+            base_mass = np.bincount(inverse, weights=mass, minlength=len(base_keys))
+        else:
+            base_keys, base_mass = _entries(*base, f"{where}, base")
+        if (meta is None) != (not self._meta) and self.n_responses > 0:
+            raise NexError(f"{where}: give metadata for every response or for none")
+        self._write(keys, mass, np.cumsum([len(k) for k, _ in parts], dtype=np.int64), np.asarray(tokens, np.int64),
+                    base_keys, base_mass)
+        if meta is not None:
+            self._meta.append(dict(meta))
+
+    def _write(self, keys: np.ndarray, mass: np.ndarray, row_ends: np.ndarray, tokens: np.ndarray,
+               base_keys: np.ndarray, base_mass: np.ndarray) -> None:
+        """Stream one response's arrays (``row_ends``: entry counts, cumulated) and extend the pointers."""
+        ptr = self._ptr
+        ptr["row_ptr"].extend((ptr["row_ptr"][-1] + row_ends).tolist())
+        ptr["token_row_ptr"].extend((ptr["token_row_ptr"][-1] + np.cumsum(tokens)).tolist())
+        ptr["sample_row_ptr"].append(ptr["sample_row_ptr"][-1] + len(row_ends))
+        ptr["base_row_ptr"].append(ptr["base_row_ptr"][-1] + len(base_keys))
+        for attr, values in (("keys", keys), ("w_sum", mass), ("base_keys", base_keys), ("base_w_sum", base_mass)):
+            if attr.endswith("w_sum"):
+                values = self._float16(values)
+            self._files[attr].write(np.ascontiguousarray(values, FILES[attr][1]).tobytes())
+
+    def _float16(self, mass: np.ndarray) -> np.ndarray:
+        big = np.isfinite(mass) & (np.abs(mass) > FLOAT16_MAX)
+        self.n_saturated += int(big.sum())
+        return np.where(big, np.sign(mass) * FLOAT16_MAX, mass).astype(np.float16)
+
+    def _extend(self, part: SparseCache) -> None:
+        """Append every response of an existing cache (arrays copied in chunks, never whole)."""
+        has_meta = part.responses is not None
+        if self.n_responses and part.n_responses and has_meta != bool(self._meta):
+            raise NexError(f"{part.path}: some parts have a {RESPONSES_FILE} and others not; "
+                           "concatenate parts made the same way")
+        ptr = self._ptr
+        for attr, src in (("sample_row_ptr", "sample_row_ptr"), ("row_ptr", "row_ptr"),
+                          ("token_row_ptr", "token_row_ptr"), ("base_row_ptr", "base_row_ptr")):
+            values = np.asarray(getattr(part, src)[1:], np.int64)
+            ptr[attr].extend((ptr[attr][-1] + values).tolist())
+        for attr in ("keys", "w_sum", "base_keys", "base_w_sum"):
+            array = getattr(part, attr)
+            for start in range(0, len(array), _CHUNK):
+                self._files[attr].write(np.asarray(array[start:start + _CHUNK]).tobytes())
+        if has_meta:
+            self._meta.extend(part.responses.to_dict("records"))
+
+    def close(self) -> SparseCache:
+        """Write the pointers and metadata, publish the directory atomically, and open it."""
+        if self._closed:
+            return SparseCache.open(self.path)
+        self._closed = True
+        for attr, values in self._ptr.items():
+            (self._tmp / FILES[attr][0]).write_bytes(np.asarray(values, "<i8").tobytes())
+        if self._meta:
+            pd.DataFrame(self._meta).to_parquet(self._tmp / RESPONSES_FILE, index=False)
+        self._stack.close()
+        if self.n_saturated:
+            warnings.warn(f"{self.path}: {self.n_saturated} mass values beyond the float16 maximum "
+                          f"{FLOAT16_MAX:g} were clipped to it", stacklevel=2)
+        return SparseCache.open(self.path)
+
+    def __enter__(self) -> SparseCacheWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._stack.__exit__(exc_type, exc, tb)
+
+
+def _entries(keys: Any, mass: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Checked (uint32 keys, float64 mass) of one row or base view."""
+    keys, mass = np.asarray(keys), np.asarray(mass, np.float64)
+    if keys.ndim != 1 or mass.shape != keys.shape:
+        raise NexError(f"{where}: keys and mass must be 1-D arrays of one length, got shapes "
+                       f"{keys.shape} and {mass.shape}")
+    if keys.size and not np.issubdtype(keys.dtype, np.integer):
+        raise NexError(f"{where}: keys must be integers (packed (layer << 16) | unit), got {keys.dtype}")
+    if keys.size and (keys.min() < 0 or keys.max() > np.iinfo(np.uint32).max or out_of_range(keys).any()):
+        raise NexError(f"{where}: keys must be packed (layer << 16) | unit with layer < {N_LAYERS} "
+                       f"(or {RESERVED_LAYER}), unit < 65536")
+    return keys.astype(np.uint32), mass
+
+
+def _count(n_tokens: Any, where: str) -> int:
+    try:
+        valid = float(n_tokens).is_integer() and n_tokens >= 0
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise NexError(f"{where}: the token count must be a non-negative integer, got {n_tokens!r}")
+    return int(n_tokens)
+
+
+CacheLike = Union[SparseCache, str, Path]
+
+
+def concatenate(parts: Sequence[CacheLike], out: str | Path) -> SparseCache:
+    """Write the responses of ``parts`` (caches or their paths), in order, as one cache at ``out``."""
+    with SparseCacheWriter(out) as writer:
+        for part in parts:
+            writer._extend(part if isinstance(part, SparseCache) else SparseCache.open(part))
+    return SparseCache.open(out)
