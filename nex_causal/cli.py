@@ -17,6 +17,74 @@ from nex_causal.errors import NexError
 
 def _add_nex(sub: argparse._SubParsersAction) -> None:
     """``nex train|score|run``: learn neuron weights and score a cache (NEX_METHOD 2-6)."""
+    nex = sub.add_parser("nex", help="learn NEX neuron weights and score a cache",
+                         description="Learn NEX neuron weights from an unlabeled cache and score "
+                         "responses by Good-Mass Fraction.")
+    verbs = nex.add_subparsers(dest="nex_command", required=True, metavar="{train,score,run}")
+    train = verbs.add_parser("train", help="learn weights from a cache")
+    score = verbs.add_parser("score", help="score a cache with given weights")
+    run = verbs.add_parser("run", help="learn weights from a cache and score that same cache")
+    for p in (train, score, run):
+        p.add_argument("--cache-dir", required=True, help="SparseCache directory")
+    for p in (train, run):
+        p.add_argument("--rho", type=float, default=0.95, help="sticky HMM self-transition (default 0.95)")
+        p.add_argument("--min-run", type=int, default=2, help="shortest E/X run in rows (default 2)")
+        p.add_argument("--max-responses", type=int, default=0,
+                       help="learn from the first N responses only (default 0: all)")
+    train.add_argument("--weights-out", required=True, help="weights .npz to write")
+    score.add_argument("--weights", required=True, help="weights .npz (from `nex train` or the reference)")
+    for p in (score, run):
+        p.add_argument("--output-dir", required=True,
+                       help="directory for response_scores.npy and summary.json (and weights.npz for run)")
+        p.add_argument("--log-gap-output", action="store_true", help="also report -log10(1 - NEX)")
+
+    def learned(args: argparse.Namespace):
+        from nex_causal.cache import SparseCache
+        from nex_causal.nex import learn
+
+        cache = SparseCache.open(args.cache_dir)
+        cal = learn(cache, args.rho, args.min_run, args.max_responses)
+        print(f"{args.cache_dir}: learned weights on {cal.n_responses} of {cache.n_responses} responses "
+              f"(rho {args.rho}, min_run {args.min_run}): {int((cal.weights > 0).sum())} effective and "
+              f"{int((cal.weights < 0).sum())} redundant neurons")
+        return cache, cal
+
+    def scored(args: argparse.Namespace, cache, weights, **fields) -> None:
+        from nex_causal.nex.score import score_cache, write_scores
+
+        s = write_scores(args.output_dir, score_cache(cache, weights), log_gap_output=args.log_gap_output,
+                         **fields)
+        gap = f" (log-gap {s['log_gap']:.3f})" if args.log_gap_output else ""
+        print(f"{args.cache_dir}: scored {s['n_scored_responses']} of {s['n_responses']} responses; "
+              f"NEX = {s['nex_score']:.5f}{gap} -> {args.output_dir}")
+
+    def do_train(args: argparse.Namespace) -> None:
+        from nex_causal.nex import save_weights
+
+        _, cal = learned(args)
+        save_weights(args.weights_out, cal.weights)
+        print(f"weights -> {args.weights_out}")
+
+    def do_score(args: argparse.Namespace) -> None:
+        from nex_causal.cache import SparseCache
+        from nex_causal.nex import load_weights
+
+        cache = SparseCache.open(args.cache_dir)
+        scored(args, cache, load_weights(args.weights), weights_file=str(args.weights))
+
+    def do_run(args: argparse.Namespace) -> None:
+        from pathlib import Path
+
+        from nex_causal.nex import save_weights
+
+        cache, cal = learned(args)
+        save_weights(Path(args.output_dir) / "weights.npz", cal.weights)
+        scored(args, cache, cal.weights, rho=args.rho, min_run=args.min_run,
+               n_calibration_responses=cal.n_responses)
+
+    train.set_defaults(handler=do_train)
+    score.set_defaults(handler=do_score)
+    run.set_defaults(handler=do_run)
 
 
 def _add_zoo(sub: argparse._SubParsersAction) -> None:
