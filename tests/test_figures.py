@@ -1,0 +1,276 @@
+"""Figures render real content from small tables: ink where the data is, vector PDFs, legends
+that carry the numbers, and a run directory's figures with the missing ones named."""
+
+import json
+import re
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from nex_causal import figures as F
+from nex_causal.cache import ResponseRows
+from nex_causal.cli import main
+from nex_causal.errors import NexError
+from nex_causal.io import write_table
+from nex_causal.nex import analyze_response
+from nex_causal.ranking import inverted_u, inverted_u_table
+
+DPI = 300
+
+
+def saved(fig, tmp_path, name="fig"):
+    """Save ``fig``; return the PNG as an [H, W, 3] array and the PDF's bytes."""
+    pdf, png = F.save_figure(fig, tmp_path / name)
+    return imread(png)[..., :3], pdf.read_bytes()
+
+
+def pixel(fig, ax, x, y, image):
+    """The PNG pixel at data point (x, y) of ``ax`` (display coords scale with the save dpi)."""
+    px, py = ax.transData.transform((x, y)) * DPI / fig.dpi
+    return image[int(round(image.shape[0] - py)), int(round(px))]
+
+
+def plot_area_ink(fig, ax, image) -> float:
+    """Share of non-white pixels inside the axes rectangle."""
+    (x0, y0), (x1, y1) = ax.get_position().get_points()
+    h, w = image.shape[:2]
+    area = image[int((1 - y1) * h):int((1 - y0) * h), int(x0 * w):int(x1 * w)]
+    return float((area.min(axis=-1) < 0.95).mean())
+
+
+def pdf_streams(data: bytes) -> bytes:
+    """All content streams of a PDF, inflated."""
+    out = []
+    for raw in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
+        try:
+            out.append(zlib.decompress(raw))
+        except zlib.error:
+            out.append(raw)
+    return b"\n".join(out)
+
+
+def assert_vector(pdf: bytes) -> None:
+    content = pdf_streams(pdf)
+    assert b"/Subtype /Image" not in pdf and b"/Subtype/Image" not in pdf
+    assert len(re.findall(rb"\d m\b", content)) > 5 and len(re.findall(rb"\d l\b", content)) > 5  # moveto, lineto
+    assert b"/FontFile2" in pdf  # TrueType text, embedded
+
+
+def legend_texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+# --- one response's trace ---------------------------------------------------------------
+
+EXPLORE = np.array([0, 0, 1, 1, 0, 0, 1, 1, 1, 0], bool)
+
+
+def hand_trace() -> pd.DataFrame:
+    return pd.DataFrame({
+        "row": np.arange(10), "slope": np.where(EXPLORE, 3.0, 1.0),
+        "explore": EXPLORE,
+        "cycle": [-1, -1, 0, 0, 0, 0, 1, 1, 1, 1],
+        "cycle_kind": ["", ""] + ["effective"] * 4 + ["redundant"] * 4,
+    })
+
+
+def test_trace_shades_explore_rows_and_marks_each_cycle(tmp_path):
+    fig = F.plot_trace(hand_trace())
+    ax = fig.axes[0]
+    shaded = [p for p in ax.patches if p.get_facecolor()[:3] == pytest.approx((0.88,) * 3)]
+    assert len(shaded) == 2  # the E runs 2-3 and 6-8
+    assert legend_texts(ax) == ["explore (E)", "novelty slope", "effective cycle", "redundant cycle"]
+    brackets = [line for line in ax.lines if len(line.get_xdata()) == 2]
+    assert sorted(tuple(line.get_xdata()) for line in brackets) == [(1.65, 5.35), (5.65, 9.35)]
+    image, pdf = saved(fig, tmp_path)
+    assert pixel(fig, ax, 2.5, 0.3, image) == pytest.approx((0.88,) * 3, abs=0.02)  # inside an E run
+    assert pixel(fig, ax, 4.5, 0.3, image) == pytest.approx((1.0,) * 3, abs=0.02)  # an X row: background
+    assert plot_area_ink(fig, ax, image) > 0.05
+    assert_vector(pdf)
+
+
+def test_trace_table_of_an_analysed_response_lines_up_with_its_cycles():
+    pattern = "XXEEXXXEEXXXEEXX"
+    keys, mass, nxt, last = [], [], 0, np.arange(1)
+    for p in pattern:  # E rows recruit 40 new neurons, X rows reuse the last E run's
+        if p == "E":
+            k = last = np.arange(nxt, nxt + 40)
+            nxt += 40
+        else:
+            k = np.r_[last[:20], nxt]
+            nxt += 1
+        keys.append(k.astype(np.uint32))
+        mass.append(np.ones(len(k), np.float32))
+    keys.insert(5, np.empty(0, np.uint32))  # an empty row: skipped by the method, a gap in `row`
+    mass.insert(5, np.empty(0, np.float32))
+    trace = analyze_response(ResponseRows(keys, mass, np.full(len(keys), 4)))
+    table = F.trace_table(trace)
+    assert table["row"].tolist() == [j for j in range(17) if j != 5]
+    assert "".join("E" if e else "X" for e in table["explore"]) == pattern
+    for i, c in enumerate(trace.cycles):
+        part = table[table["cycle"] == i]
+        assert part.index.tolist() == list(range(c.e_start, c.x_end + 1))
+        assert set(part["cycle_kind"]) == {c.kind}
+    assert (table.loc[table["cycle"] < 0, "cycle_kind"] == "").all()
+    fig = F.plot_trace(table)
+    assert len([p for p in fig.axes[0].patches if p.get_facecolor()[:3] == pytest.approx((0.88,) * 3)]) == 3
+
+
+def test_trace_needs_one_response_and_its_columns():
+    with pytest.raises(NexError, match="2 responses"):
+        F.plot_trace(hand_trace().assign(response=[0] * 5 + [1] * 5))
+    with pytest.raises(NexError, match="lacks column.*explore"):
+        F.plot_trace(hand_trace().drop(columns="explore"))
+    with pytest.raises(NexError, match="empty"):
+        F.plot_trace(hand_trace().iloc[:0])
+
+
+# --- the inverted U ------------------------------------------------------------------------
+
+def test_inverted_u_draws_the_fitted_parabola_with_its_peak(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.5, 2.5, 300)
+    curves = {"response": inverted_u(x, 0.8 - 0.3 * (x - 1.5) ** 2 + rng.normal(0, 0.02, 300))}
+    fits, bins = inverted_u_table(curves)
+    fig = F.plot_inverted_u(bins, fits)
+    ax = fig.axes[0]
+    peak = fits["peak"].iloc[0]
+    assert peak == pytest.approx(1.5, abs=0.05)  # the planted vertex
+    assert any(f"peak {peak:.3g}" in t for t in legend_texts(ax))
+    curve = next(line for line in ax.lines if len(line.get_xdata()) == 200)
+    assert curve.get_xdata()[np.argmax(curve.get_ydata())] == pytest.approx(peak, abs=0.02)
+    image, pdf = saved(fig, tmp_path)
+    assert plot_area_ink(fig, ax, image) > 0.01
+    assert_vector(pdf)
+    no_fit = F.plot_inverted_u(bins)  # without the fit table only the bins are drawn
+    assert not [line for line in no_fit.axes[0].lines if len(line.get_xdata()) == 200]
+
+
+# --- scores against accuracy ------------------------------------------------------------------
+
+def test_score_panels_carry_the_rank_correlation_nex_first(tmp_path):
+    scores = pd.DataFrame({
+        "variant": list("abcde"), "accuracy": [0.1, 0.2, 0.3, 0.4, 0.5],
+        "entropy": [5.0, 4.0, 3.0, 2.0, 1.0],  # perfectly reversed: rho = -1
+        "nex": [0.2, 0.1, 0.4, 0.3, 0.5],  # d = (1, 1, 1, 1, 0): rho = 1 - 6 * 4 / 120 = 0.8
+    })
+    correlations = pd.DataFrame({"score": ["nex", "entropy"], "direction": [1, -1], "spearman": [0.8, 1.0],
+                                 "spearman_low": [0.3, 0.5], "spearman_high": [1.0, 0.9]})
+    fig = F.plot_scores_vs_accuracy(scores, correlations)
+    nex, entropy = fig.axes[:2]
+    assert nex.get_xlabel() == "nex"
+    assert legend_texts(nex) == ["Spearman ρ = 0.80 [0.30, 1.00]"]
+    assert legend_texts(entropy) == ["Spearman ρ = -1.00 [-0.90, -0.50]"]  # the plotted direction
+    assert "lower is better" in entropy.get_xlabel()
+    assert list(nex.lines[0].get_xdata()) == [0.2, 0.1, 0.4, 0.3, 0.5]
+    assert legend_texts(F.plot_scores_vs_accuracy(scores).axes[0]) == ["Spearman ρ = 0.80"]
+    image, pdf = saved(fig, tmp_path)
+    assert plot_area_ink(fig, nex, image) > 0.005
+    assert_vector(pdf)
+
+
+# --- Best-of-N --------------------------------------------------------------------------------
+
+def test_best_of_n_orders_selectors_and_draws_intervals_and_baselines(tmp_path):
+    selection = pd.DataFrame({
+        "selector": ["nex-self", "medoid", "entropy", "random", "avg@n", "oracle", "deepconf-tail"],
+        "accuracy": [0.62, 0.55, 0.58, 0.50, 0.51, 0.80, np.nan],
+        "ci_low": [0.55, 0.50, 0.52, 0.45, 0.46, 0.75, np.nan],
+        "ci_high": [0.70, 0.61, 0.64, 0.55, 0.56, 0.85, np.nan],
+        "status": ["ok"] * 6 + ["skipped: no token statistics"],
+    })
+    fig = F.plot_best_of_n(selection)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["medoid", "entropy", "nex-self"]
+    assert legend_texts(ax) == ["random", "avg@n", "oracle"]
+    assert sorted(line.get_xdata()[0] for line in ax.lines if line.get_label() in F.REFERENCE_SELECTORS) == \
+        [0.50, 0.51, 0.80]
+    bars = [seg for coll in ax.collections for seg in coll.get_segments()]
+    assert sorted((round(s[0][0], 6), round(s[1][0], 6)) for s in bars) == [(0.5, 0.61), (0.52, 0.64), (0.55, 0.7)]
+    image, pdf = saved(fig, tmp_path)
+    assert plot_area_ink(fig, ax, image) > 0.01
+    assert_vector(pdf)
+    with pytest.raises(NexError, match="no selector"):
+        F.plot_best_of_n(selection[selection["selector"].isin(["random", "oracle"])])
+
+
+# --- transfer dose response ---------------------------------------------------------------
+
+def transfer_table() -> pd.DataFrame:
+    rows = []
+    for intervention in ("transplant", "patch"):
+        for kind, seeds in (("effective", [0]), ("redundant", [0]), ("random", [0, 1, 2])):
+            for seed in seeds:
+                for k in (8, 32, 128):
+                    delta = {"effective": -0.1 * np.log2(k / 4), "redundant": 0.01, "random": 0.01 * (seed - 1)}[kind]
+                    rows.append({"set_kind": kind, "k": k, "seed": seed, "intervention": intervention,
+                                 "decoding": "greedy", "accuracy": 0.5 + delta, "delta": delta,
+                                 "ci_low": delta - 0.05, "ci_high": delta + 0.05})
+    return pd.DataFrame(rows)
+
+
+def test_transfer_panels_lines_and_random_band(tmp_path):
+    table = transfer_table()
+    fig = F.plot_transfer(table)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["patch, greedy", "transplant, greedy"]
+    ax = visible[1]
+    assert ax.get_xscale() == "log"  # k spans 16x
+    effective = next(c for c in ax.containers if c.get_label() == "effective")
+    assert effective.lines[0].get_ydata() == pytest.approx([-0.1, -0.3, -0.5])
+    band = next(c for c in ax.collections if c.get_label() == "random (seeds)")
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx(-0.06) and ys.max() == pytest.approx(0.06)  # seeds' CIs, min..max
+    assert legend_texts(visible[0]) == ["random (seeds)", "effective", "redundant"]
+    image, pdf = saved(fig, tmp_path)
+    assert plot_area_ink(fig, ax, image) > 0.05
+    assert_vector(pdf)
+
+
+# --- neuron weights by layer -------------------------------------------------------------
+
+def test_neuron_weight_bars_count_effective_and_redundant_per_layer(tmp_path):
+    weights = pd.DataFrame({"layer": [0, 0, 0, 1, 2, 2, 2, 2], "unit": range(8),
+                            "weight": [0.5, 0.2, -0.3, 0.0, -0.9, -0.1, 0.7, -0.2]})
+    fig = F.plot_neuron_weights(weights)
+    ax = fig.axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == [2, 0, 1, -1, 0, -3]  # effective per layer, then redundant (below the axis)
+    image, pdf = saved(fig, tmp_path)
+    assert plot_area_ink(fig, ax, image) > 0.05
+    assert_vector(pdf)
+
+
+# --- saving, and a run directory ---------------------------------------------------------------
+
+def test_save_figure_is_atomic_vector_sized_and_reproducible(tmp_path):
+    pdf, png = F.save_figure(F.plot_trace(hand_trace()), tmp_path / "a", config={"seed": 3})
+    again, _ = F.save_figure(F.plot_trace(hand_trace()), tmp_path / "b")
+    assert pdf.read_bytes() == again.read_bytes()  # no creation date: same table, same bytes
+    assert imread(png).shape[1] == round(F.SINGLE * DPI)
+    sidecar = json.loads((tmp_path / "a.json").read_text())
+    assert sidecar["config"] == {"seed": 3} and "matplotlib" in sidecar["versions"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.pdf", "a.png", "b.json", "b.pdf", "b.png"]
+
+
+def test_make_figures_draws_what_exists_and_names_the_rest(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_table(hand_trace(), run / "tables" / "trace", config={"response": 4})
+    write_table(transfer_table(), run / "tables" / "transfer")
+    paths = F.make_figures(run)
+    assert [p.name for p in paths] == ["trace.pdf", "trace.png", "transfer.pdf", "transfer.png"]
+    assert json.loads((run / "figures" / "trace.json").read_text())["config"]["tables"] == {"trace": {"response": 4}}
+    assert F.missing_tables(run) == {"inverted_u": ["inverted_u_bins"], "nex_vs_accuracy": ["ranking_scores"],
+                                     "best_of_n": ["selection"], "neuron_weights": ["neuron_weights"]}
+    assert main(["figures", str(run), "--readme", "--out", str(tmp_path / "readme")]) == 0
+    out = capsys.readouterr().out
+    assert "skipped best_of_n: no table selection" in out and "skipped inverted_u" not in out
+    assert sorted(p.name for p in (tmp_path / "readme").glob("*.p*")) == \
+        ["trace.pdf", "trace.png", "transfer.pdf", "transfer.png"]
+    assert main(["figures", str(tmp_path)]) == 2  # no tables/ folder: one-line error
+    assert "no tables/ folder" in capsys.readouterr().err
+    with pytest.raises(NexError, match="unknown figure"):
+        F.make_figures(run, names=["pie"])
