@@ -9,14 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nex_causal.errors import NexError
+from nex_causal.cache import KEY_SPACE
 from nex_causal.intervene.neuron_sets import (
-    N_KEYS, NeuronSet, bottom_redundant, check_weights, matched_random, pack, read_weights,
-    top_effective,
+    NeuronSet, bottom_redundant, check_weights_fit, matched_random, top_effective,
 )
 
 
 def weight_vector(entries: dict[tuple[int, int], float]) -> np.ndarray:
-    w = np.zeros(N_KEYS, dtype=np.float32)
+    w = np.zeros(KEY_SPACE, dtype=np.float32)
     for (layer, unit), value in entries.items():
         w[(layer << 16) | unit] = value
     return w
@@ -28,10 +28,6 @@ WEIGHTS = weight_vector({(0, 5): 0.9, (1, 2): 0.5, (2, 7): 0.5, (0, 1): 0.1,
 
 def pairs(s: NeuronSet) -> list[tuple[int, int]]:
     return list(zip(s.layers.tolist(), s.units.tolist()))
-
-
-def test_pack_matches_the_key_layout():
-    assert pack([0, 1, 3], [5, 0, 65535]).tolist() == [5, 65536, 3 * 65536 + 65535]
 
 
 def test_top_effective_takes_the_largest_positive_weights_ties_by_key():
@@ -145,21 +141,8 @@ def test_sets_and_weights_outside_the_model_are_refused():
     with pytest.raises(NexError, match=r"\(layer 4, unit 2\), outside this model's 4 layers x 8 units"):
         s.check_fits(4, 8)
     with pytest.raises(NexError, match=r"\(layer 0, unit 5\).*another model"):
-        check_weights(WEIGHTS, 4, 5)
-    check_weights(WEIGHTS, 4, 10)
-
-
-def test_read_weights_round_trip_and_errors(tmp_path):
-    np.savez(tmp_path / "W.npz", weights=WEIGHTS)
-    np.testing.assert_array_equal(read_weights(tmp_path / "W.npz"), WEIGHTS)
-    np.savez(tmp_path / "short.npz", weights=WEIGHTS[:10])
-    with pytest.raises(NexError, match="length 2\\*\\*22"):
-        read_weights(tmp_path / "short.npz")
-    np.savez(tmp_path / "other.npz", w=WEIGHTS)
-    with pytest.raises(NexError, match="no array 'weights'"):
-        read_weights(tmp_path / "other.npz")
-    with pytest.raises(NexError, match="does not exist"):
-        read_weights(tmp_path / "none.npz")
+        check_weights_fit(WEIGHTS, 4, 5)
+    check_weights_fit(WEIGHTS, 4, 10)
 
 
 def test_table_has_the_documented_columns():

@@ -17,16 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nex_causal.cache import N_LAYERS, pack_keys, unpack_keys
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path
 
-UNIT_BITS = 16
-N_KEYS = 2**22  # weight vectors cover 64 layers x 65536 units
-
-
-def pack(layers: np.ndarray, units: np.ndarray) -> np.ndarray:
-    """Packed keys ``(layer << 16) | unit`` as uint32."""
-    return (np.asarray(layers, dtype=np.uint32) << UNIT_BITS) | np.asarray(units, dtype=np.uint32)
+N_UNITS = 1 << 16  # units a packed key can address per layer
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,7 +37,7 @@ class NeuronSet:
         order = np.argsort(keys, kind="stable")
         keys = keys[order]
         if len(keys) > 1 and (np.diff(keys) == 0).any():
-            layer, unit = divmod(int(keys[1:][np.diff(keys) == 0][0]), 1 << UNIT_BITS)
+            layer, unit = divmod(int(keys[1:][np.diff(keys) == 0][0]), N_UNITS)
             raise NexError(f"neuron set {self.name!r} lists (layer {layer}, unit {unit}) twice; "
                            "remove the duplicate")
         object.__setattr__(self, "keys", keys)
@@ -56,18 +51,18 @@ class NeuronSet:
     @classmethod
     def from_units(cls, name: str, layers: np.ndarray, units: np.ndarray,
                    weights: np.ndarray | None = None) -> "NeuronSet":
-        return cls(name, pack(layers, units), weights)
+        return cls(name, pack_keys(layers, units), weights)
 
     def __len__(self) -> int:
         return len(self.keys)
 
     @property
     def layers(self) -> np.ndarray:
-        return (self.keys >> UNIT_BITS).astype(np.int64)
+        return unpack_keys(self.keys)[0].astype(np.int64)
 
     @property
     def units(self) -> np.ndarray:
-        return (self.keys & ((1 << UNIT_BITS) - 1)).astype(np.int64)
+        return unpack_keys(self.keys)[1].astype(np.int64)
 
     def by_layer(self) -> dict[int, np.ndarray]:
         """``{layer: sorted unit indices}`` for the layers the set touches."""
@@ -76,7 +71,7 @@ class NeuronSet:
 
     def per_layer_counts(self, n_layers: int) -> np.ndarray:
         """How many members each of the model's ``n_layers`` layers holds."""
-        self.check_fits(n_layers, 1 << UNIT_BITS)
+        self.check_fits(n_layers, N_UNITS)
         return np.bincount(self.layers, minlength=n_layers)
 
     def check_fits(self, n_layers: int, d_mlp: int) -> None:
@@ -127,30 +122,16 @@ class NeuronSet:
         layers, units = df["layer"].to_numpy(), df["unit"].to_numpy()
         if not (np.issubdtype(layers.dtype, np.integer) and np.issubdtype(units.dtype, np.integer)):
             raise NexError(f"{path}: 'layer' and 'unit' must be whole numbers")
-        if len(df) and ((layers < 0).any() or (layers >= N_KEYS >> UNIT_BITS).any()
-                        or (units < 0).any() or (units >= 1 << UNIT_BITS).any()):
-            raise NexError(f"{path}: layers must lie in [0, 64) and units in [0, 65536)")
+        if len(df) and ((layers < 0).any() or (layers >= N_LAYERS).any()
+                        or (units < 0).any() or (units >= N_UNITS).any()):
+            raise NexError(f"{path}: layers must lie in [0, {N_LAYERS}) and units in [0, {N_UNITS})")
         weights = df["weight"].to_numpy() if "weight" in df.columns else None
         return cls.from_units(name or path.stem, layers, units, weights)
 
 
-def read_weights(path: str | os.PathLike) -> np.ndarray:
-    """The float32 NEX weight vector (length 2**22) stored as array ``weights`` in an .npz file."""
-    path = Path(path)
-    if not path.is_file():
-        raise NexError(f"weights file {path} does not exist; train one with `nex-causal nex train`")
-    with np.load(path) as npz:
-        if "weights" not in npz.files:
-            raise NexError(f"{path} holds no array 'weights' (found {npz.files}); "
-                           "pass the W.npz written by `nex-causal nex train`")
-        weights = np.asarray(npz["weights"], dtype=np.float32)
-    if weights.shape != (N_KEYS,):
-        raise NexError(f"{path}: weights must be a vector of length 2**22, got shape {weights.shape}")
-    return weights
-
-
-def check_weights(weights: np.ndarray, n_layers: int, d_mlp: int) -> None:
-    """Raise when a neuron outside the model's geometry carries a nonzero weight."""
+def check_weights_fit(weights: np.ndarray, n_layers: int, d_mlp: int) -> None:
+    """Raise when a neuron outside the model's geometry carries a nonzero weight (NEX weights
+    learned on another model)."""
     credited = np.flatnonzero(weights)
     NeuronSet("weights", credited.astype(np.uint32)).check_fits(n_layers, d_mlp)
 
