@@ -133,6 +133,123 @@ def _add_capture(sub: argparse._SubParsersAction) -> None:
 
 def _add_selection(sub: argparse._SubParsersAction) -> None:
     """``select`` and ``rank``: Best-of-N selection and model ranking against baselines."""
+    select = sub.add_parser("select", help="Best-of-N selection: every selector's accuracy on one or more caches",
+                            description="Pick one of the N responses per prompt with each label-free selector "
+                            "(NEX, NAD, output-based, majority vote) and report its accuracy against random, "
+                            "Avg@N and oracle, with bootstrap intervals over prompts.")
+    select.add_argument("--cache-dir", nargs="+", required=True, help="one or more capture cache directories")
+    select.add_argument("--selectors", help="comma-separated subset (default: all)")
+    select.add_argument("--early-tokens", type=int, default=32, help="NAD early-decision prefix (default 32)")
+    select.add_argument("--deepconf-window", type=int, default=2048, help="DeepConf group size (default 2048)")
+    select.add_argument("--knn-k", type=int, default=3, help="neighbours of the kNN-medoid (default 3)")
+    select.add_argument("--random-seeds", type=int, default=100, help="draws averaged by `random` (default 100)")
+    rank = sub.add_parser("rank", help="model ranking: label-free scores of a merge family against accuracy",
+                          description="Score every variant of a family on its own unlabeled cache (NEX, "
+                          "entropy, self-certainty, MUI, activated neurons, perplexity) and report Spearman, "
+                          "Kendall, top-1 hit and regret against accuracy, plus the inverted-U analysis.")
+    rank.add_argument("--family", required=True, help="the zoo's family directory (or its family.csv)")
+    rank.add_argument("--caches", nargs="+", required=True,
+                      help="one or more directories holding a cache per variant, as <dir>/<variant name>/")
+    rank.add_argument("--scores", help="comma-separated subset (default: all)")
+    rank.add_argument("--accuracy", choices=("cache", "family"), default="cache",
+                      help="cache: each cache's mean `correct` (default); family: the table's accuracy column")
+    rank.add_argument("--n-neurons", type=int, help="MLP neurons (n_layers * d_mlp) for MUI; "
+                      "default: from each cache's capture.json")
+    rank.add_argument("--n-bins", type=int, default=10, help="proxy bins of the inverted-U (default 10)")
+    for p in (select, rank):
+        p.add_argument("--out", required=True, help="directory for the result tables (parquet + csv)")
+        p.add_argument("--weights", help="NEX weights learned elsewhere: a .npz from `nex train` or a cache "
+                       "directory to learn them on (select: the nex-cross row; rank: replaces self-calibration)")
+        p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of prompts (default 1000)")
+        p.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
+        p.add_argument("--seed", type=int, default=0)
+
+    def weights(args: argparse.Namespace):
+        from pathlib import Path
+
+        from nex_causal.cache import SparseCache
+        from nex_causal.nex import learn_weights, load_weights
+
+        if args.weights is None:
+            return None
+        if Path(args.weights).is_dir():
+            return learn_weights(SparseCache.open(args.weights))
+        return load_weights(args.weights)
+
+    def names(text: str | None) -> list[str] | None:
+        return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+    def config(args: argparse.Namespace) -> dict:
+        return {k: v for k, v in vars(args).items() if k != "handler"}
+
+    def report(table, skipped_from: str) -> None:
+        import pandas as pd
+
+        with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+            print(table.drop(columns=["status"]).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        for _, row in table[table.status != "ok"].iterrows():
+            print(f"could not run {row[skipped_from]}: {row.status.removeprefix('skipped: ')}")
+
+    def do_select(args: argparse.Namespace) -> None:
+        from pathlib import Path
+
+        import pandas as pd
+
+        from nex_causal.cache import SparseCache
+        from nex_causal.io import write_table
+        from nex_causal.selectors import Pool, SelectionConfig, select
+
+        cfg = SelectionConfig(early_tokens=args.early_tokens, deepconf_window=args.deepconf_window,
+                              knn_k=args.knn_k, n_random_seeds=args.random_seeds, seed=args.seed,
+                              weights=weights(args), progress=True)
+        tables = []
+        for cache_dir in args.cache_dir:
+            pool = Pool.from_cache(SparseCache.open(cache_dir), cfg)
+            table = select(pool, names(args.selectors), n_boot=args.n_boot, level=args.level, seed=args.seed,
+                           progress=True)
+            tables.append(table.assign(cache=str(cache_dir)))
+        table = pd.concat(tables, ignore_index=True)
+        table = table[["cache", *table.columns.drop("cache")]]
+        write_table(table, Path(args.out) / "selection", config=config(args))
+        report(table, "selector")
+        print(f"-> {Path(args.out) / 'selection'}.{{parquet,csv}}")
+
+    def do_rank(args: argparse.Namespace) -> None:
+        from pathlib import Path
+
+        import pandas as pd
+
+        from nex_causal.io import write_table
+        from nex_causal.ranking import (RankingConfig, exploration_curves, family_pools, inverted_u_table,
+                                        load_family, rank)
+
+        family = load_family(args.family)
+        accuracy = None
+        if args.accuracy == "family":
+            if "accuracy" not in family:
+                raise NexError(f"{args.family} has no accuracy column; use --accuracy cache")
+            accuracy = dict(zip(family["name"].astype(str), family["accuracy"]))
+        cfg = RankingConfig(weights=weights(args), n_neurons=args.n_neurons, progress=True)
+        out = {"ranking": [], "variants": [], "inverted_u": [], "inverted_u_bins": []}
+        for caches in args.caches:
+            pools, notes = family_pools(family, caches)
+            result = rank(pools, accuracy=accuracy, config=cfg, scores=names(args.scores), n_boot=args.n_boot,
+                          level=args.level, seed=args.seed, progress=True)
+            curves = exploration_curves(pools, variant_accuracy=accuracy, n_bins=args.n_bins)
+            summary, bins = inverted_u_table(curves)
+            for key, table in zip(out, (result.table, result.variants, summary, bins)):
+                out[key].append(table.assign(caches=str(caches)))
+            for note in [*notes, *result.notes]:
+                print(f"note: {note}")
+        for key, tables in out.items():
+            write_table(pd.concat(tables, ignore_index=True), Path(args.out) / key, config=config(args))
+        report(pd.concat(out["ranking"], ignore_index=True), "score")
+        summary = pd.concat(out["inverted_u"], ignore_index=True)
+        print(summary.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+        print(f"-> {args.out}/{{ranking,variants,inverted_u,inverted_u_bins}}.{{parquet,csv}}")
+
+    select.set_defaults(handler=do_select)
+    rank.set_defaults(handler=do_rank)
 
 
 def _add_intervene(sub: argparse._SubParsersAction) -> None:
@@ -141,6 +258,70 @@ def _add_intervene(sub: argparse._SubParsersAction) -> None:
 
 def _add_workflow(sub: argparse._SubParsersAction) -> None:
     """``run``, ``figures``, ``demo``, ``annotate``: experiments end to end."""
+    figures = sub.add_parser("figures", help="draw the paper's figures from a run directory's tables",
+                             description="Render every figure whose table exists under RUN_DIR/tables "
+                             "into RUN_DIR/figures (PDF + PNG + JSON sidecar) and name the ones skipped.")
+    figures.add_argument("run_dir", metavar="RUN_DIR", help="run directory (holds tables/)")
+    figures.add_argument("--out", help="folder for the figures (default RUN_DIR/figures)")
+    figures.add_argument("--readme", action="store_true",
+                         help="regenerate only the figures the README shows, into the repository's figures/ "
+                         "(or --out)")
+
+    def draw(args: argparse.Namespace) -> None:
+        from nex_causal.figures import README_FIGURES, REPO_FIGURES, make_figures, missing_tables
+
+        names = README_FIGURES if args.readme else None
+        out = args.out or (REPO_FIGURES if args.readme else None)
+        for path in make_figures(args.run_dir, out, names):
+            print(path)
+        for name, tables in missing_tables(args.run_dir, names).items():
+            print(f"skipped {name}: no table {', '.join(tables)}")
+
+    figures.set_defaults(handler=draw)
+
+    annotate = sub.add_parser("annotate", help="human E/X labels for validating the HMM phases",
+                              description="Export windows of chosen responses for a person to label E "
+                              "(explore) or X (exploit), as CSV and a self-contained HTML page, and score "
+                              "the filled labels against the HMM phases.")
+    verbs = annotate.add_subparsers(dest="annotate_command", required=True, metavar="{export,score}")
+    export = verbs.add_parser("export", help="write OUT.csv and OUT.html with the windows to label")
+    export.add_argument("--cache-dir", required=True, help="SparseCache directory written by `capture`")
+    export.add_argument("--responses", required=True, help="comma-separated response indices, e.g. 0,3,5")
+    export.add_argument("--out", required=True, help="output stem: writes OUT.csv and OUT.html")
+    export.add_argument("--tokenizer", help="model name or directory whose tokenizer splits the text "
+                        "(default: the model in CACHE_DIR/capture.json)")
+    score = verbs.add_parser("score", help="agreement of filled labels with the HMM phases")
+    score.add_argument("--cache-dir", required=True, help="the cache the windows were exported from")
+    score.add_argument("--labels", required=True, help="the filled CSV")
+    score.add_argument("--rho", type=float, default=0.95, help="sticky HMM self-transition (default 0.95)")
+    score.add_argument("--min-run", type=int, default=2, help="shortest E/X run in rows (default 2)")
+    score.add_argument("--out", help="also write the per-window comparison table here (parquet + CSV)")
+
+    def do_export(args: argparse.Namespace) -> None:
+        from nex_causal.annotate import export_annotation
+
+        try:
+            responses = [int(r) for r in args.responses.split(",") if r.strip()]
+        except ValueError:
+            raise NexError(f"--responses {args.responses!r} is not a comma-separated list of integers, "
+                           "e.g. 0,3,5") from None
+        for path in export_annotation(args.cache_dir, responses, args.out, tokenizer=args.tokenizer):
+            print(path)
+
+    def do_score(args: argparse.Namespace) -> None:
+        from nex_causal.annotate import score_annotation
+        from nex_causal.io import write_table
+
+        result, table = score_annotation(args.cache_dir, args.labels, rho=args.rho, min_run=args.min_run)
+        print(f"{result.n} windows ({len(table) - result.n} without an HMM phase): Cohen's kappa "
+              f"{result.kappa:.3f}, F1 explore {result.f1_explore:.3f}, F1 exploit {result.f1_exploit:.3f}, "
+              f"agreement {result.accuracy:.3f}")
+        if args.out:
+            write_table(table, args.out, config={"cache_dir": args.cache_dir, "labels": args.labels,
+                                                 "rho": args.rho, "min_run": args.min_run})
+
+    export.set_defaults(handler=do_export)
+    score.set_defaults(handler=do_score)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -90,14 +90,15 @@ def argmax_pick(scores: np.ndarray) -> int:
 # --- neuron-agreement (NAD) choices on key sets ------------------------------------------
 
 def jaccard_distances(key_sets: Sequence[np.ndarray]) -> np.ndarray:
-    """``D[r, s] = 1 - |S_r & S_s| / |S_r | S_s|`` for sets of unique keys (0 between two empty sets)."""
-    sizes = np.array([len(s) for s in key_sets])
-    keys = np.concatenate(key_sets) if len(key_sets) else np.empty(0, np.uint32)
-    _, columns = np.unique(keys, return_inverse=True)
-    rows = np.repeat(np.arange(len(key_sets)), sizes)
-    member = sparse.csr_matrix((np.ones(len(keys), np.int64), (rows, columns)),
-                               shape=(len(key_sets), int(columns.max(initial=-1)) + 1))
-    inter = (member @ member.T).toarray().astype(np.float64)
+    """``D[r, s] = 1 - |S_r & S_s| / |S_r | S_s|`` for sets of unique keys (0 between two empty sets).
+
+    All intersections come from one sparse product of the key-by-response membership matrix.
+    """
+    sizes = np.array([len(s) for s in key_sets], np.int64)
+    keys = np.concatenate(key_sets).astype(np.int64) if len(key_sets) else np.empty(0, np.int64)
+    member = sparse.csc_matrix((np.ones(len(keys)), keys, np.concatenate([[0], np.cumsum(sizes)])),
+                               shape=(int(keys.max(initial=-1)) + 1, len(key_sets)))
+    inter = (member.T @ member).toarray()
     union = sizes[:, None] + sizes[None, :] - inter
     return np.where(union > 0, 1.0 - inter / np.maximum(union, 1), 0.0)
 
@@ -179,6 +180,7 @@ class SelectionConfig:
     n_random_seeds: int = 100
     seed: int = 0
     weights: np.ndarray | None = None  # NEX weights learned elsewhere, for ``nex-cross``
+    progress: bool = False  # progress bars while NEX learns and scores
 
 
 def clean_key_set(keys: np.ndarray, mass: np.ndarray) -> np.ndarray:
@@ -325,8 +327,9 @@ def _nad(choose: Callable[[np.ndarray, np.ndarray, SelectionConfig], int],
 def _nex_scores(pool: Pool, weights: np.ndarray | None) -> np.ndarray:
     from nex_causal.nex.score import learn_weights, score_cache
 
-    cache = pool._require_cache()
-    return score_cache(cache, learn_weights(cache) if weights is None else weights)
+    cache, progress = pool._require_cache(), pool.config.progress
+    return score_cache(cache, learn_weights(cache, progress=progress) if weights is None else weights,
+                       progress=progress)
 
 
 def _nex_cross(pool: Pool) -> np.ndarray:
@@ -342,7 +345,8 @@ def _deepconf(reduce: Callable[[np.ndarray, SelectionConfig], float]) -> Callabl
     return scores
 
 
-def _mean(values: np.ndarray) -> float:
+def trace_mean(values: np.ndarray) -> float:
+    """Mean of a per-token statistic over a trace; NaN for an empty trace."""
     return float(values.mean()) if len(values) else float("nan")
 
 
@@ -391,13 +395,13 @@ SELECTORS: dict[str, Callable[[Pool], Outcome]] = {
     "nex-self": _by_score(lambda pool: _nex_scores(pool, None)),
     "nex-cross": _by_score(_nex_cross),
     **_nad_family(),
-    "entropy": _by_score(lambda pool: -pool.per_response(_mean, "token_entropy")),
-    "self-certainty": _by_score(lambda pool: pool.per_response(_mean, "token_kl_uniform")),
+    "entropy": _by_score(lambda pool: -pool.per_response(trace_mean, "token_entropy")),
+    "self-certainty": _by_score(lambda pool: pool.per_response(trace_mean, "token_kl_uniform")),
     "deepconf-lowest": _by_score(_deepconf(lambda c, cfg: lowest_group_confidence(c, cfg.deepconf_window))),
     "deepconf-bottom10": _by_score(_deepconf(
         lambda c, cfg: bottom_group_confidence(c, cfg.deepconf_window, cfg.bottom_fraction))),
     "deepconf-tail": _by_score(_deepconf(lambda c, cfg: tail_confidence(c, cfg.deepconf_window))),
-    "logprob": _by_score(lambda pool: pool.per_response(_mean, "token_logprob")),
+    "logprob": _by_score(lambda pool: pool.per_response(trace_mean, "token_logprob")),
     "majority-vote": _majority,
     "random": _random,
     "avg@n": _reference(np.mean, reads_all=False),

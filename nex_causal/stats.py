@@ -74,21 +74,42 @@ def _finite_pairs(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return x[keep], y[keep]
 
 
-def _correlation(test, x: np.ndarray, y: np.ndarray) -> float:
-    x, y = _finite_pairs(x, y)
-    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")  # undefined: too few pairs or a constant side
-    return float(test(x, y).statistic)
+def rank_correlations(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spearman's rho and Kendall's tau-b of each row of ``x`` [B, V] against the same row of ``y``.
+
+    Row-wise, so that thousands of bootstrap resamples cost one vectorised pass. Pairs with
+    a non-finite side are left out of their row; a row with fewer than two pairs or a
+    constant side gets NaN. Spearman is the Pearson correlation of average ranks; tau-b is
+    sum sx*sy / sqrt(sum sx^2 * sum sy^2) over pairs i < j, with sx = sign(x_i - x_j) (both
+    as scipy.stats defines them).
+    """
+    x, y = np.atleast_2d(np.asarray(x, dtype=float)), np.atleast_2d(np.asarray(y, dtype=float))
+    if x.shape != y.shape:
+        raise NexError(f"correlation needs paired values, got shapes {x.shape} and {y.shape}")
+    valid = np.isfinite(x) & np.isfinite(y)
+    x, y = np.where(valid, x, np.nan), np.where(valid, y, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows without pairs: NaN, set below
+        rx, ry = (sps.rankdata(v, axis=1, nan_policy="omit") for v in (x, y))
+        rx, ry = rx - np.nanmean(rx, axis=1, keepdims=True), ry - np.nanmean(ry, axis=1, keepdims=True)
+        rho = np.nansum(rx * ry, axis=1) / np.sqrt(np.nansum(rx**2, axis=1) * np.nansum(ry**2, axis=1))
+        upper = np.triu(np.ones(x.shape[1], dtype=bool), 1)
+        sx = np.nan_to_num(np.sign(x[:, :, None] - x[:, None, :]))[:, upper]
+        sy = np.nan_to_num(np.sign(y[:, :, None] - y[:, None, :]))[:, upper]
+        tau = (sx * sy).sum(axis=1) / np.sqrt((sx**2).sum(axis=1) * (sy**2).sum(axis=1))
+    undefined = valid.sum(axis=1) < 2
+    rho[undefined], tau[undefined] = np.nan, np.nan
+    return rho, tau
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rho over the pairs where both values are finite; NaN when undefined."""
-    return _correlation(sps.spearmanr, x, y)
+    """Spearman's rho of two 1-D arrays over the pairs where both are finite; NaN when undefined."""
+    return float(rank_correlations(x, y)[0][0])
 
 
 def kendall(x: np.ndarray, y: np.ndarray) -> float:
-    """Kendall's tau-b over the pairs where both values are finite; NaN when undefined."""
-    return _correlation(sps.kendalltau, x, y)
+    """Kendall's tau-b of two 1-D arrays over the pairs where both are finite; NaN when undefined."""
+    return float(rank_correlations(x, y)[1][0])
 
 
 @dataclass(frozen=True)

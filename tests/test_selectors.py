@@ -161,7 +161,8 @@ def test_select_recovers_a_planted_signal_and_the_reference_rows():
     # two correct samples outvote the distinct wrong answers; one correct sample ties them all
     # and wins only when it comes first
     votes = correct.sum(axis=1)
-    assert out.loc["majority-vote", "accuracy"] == pytest.approx(((votes >= 2) | (votes == 1) & correct[:, 0]).mean())
+    majority_right = (votes >= 2) | (votes == 1) & correct[:, 0]
+    assert out.loc["majority-vote", "accuracy"] == pytest.approx(majority_right.mean())
     assert out.loc["oracle", "accuracy"] == pytest.approx(oracle)
     assert out.loc["avg@n", "accuracy"] == pytest.approx(correct.mean())
     assert out.loc["random", "accuracy"] == pytest.approx(correct.mean(), abs=0.03)
@@ -242,8 +243,8 @@ def planted_nad_cache(path, n_prompts=12, n=5, seed=0):
     for c in correct.ravel():
         rows.append([])
         for _ in range(4):
-            extra = np.empty(0, np.uint32) if c else (1 << 16) + rng.choice(5000, 8, replace=False).astype(np.uint32)
-            keys = np.concatenate([core, extra])
+            extra = [] if c else (1 << 16) + rng.choice(5000, 8, replace=False)
+            keys = np.concatenate([core, np.asarray(extra, np.uint32)])
             rows[-1].append((keys, np.ones(len(keys)), 16))
     responses = table(correct.tolist())
     responses["n_tokens"] = 64
@@ -287,3 +288,20 @@ def test_pool_needs_a_matching_cache(tmp_path):
     cache, _ = planted_nad_cache(tmp_path / "cache", n_prompts=2)
     with pytest.raises(NexError, match="responses"):
         Pool(table([[True]]), cache)
+
+
+def test_select_command_writes_and_prints_the_table(tmp_path, capsys):
+    from nex_causal.cli import main
+
+    planted_nad_cache(tmp_path / "a", n_prompts=4)
+    planted_nad_cache(tmp_path / "b", n_prompts=4, seed=1)
+    argv = ["select", "--cache-dir", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "out"),
+            "--selectors", "nad-minact,majority-vote,oracle", "--n-boot", "50"]
+    assert main(argv) == 0
+    table = pd.read_parquet(tmp_path / "out" / "selection.parquet")
+    assert table.cache.tolist() == [str(tmp_path / "a")] * 3 + [str(tmp_path / "b")] * 3
+    assert table.selector.tolist() == ["nad-minact", "majority-vote", "oracle"] * 2
+    printed = capsys.readouterr().out
+    assert "could not run majority-vote: no extracted answers" in printed
+    assert "nad-minact" in printed
+    assert main(argv[:-4] + ["--selectors", "nope"]) == 2  # a NexError: one line, exit status 2

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from nex_causal.errors import NexError
-from nex_causal.stats import (bootstrap, kendall, quadratic_fit, resample_counts, spearman,
-                              weighted_mean)
+from nex_causal.stats import (bootstrap, kendall, quadratic_fit, rank_correlations, resample_counts,
+                              spearman, weighted_mean)
 
 
 def test_resample_counts_draw_n_items_per_resample_and_repeat_with_the_seed():
@@ -63,6 +63,27 @@ def test_correlations_drop_non_finite_pairs_and_are_nan_when_undefined():
     assert spearman(x, y) == pytest.approx(1.0)
     assert np.isnan(spearman(np.ones(4), y))
     assert np.isnan(kendall([1.0], [2.0]))
+    assert np.isnan(spearman([np.nan, 1.0], [1.0, np.nan]))
+    with pytest.raises(NexError):
+        spearman([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_row_wise_correlations_match_scipy_with_ties_and_missing_values():
+    from scipy import stats as sps
+
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 4, (200, 7)).astype(float)  # many ties
+    y = rng.integers(0, 5, (200, 7)).astype(float)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    rho, tau = rank_correlations(x, y)
+    for b in range(len(x)):
+        keep = np.isfinite(x[b]) & np.isfinite(y[b])
+        xs, ys = x[b, keep], y[b, keep]
+        if keep.sum() < 2 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
+            assert np.isnan(rho[b]) and np.isnan(tau[b])
+        else:
+            assert rho[b] == pytest.approx(sps.spearmanr(xs, ys).statistic)
+            assert tau[b] == pytest.approx(sps.kendalltau(xs, ys).statistic)
 
 
 def test_quadratic_fit_recovers_the_peak_of_planted_data():
