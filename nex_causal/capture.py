@@ -127,6 +127,7 @@ def response_record(gen: Generation, problem, sample_index: int, config: Capture
         "prompt_id": problem.id, "sample_index": sample_index, "model": config.model,
         "task": taskset.name, "prompt": problem.prompt, "response": gen.text,
         "n_tokens": gen.n_tokens, "finish_reason": gen.finish_reason,
+        "token_ids": gen.tokens.astype(np.int32),
         "answer": taskset.extract(gen.text), "target": problem.target,
         "correct": bool(taskset.check(problem, gen.text)),
         "token_logprob": gen.token_logprob, "token_entropy": gen.token_entropy,

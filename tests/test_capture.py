@@ -57,13 +57,11 @@ def test_captured_rows_equal_offline_run_with_cache(tmp_path, tiny_qwen3_bridge,
     bridge = tiny_qwen3_bridge
     cache, config = run(tmp_path, bridge, sparsifier=spec)
     table = cache.responses
-    encode = lambda text: bridge.tokenizer(text, add_special_tokens=False).input_ids
     for r in range(cache.n_responses):
         rec = table.iloc[r]
-        generated = encode(rec["response"])
-        if rec["finish_reason"] == "eos":
-            generated = generated + [bridge.tokenizer.eos_token_id]
+        generated = [int(t) for t in rec["token_ids"]]
         assert len(generated) == rec["n_tokens"]
+        assert bridge.tokenizer.decode(generated, skip_special_tokens=True) == rec["response"]
         expected = offline_rows(bridge, rec["prompt"], generated, Sparsifier.parse(spec), config.window)
         got = cache.response_rows(r)
         assert len(got.keys) == len(expected)
