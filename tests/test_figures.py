@@ -94,7 +94,7 @@ def test_trace_shades_explore_rows_and_marks_each_cycle(tmp_path):
 
 def test_trace_table_of_an_analysed_response_lines_up_with_its_cycles():
     pattern = "XXEEXXXEEXXXEEXX"
-    keys, mass, nxt, last = [], [], 0, np.arange(1)
+    keys, mass, nxt, last = [], [], 0, np.empty(0, np.int64)
     for p in pattern:  # E rows recruit 40 new neurons, X rows reuse the last E run's
         if p == "E":
             k = last = np.arange(nxt, nxt + 40)

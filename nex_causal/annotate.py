@@ -1,0 +1,345 @@
+"""Human annotation of explore (E) and exploit (X) phases, to validate the HMM segmentation.
+
+An annotator reads the windows of a few responses and marks each one E (the window brings
+in something new: an approach, a sub-goal, a guess, a correction) or X (it carries out,
+restates or checks what came before). The windows are exactly the cache's rows, so each
+human label lines up with one label of NEX_METHOD section 3.
+
+Export writes the same windows twice: ``<out>.csv`` (columns ``COLUMNS``, ``label`` blank)
+for a spreadsheet, and ``<out>.html``, a self-contained page (inline CSS and JavaScript, no
+network) with an E/X choice per window that downloads the filled CSV. Neither file holds
+the HMM labels: the annotation is blind.
+
+Window text: the cache records how many generated tokens each row covers, not the tokens,
+so the response text is re-tokenised with the capturing model's tokenizer (the model named
+in the cache's ``capture.json``, found as ``models.resolve_model`` finds it, or one given
+explicitly). Row j gets the characters from the start of its first token up to the start of
+the next row's first token (the first row from the text's start, the last to its end), so
+the windows put together give back the response exactly. The EOS token that ended a
+response has no text. Where re-tokenising gives a different token count than was
+generated (a tokenizer that does not round-trip its own output), windows are still cut by
+token index and a warning names the responses concerned.
+
+Score reads the labels back (E or X, any case; blank means not annotated) and compares
+them with the HMM phases that ``nex.analyze_response`` computes on the same cache with the
+same ``rho`` and ``min_run``: Cohen's kappa, the F1 of each phase and the raw agreement.
+Rows the method skips (no usable mass) have no HMM label and are counted, not compared.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import cohen_kappa_score, f1_score
+from tqdm.auto import tqdm
+
+from nex_causal.cache import SparseCache
+from nex_causal.errors import NexError
+from nex_causal.io import atomic_path
+from nex_causal.nex import analyze_response
+
+COLUMNS = ("response", "prompt_id", "sample_index", "row", "token_start", "token_end", "text", "label")
+PHASES = {"E": True, "X": False}
+
+
+# --- windows and their text ---------------------------------------------------------------
+
+def load_tokenizer(cache_dir: str | os.PathLike, model: str | None = None):
+    """The tokenizer of ``model``, default the model named in ``cache_dir/capture.json``."""
+    from transformers import AutoTokenizer
+
+    from nex_causal.capture import CAPTURE_FILE
+    from nex_causal.models import resolve_model
+
+    if model is None:
+        config = Path(cache_dir) / CAPTURE_FILE
+        if not config.is_file():
+            raise NexError(f"{config} does not exist, so the model is unknown: pass --tokenizer "
+                           "(a model name or directory)")
+        model = json.loads(config.read_text())["config"]["model"]
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
+    if not tokenizer.is_fast:
+        raise NexError(f"the tokenizer of {model} is not a fast tokenizer, which splitting text into "
+                       "windows needs (character offsets): pass a model with tokenizer.json")
+    return tokenizer
+
+
+def window_bounds(cache: SparseCache, r: int) -> np.ndarray:
+    """Token offsets of response ``r``'s rows within the response: row j is [b[j], b[j+1])."""
+    first, stop = cache.sample_row_ptr[r], cache.sample_row_ptr[r + 1]
+    ptr = np.asarray(cache.token_row_ptr[first:stop + 1], np.int64)
+    return ptr - ptr[0]
+
+
+def window_texts(text: str, bounds: np.ndarray, tokenizer) -> tuple[list[str], int]:
+    """Split ``text`` at the token offsets ``bounds``; returns the pieces and the token count.
+
+    Row j runs from the start character of token ``bounds[j]`` to that of ``bounds[j + 1]``;
+    token indices past the re-tokenised text (the EOS) map to its end.
+    """
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    starts = np.array([start for start, _ in encoded["offset_mapping"]] + [len(text)], np.int64)
+    starts = np.maximum.accumulate(starts)  # offsets never step back, even for merged bytes
+    cuts = starts[np.minimum(bounds, len(starts) - 1)]
+    cuts[0], cuts[-1] = 0, len(text)
+    return [text[a:b] for a, b in zip(cuts[:-1], cuts[1:])], len(starts) - 1
+
+
+def annotation_windows(cache: SparseCache, responses: Sequence[int], tokenizer,
+                       progress: bool = False) -> pd.DataFrame:
+    """One row per window of the chosen responses, with its text and a blank label (``COLUMNS``)."""
+    meta = cache.responses
+    if meta is None or "response" not in meta.columns:
+        raise NexError(f"cache {cache.path} has no responses.parquet with response texts: "
+                       "annotation needs a cache written by `nex-causal capture`")
+    records, drifted = [], []
+    for r in tqdm(responses, desc="windows", disable=not progress):
+        if not 0 <= r < cache.n_responses:
+            raise NexError(f"response {r} is out of range: cache {cache.path} holds {cache.n_responses} "
+                           f"responses (0..{cache.n_responses - 1})")
+        info = meta.iloc[r]
+        bounds = window_bounds(cache, r)
+        texts, n_text = window_texts(str(info["response"]), bounds, tokenizer)
+        if n_text != bounds[-1] - (info.get("finish_reason") == "eos"):
+            drifted.append(r)
+        for j, piece in enumerate(texts):
+            records.append({"response": r, "prompt_id": str(info.get("prompt_id", "")),
+                            "sample_index": int(info.get("sample_index", 0)), "row": j,
+                            "token_start": int(bounds[j]), "token_end": int(bounds[j + 1]),
+                            "text": piece, "label": ""})
+    if drifted:
+        warnings.warn(f"re-tokenising the text of response(s) {', '.join(map(str, drifted))} gives a token "
+                      "count other than was generated; their window boundaries may be off by a few tokens",
+                      stacklevel=2)
+    return pd.DataFrame(records, columns=list(COLUMNS))
+
+
+# --- the annotator's page -----------------------------------------------------------------
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>__TITLE__</title>
+<style>
+body { font: 15px/1.45 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #111; }
+.guide { background: #f4f4f4; padding: .6rem 1rem; border-left: 4px solid #555; }
+.bar { position: sticky; top: 0; background: #fff; padding: .5rem 0; border-bottom: 1px solid #ccc; z-index: 1; }
+section { margin: 1.5rem 0; }
+.win { display: grid; grid-template-columns: 7rem 1fr 7rem; gap: .8rem; padding: .4rem .3rem;
+       border-left: 6px solid transparent; border-bottom: 1px dotted #ccc; }
+.win.E { border-left: 6px double #000; background: #eee; }
+.win.X { border-left: 6px solid #bbb; }
+.meta { color: #555; font-size: 12px; }
+.text, pre { white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: 13px; margin: 0; }
+label { margin-right: .6rem; cursor: pointer; }
+</style></head><body>
+<h1>__TITLE__</h1>
+<div class="guide"><p>Mark every window of each response as <b>E</b> (explore: it brings in something
+new, such as an approach, a sub-goal, a guess, a correction or a doubt) or <b>X</b> (exploit: it
+carries out, restates or checks what earlier windows set up). Judge each window in the context
+of the ones before it. When done, press <i>Download CSV</i> and send the file back.</p></div>
+<div class="bar"><button id="download">Download CSV</button> <span id="count"></span></div>
+<div id="responses"></div>
+<script type="application/json" id="windows">__DATA__</script>
+<script>
+const COLUMNS = __COLUMNS__;
+
+function csvField(value) {
+  const text = String(value);
+  return /[",\\r\\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
+}
+
+// The export's CSV with each window's label filled in from labels (window index -> "E" | "X").
+function labelledCsv(windows, labels) {
+  const lines = [COLUMNS.join(",")];
+  windows.forEach(function (w, i) {
+    const row = Object.assign({}, w, {label: labels[i] || ""});
+    lines.push(COLUMNS.map(function (c) { return csvField(row[c]); }).join(","));
+  });
+  return lines.join("\\n") + "\\n";
+}
+
+if (typeof document !== "undefined") {
+  const data = JSON.parse(document.getElementById("windows").textContent);
+  const labels = {};
+  const root = document.getElementById("responses");
+  const count = document.getElementById("count");
+  const show = function () {
+    count.textContent = Object.keys(labels).length + " of " + data.windows.length + " windows labelled";
+  };
+  let section = null;
+  data.windows.forEach(function (w, i) {
+    if (!section || section.dataset.response !== String(w.response)) {
+      section = root.appendChild(document.createElement("section"));
+      section.dataset.response = String(w.response);
+      const head = section.appendChild(document.createElement("h2"));
+      head.textContent = "Response " + w.response + " (prompt " + w.prompt_id + ", sample " + w.sample_index + ")";
+      const details = section.appendChild(document.createElement("details"));
+      details.appendChild(document.createElement("summary")).textContent = "prompt";
+      details.appendChild(document.createElement("pre")).textContent = data.prompts[String(w.response)] || "";
+    }
+    const win = section.appendChild(document.createElement("div"));
+    win.className = "win";
+    const meta = win.appendChild(document.createElement("div"));
+    meta.className = "meta";
+    meta.textContent = "row " + w.row + ", tokens " + w.token_start + "-" + w.token_end;
+    const text = win.appendChild(document.createElement("div"));
+    text.className = "text";
+    text.textContent = w.text;
+    const choice = win.appendChild(document.createElement("div"));
+    ["E", "X"].forEach(function (phase) {
+      const label = choice.appendChild(document.createElement("label"));
+      const input = label.appendChild(document.createElement("input"));
+      input.type = "radio";
+      input.name = "w" + i;
+      input.value = phase;
+      input.addEventListener("change", function () { labels[i] = phase; win.className = "win " + phase; show(); });
+      label.appendChild(document.createTextNode(" " + phase));
+    });
+  });
+  document.getElementById("download").addEventListener("click", function () {
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(new Blob([labelledCsv(data.windows, labels)], {type: "text/csv"}));
+    link.download = data.name + "-labels.csv";
+    link.click();
+  });
+  show();
+}
+</script></body></html>
+"""
+
+
+def _script_json(obj) -> str:
+    """JSON that is safe inside a <script> element (no '</script>' can close it early)."""
+    return json.dumps(obj, ensure_ascii=False).replace("<", "\\u003c")
+
+
+def render_html(windows: pd.DataFrame, prompts: dict[int, str], name: str) -> str:
+    """The self-contained annotation page for ``windows`` (``COLUMNS``); ``prompts`` by response."""
+    data = {"name": name, "windows": windows[list(COLUMNS)].to_dict("records"),
+            "prompts": {str(r): p for r, p in prompts.items()}}
+    return (PAGE.replace("__TITLE__", html.escape(f"E/X annotation: {name}"))
+            .replace("__COLUMNS__", json.dumps(list(COLUMNS)))
+            .replace("__DATA__", _script_json(data)))
+
+
+def export_annotation(cache_dir: str | os.PathLike, responses: Sequence[int], out: str | os.PathLike,
+                      *, tokenizer=None, progress: bool = False) -> tuple[Path, Path]:
+    """Write ``<out>.csv`` and ``<out>.html`` for annotating the windows of ``responses``.
+
+    ``tokenizer``: a tokenizer, a model name/directory, or None for the cache's own model.
+    """
+    cache = SparseCache.open(cache_dir)
+    if not responses:
+        raise NexError("no responses chosen: pass --responses, e.g. 0,3,5")
+    if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = load_tokenizer(cache_dir, None if tokenizer is None else os.fspath(tokenizer))
+    windows = annotation_windows(cache, list(responses), tokenizer, progress)
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix in {".csv", ".html"} else out
+    csv_path, html_path = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".html")
+    with atomic_path(csv_path) as tmp:
+        windows.to_csv(tmp, index=False)
+    prompts = {r: str(cache.responses.iloc[r].get("prompt", "")) for r in dict.fromkeys(responses)}
+    with atomic_path(html_path) as tmp:
+        tmp.write_text(render_html(windows, prompts, stem.name), encoding="utf-8")
+    return csv_path, html_path
+
+
+# --- reading labels back and scoring them -------------------------------------------------
+
+def read_labels(path: str | os.PathLike) -> pd.DataFrame:
+    """The labelled windows of an annotation CSV: ``response``, ``row``, ``token_start``,
+    ``token_end`` and ``label`` ("E" or "X"; blank rows, not annotated, are dropped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NexError(f"labels file {path} does not exist: pass the CSV the annotator filled in")
+    table = pd.read_csv(path, dtype={"label": str, "text": str, "prompt_id": str}, keep_default_na=False)
+    needed = ["response", "row", "token_start", "token_end", "label"]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise NexError(f"{path} lacks column(s) {', '.join(missing)}: pass a CSV made by `annotate export`")
+    table["label"] = table["label"].str.strip().str.upper()
+    bad = table.index[~table["label"].isin(["", *PHASES])]
+    if len(bad):
+        raise NexError(f"{path} line {bad[0] + 2} has label {table.loc[bad[0], 'label']!r}: "
+                       "use E (explore), X (exploit) or leave it blank")
+    if table.duplicated(["response", "row"]).any():
+        first = table[table.duplicated(["response", "row"])].iloc[0]
+        raise NexError(f"{path} labels response {first['response']} row {first['row']} twice: keep one line")
+    return table.loc[table["label"] != "", needed].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Agreement of human labels with the HMM phases over ``n`` windows (E is the positive class).
+
+    ``kappa`` is NaN when undefined (both sides give one and the same label everywhere);
+    an F1 is NaN when neither side uses that phase.
+    """
+
+    n: int
+    kappa: float
+    f1_explore: float
+    f1_exploit: float
+    accuracy: float
+
+
+def agreement(human: np.ndarray, hmm: np.ndarray) -> Agreement:
+    """Cohen's kappa, per-phase F1 and raw agreement of two boolean label arrays (True = E)."""
+    human, hmm = np.asarray(human, bool), np.asarray(hmm, bool)
+    if human.shape != hmm.shape or not len(human):
+        raise NexError(f"agreement needs two equally long, non-empty label lists (got {len(human)} and {len(hmm)})")
+    phases = [True, False]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undefined kappa is reported as NaN, as documented
+        kappa = cohen_kappa_score(hmm, human, labels=phases)
+    f1_e, f1_x = f1_score(hmm, human, labels=phases, average=None, zero_division=np.nan)
+    return Agreement(len(human), float(kappa), float(f1_e), float(f1_x), float((human == hmm).mean()))
+
+
+def hmm_labels(cache: SparseCache, r: int, rho: float = 0.95, min_run: int = 2) -> np.ndarray:
+    """Phase of each raw row of response ``r``: "E", "X", or "" for a row the method skips."""
+    trace = analyze_response(cache.response_rows(r), rho, min_run)
+    out = np.full(len(window_bounds(cache, r)) - 1, "", dtype=object)
+    out[trace.source] = np.where(trace.explore, "E", "X")
+    return out
+
+
+def score_annotation(cache_dir: str | os.PathLike, labels: str | os.PathLike, *, rho: float = 0.95,
+                     min_run: int = 2) -> tuple[Agreement, pd.DataFrame]:
+    """Compare an annotation CSV with the HMM phases of the cache it was exported from.
+
+    Returns the agreement over the windows that have both labels and a table of every
+    labelled window (``response``, ``row``, ``label``, ``hmm``; ``hmm`` blank for rows the
+    method skips). A file whose windows do not match the cache's rows raises ``NexError``.
+    """
+    cache = SparseCache.open(cache_dir)
+    table = read_labels(labels)
+    if table.empty:
+        raise NexError(f"{labels} has no labelled window: fill in E or X in the label column first")
+    hmm = []
+    for r, part in table.groupby("response", sort=True):
+        if not 0 <= r < cache.n_responses:
+            raise NexError(f"{labels} labels response {r}, but cache {cache.path} holds {cache.n_responses}: "
+                           "score against the cache the windows were exported from")
+        bounds, phases = window_bounds(cache, r), hmm_labels(cache, r, rho, min_run)
+        rows = part["row"].to_numpy()
+        if rows.min() < 0 or rows.max() >= len(phases) or \
+                (part["token_start"].to_numpy() != bounds[rows]).any() or \
+                (part["token_end"].to_numpy() != bounds[rows + 1]).any():
+            raise NexError(f"the windows of response {r} in {labels} do not match the rows of cache "
+                           f"{cache.path}: score against the cache the windows were exported from")
+        hmm.append(pd.Series(phases[rows], index=part.index))
+    table["hmm"] = pd.concat(hmm)
+    both = table[table["hmm"] != ""]
+    if both.empty:
+        raise NexError("none of the labelled windows has an HMM phase (the method skipped all their rows)")
+    result = agreement(both["label"].map(PHASES).to_numpy(), both["hmm"].map(PHASES).to_numpy())
+    return result, table[["response", "row", "label", "hmm"]]

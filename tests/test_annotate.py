@@ -1,0 +1,200 @@
+"""Annotation tooling: windows that put the response back together, a blind CSV and HTML page
+whose own JavaScript writes a CSV that reads back, and agreement numbers checked by hand."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nex_causal import annotate as A
+from nex_causal.cache import SparseCacheWriter
+from nex_causal.cli import main
+from nex_causal.errors import NexError
+from nex_causal.io import write_json
+from nex_causal.nex import segment
+
+PATTERN = "XXEEXXXEEXXXEEXX"  # planted phases of response 0: E rows recruit 40 new neurons each
+WINDOW = 4
+
+
+def planted_rows(pattern: str) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    rows, nxt, last = [], 0, np.empty(0, np.int64)
+    for p in pattern:
+        if p == "E":
+            keys = last = np.arange(nxt, nxt + 40)
+            nxt += 40
+        else:
+            keys = np.r_[last[:20], nxt]  # reuse the last E run's neurons, one new
+            nxt += 1
+        rows.append((keys.astype(np.uint32), np.ones(len(keys), np.float32), WINDOW))
+    return rows
+
+
+TEXTS = [
+    "".join("abcdefghij"[i % 10] for i in range(len(PATTERN) * WINDOW)),
+    'so, "7*8" = 56\nok; check: 7*8 = 56. </script> ok',  # quotes, comma, a bare newline, a closing tag
+    "12+3=15",
+]
+
+
+@pytest.fixture()
+def cache_dir(tmp_path, tiny_qwen3_dir):
+    """Three responses; the model in capture.json is a directory holding a char tokenizer."""
+    path = tmp_path / "cache"
+    with SparseCacheWriter(path) as writer:
+        for r, text in enumerate(TEXTS):
+            n_tokens = len(text) + (r == 2)  # response 2 ended with an EOS token, which has no text
+            rows = planted_rows(PATTERN) if r == 0 else [
+                (np.arange(r, r + 5 * (s != WINDOW), dtype=np.uint32), np.ones(5 * (s != WINDOW), np.float32),
+                 min(WINDOW, n_tokens - s))
+                for s in range(0, n_tokens, WINDOW)]  # row 1 is empty: the method skips it
+            writer.append(rows, meta={"prompt_id": f"p{r}", "sample_index": r % 2, "prompt": f"question {r}?",
+                                      "response": text, "n_tokens": n_tokens,
+                                      "finish_reason": "eos" if r == 2 else "length"})
+    write_json(path / "capture.json", {"config": {"model": str(tiny_qwen3_dir), "window": WINDOW}})
+    return path
+
+
+def test_windows_are_the_cache_rows_and_rebuild_each_response(cache_dir, tmp_path):
+    csv, page = A.export_annotation(cache_dir, [1, 2, 0], tmp_path / "ann.csv")
+    assert (csv.name, page.name) == ("ann.csv", "ann.html")
+    table = pd.read_csv(csv, keep_default_na=False, dtype={"text": str})
+    assert list(table.columns) == list(A.COLUMNS) and (table["label"] == "").all()
+    assert table["response"].drop_duplicates().tolist() == [1, 2, 0]  # the order asked for
+    for r, text in enumerate(TEXTS):
+        part = table[table["response"] == r]
+        assert "".join(part["text"]) == text
+        assert part["token_start"].tolist() == list(range(0, len(part) * WINDOW, WINDOW))
+    eos = table[table["response"] == 2]
+    assert eos["text"].tolist() == ["12+3", "=15"] and eos["token_end"].tolist() == [4, 8]  # the EOS: no text
+
+
+def test_text_that_does_not_retokenise_to_the_generated_count_warns(cache_dir, tmp_path):
+    meta = pd.read_parquet(cache_dir / "responses.parquet")
+    meta.loc[1, "finish_reason"] = "eos"  # now one token short of what the text gives
+    meta.to_parquet(cache_dir / "responses.parquet")
+    with pytest.warns(UserWarning, match=r"response\(s\) 1 gives a token count"):
+        A.export_annotation(cache_dir, [0, 1], tmp_path / "ann")
+
+
+def test_page_is_self_contained_blind_and_holds_the_windows(cache_dir, tmp_path):
+    csv, page = A.export_annotation(cache_dir, [0, 1], tmp_path / "ann")
+    html = page.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']|https?://|@import""", html)  # nothing fetched
+    assert html.count("</script>") == 2  # the response's "</script>" cannot close the data element
+    data = json.loads(re.search(r'id="windows">(.*?)</script>', html, re.S).group(1))
+    exported = pd.read_csv(csv, keep_default_na=False, dtype={"text": str})
+    assert pd.DataFrame(data["windows"]).equals(exported)
+    assert data["prompts"] == {"0": "question 0?", "1": "question 1?"}
+    assert html.count('"hmm') == 0 and "HMM" not in html  # blind: no method labels in the page
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's JavaScript")
+def test_csv_downloaded_from_the_page_reads_back(cache_dir, tmp_path):
+    """Run the page's own labelledCsv in node; its CSV must read back with the chosen labels."""
+    _, page = A.export_annotation(cache_dir, [1, 0], tmp_path / "ann")
+    html = page.read_text()
+    data = re.search(r'id="windows">(.*?)</script>', html, re.S).group(1)
+    script = re.search(r"<script>(.*?)</script>", html, re.S).group(1)
+    chosen = {"0": "E", "2": "X", "5": "E"}
+    program = f"{script}\nprocess.stdout.write(labelledCsv(({data}).windows, {json.dumps(chosen)}));"
+    out = subprocess.run(["node", "-e", program], capture_output=True, text=True, check=True).stdout
+    (tmp_path / "filled.csv").write_text(out)
+    filled = pd.read_csv(tmp_path / "filled.csv", keep_default_na=False, dtype={"text": str})
+    exported = pd.read_csv(tmp_path / "ann.csv", keep_default_na=False, dtype={"text": str})
+    assert filled.drop(columns="label").equals(exported.drop(columns="label"))  # text survives quoting
+    labels = A.read_labels(tmp_path / "filled.csv")
+    assert labels.index.tolist() == [0, 1, 2] and labels["label"].tolist() == ["E", "X", "E"]
+    assert labels[["response", "row"]].values.tolist() == \
+        exported.loc[[0, 2, 5], ["response", "row"]].values.tolist()
+
+
+def test_agreement_matches_hand_computed_kappa_and_f1():
+    # HMM: 4 E, 6 X. Human: 3 of the E agreed (one called X), 5 of the X agreed (one called E).
+    hmm = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], bool)
+    human = np.array([1, 1, 1, 0, 1, 0, 0, 0, 0, 0], bool)
+    got = A.agreement(human, hmm)
+    # p_o = 0.8, p_e = 0.4 * 0.4 + 0.6 * 0.6 = 0.52, kappa = 0.28 / 0.48
+    assert got.kappa == pytest.approx(0.28 / 0.48)
+    assert got.f1_explore == pytest.approx(2 * 3 / (2 * 3 + 1 + 1))  # 0.75
+    assert got.f1_exploit == pytest.approx(2 * 5 / (2 * 5 + 1 + 1))
+    assert (got.n, got.accuracy) == (10, 0.8)
+    same = A.agreement(np.zeros(3, bool), np.zeros(3, bool))  # one label on both sides
+    assert np.isnan(same.kappa) and np.isnan(same.f1_explore) and same.f1_exploit == 1.0
+    with pytest.raises(NexError, match="equally long"):
+        A.agreement(human, hmm[:5])
+
+
+def fill(csv, labels: dict[tuple[int, int], str], out):
+    table = pd.read_csv(csv, keep_default_na=False, dtype={"text": str})
+    for (r, j), label in labels.items():
+        table.loc[(table["response"] == r) & (table["row"] == j), "label"] = label
+    table.to_csv(out, index=False)
+    return out
+
+
+def test_score_recovers_the_planted_phases_and_counts_flips(cache_dir, tmp_path):
+    csv, _ = A.export_annotation(cache_dir, [0], tmp_path / "ann")
+    truth = {(0, j): p for j, p in enumerate(PATTERN)}
+    result, table = A.score_annotation(cache_dir, fill(csv, truth, tmp_path / "a.csv"))
+    assert (result.n, result.kappa, result.f1_explore, result.accuracy) == (16, 1.0, 1.0, 1.0)
+    assert "".join(table["hmm"]) == PATTERN  # the HMM finds the planted phases
+    flipped = dict(truth) | {(0, 2): "x", (0, 5): "e", (0, 9): " X "}  # two flips; case and spaces ignored
+    result, _ = A.score_annotation(cache_dir, fill(csv, flipped, tmp_path / "b.csv"))
+    human = np.array([flipped[(0, j)].strip().upper() == "E" for j in range(16)])
+    assert result == A.agreement(human, np.array([p == "E" for p in PATTERN]))
+    assert result.accuracy == 14 / 16
+
+
+def test_score_compares_with_the_hmm_at_the_given_rho_and_min_run(cache_dir, tmp_path):
+    csv, _ = A.export_annotation(cache_dir, [0], tmp_path / "ann")
+    labels = fill(csv, {(0, j): "E" if j % 3 == 0 else "X" for j in range(16)}, tmp_path / "a.csv")
+    _, table = A.score_annotation(cache_dir, labels, rho=0.6, min_run=4)
+    slopes = np.array([40 if p == "E" else 1 for p in PATTERN]) / WINDOW
+    expected = segment(slopes, rho=0.6, min_run=4)
+    assert (table["hmm"] == "E").tolist() == expected.tolist()
+    assert "".join(np.where(expected, "E", "X")) != PATTERN  # runs of 2 are absorbed at min_run 4
+
+
+def test_blank_labels_and_rows_without_a_phase_are_left_out(cache_dir, tmp_path):
+    csv, _ = A.export_annotation(cache_dir, [0, 1], tmp_path / "ann")
+    labels = fill(csv, {(0, 2): "E", (0, 4): "X", (1, 0): "X", (1, 1): "E"}, tmp_path / "a.csv")
+    result, table = A.score_annotation(cache_dir, labels)
+    assert table[["response", "row"]].values.tolist() == [[0, 2], [0, 4], [1, 0], [1, 1]]
+    assert table["hmm"].tolist()[:2] == ["E", "X"] and table["hmm"].iloc[3] == ""  # row 1 of response 1 is empty
+    assert result.n == 3 and result.accuracy == pytest.approx((2 + (table["hmm"].iloc[2] == "X")) / 3)
+
+
+def test_bad_label_files_are_named_in_one_line(cache_dir, tmp_path):
+    csv, _ = A.export_annotation(cache_dir, [0], tmp_path / "ann")
+    with pytest.raises(NexError, match=r"line 3 has label 'MAYBE'"):
+        A.read_labels(fill(csv, {(0, 0): "E", (0, 1): "maybe"}, tmp_path / "a.csv"))
+    with pytest.raises(NexError, match="no labelled window"):
+        A.score_annotation(cache_dir, csv)
+    shifted = pd.read_csv(fill(csv, {(0, 0): "E"}, tmp_path / "b.csv"), keep_default_na=False)
+    shifted["token_end"] += 1
+    shifted.to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(NexError, match="do not match the rows of cache"):
+        A.score_annotation(cache_dir, tmp_path / "b.csv")
+    (tmp_path / "c.csv").write_text("response,row\n0,1\n")
+    with pytest.raises(NexError, match="lacks column"):
+        A.read_labels(tmp_path / "c.csv")
+    with pytest.raises(NexError, match="out of range"):
+        A.export_annotation(cache_dir, [7], tmp_path / "x")
+
+
+def test_cli_export_then_score(cache_dir, tmp_path, capsys):
+    stem = tmp_path / "cli"
+    assert main(["annotate", "export", "--cache-dir", str(cache_dir), "--responses", "0", "--out", str(stem)]) == 0
+    fill(stem.with_suffix(".csv"), {(0, j): p for j, p in enumerate(PATTERN)}, tmp_path / "filled.csv")
+    assert main(["annotate", "score", "--cache-dir", str(cache_dir), "--labels", str(tmp_path / "filled.csv"),
+                 "--out", str(tmp_path / "compare")]) == 0
+    out = capsys.readouterr().out
+    assert "16 windows (0 without an HMM phase): Cohen's kappa 1.000" in out
+    assert pd.read_parquet(tmp_path / "compare.parquet")["hmm"].str.cat() == PATTERN
+    assert main(["annotate", "export", "--cache-dir", str(cache_dir), "--responses", "0,a", "--out", "x"]) == 2
+    assert "--responses" in capsys.readouterr().err
