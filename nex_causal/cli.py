@@ -230,7 +230,7 @@ def _add_selection(sub: argparse._SubParsersAction) -> None:
                 raise NexError(f"{args.family} has no accuracy column; use --accuracy cache")
             accuracy = dict(zip(family["name"].astype(str), family["accuracy"]))
         cfg = RankingConfig(weights=weights(args), n_neurons=args.n_neurons, progress=True)
-        out = {"ranking": [], "variants": [], "inverted_u": [], "inverted_u_bins": []}
+        out = {"ranking": [], "ranking_scores": [], "inverted_u": [], "inverted_u_bins": []}
         for caches in args.caches:
             pools, notes = family_pools(family, caches)
             result = rank(pools, accuracy=accuracy, config=cfg, scores=names(args.scores), n_boot=args.n_boot,
@@ -246,7 +246,7 @@ def _add_selection(sub: argparse._SubParsersAction) -> None:
         report(pd.concat(out["ranking"], ignore_index=True), "score")
         summary = pd.concat(out["inverted_u"], ignore_index=True)
         print(summary.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
-        print(f"-> {args.out}/{{ranking,variants,inverted_u,inverted_u_bins}}.{{parquet,csv}}")
+        print(f"-> {args.out}/{{ranking,ranking_scores,inverted_u,inverted_u_bins}}.{{parquet,csv}}")
 
     select.set_defaults(handler=do_select)
     rank.set_defaults(handler=do_rank)

@@ -10,18 +10,19 @@ definitions are NEX_METHOD sections 6 and 8:
   (``nex-self``) or given from elsewhere (``nex-cross``).
 - NAD (neuron agreement): with S_r the response's activated key set, MinAct (smallest
   |S_r|), Jaccard medoid, kNN-medoid, DBSCAN-medoid and consensus-min (the smallest |S_r|
-  among those three medoids); each again on the first ``early_tokens`` tokens (``@32``).
+  among the picks of those three medoids, as in NAD's release); each again on the rows
+  within the first ``early_tokens`` (32) generated tokens, the early decision (``@early``).
 - Output-based: lowest mean token entropy, highest self-certainty, highest DeepConf
   lowest-group / bottom-10% / tail confidence, highest mean log-probability.
 - Answer-based: majority vote over extracted answers (self-consistency).
-- Baselines: ``random`` (a uniform pick, accuracy averaged over ``n_random_seeds`` seeded
-  draws; its expectation is Avg@N), ``avg@n`` (mean accuracy of the N samples) and
-  ``oracle`` (any sample correct).
+- Baselines: ``random`` (a uniform pick; per prompt, the mean over ``n_random_seeds``
+  seeded draws, so its expectation is Avg@N), ``avg@n`` (mean accuracy of the N samples)
+  and ``oracle`` (any sample correct).
 
 Conventions: a response's score that is undefined (NaN) never wins, and ties go to the
 lowest sample index, so every pick is deterministic. "Tokens" are the generated tokens a
 selector reads to make its pick, averaged over prompts: all N traces for full-trace
-selectors, the early rows for ``@32`` selectors, none for ``random``; ``avg@n`` makes no
+selectors, the early rows for ``@early`` selectors, none for ``random``; ``avg@n`` makes no
 pick (NaN) and ``oracle`` reads every trace. A selector whose input is missing (no token
 statistics, no extracted answers, no weights) is reported as skipped with the reason.
 """
@@ -241,7 +242,7 @@ class Pool:
             raise NexError(f"responses table has no `{name}` column (token statistics); recapture to get it")
         return [np.asarray(v, dtype=np.float64) for v in self.responses[name]]
 
-    def _require_cache(self) -> SparseCache:
+    def require_cache(self) -> SparseCache:
         if self.cache is None:
             raise NexError("no activation cache given; neuron-based selectors need the SparseCache")
         return self.cache
@@ -249,7 +250,7 @@ class Pool:
     @cached_property
     def key_sets(self) -> list[np.ndarray]:
         """S_r: the activated keys of each whole response (base view)."""
-        c = self._require_cache()
+        c = self.require_cache()
         ptr = np.asarray(c.base_row_ptr)
         return [clean_key_set(c.base_keys[ptr[r]:ptr[r + 1]], c.base_w_sum[ptr[r]:ptr[r + 1]])
                 for r in range(c.n_responses)]
@@ -260,7 +261,7 @@ class Pool:
 
         A row is used when its whole token span is inside the prefix; the first row always is.
         """
-        c = self._require_cache()
+        c = self.require_cache()
         sample_ptr, row_ptr = np.asarray(c.sample_row_ptr), np.asarray(c.row_ptr)
         token_ptr = np.asarray(c.token_row_ptr)
         sets, tokens = [], np.zeros(c.n_responses, np.int64)
@@ -327,7 +328,7 @@ def _nad(choose: Callable[[np.ndarray, np.ndarray, SelectionConfig], int],
 def _nex_scores(pool: Pool, weights: np.ndarray | None) -> np.ndarray:
     from nex_causal.nex.score import learn_weights, score_cache
 
-    cache, progress = pool._require_cache(), pool.config.progress
+    cache, progress = pool.require_cache(), pool.config.progress
     return score_cache(cache, learn_weights(cache, progress=progress) if weights is None else weights,
                        progress=progress)
 
@@ -362,6 +363,7 @@ def _majority(pool: Pool) -> Outcome:
 
 
 def _random(pool: Pool) -> Outcome:
+    """Per prompt, the accuracy of ``n_random_seeds`` uniform picks, averaged."""
     rng = np.random.default_rng(pool.config.seed)
     correct = pool.correct
     value = np.array([correct[g[rng.integers(0, len(g), pool.config.n_random_seeds)]].mean()
@@ -370,6 +372,7 @@ def _random(pool: Pool) -> Outcome:
 
 
 def _reference(reduce: Callable[[np.ndarray], float], reads_all: bool) -> Callable[[Pool], Outcome]:
+    """A reference row: ``reduce`` of each prompt's ``correct`` (no pick is made)."""
     def run(pool: Pool) -> Outcome:
         value = np.array([reduce(pool.correct[g]) for g in pool.groups], dtype=np.float64)
         tokens = (np.array([pool.n_tokens[g].sum() for g in pool.groups], dtype=np.float64) if reads_all
@@ -379,6 +382,7 @@ def _reference(reduce: Callable[[np.ndarray], float], reads_all: bool) -> Callab
 
 
 def _nad_family() -> dict[str, Callable[[Pool], Outcome]]:
+    """The five NAD choices, on whole responses and on their early rows."""
     choices = {
         "minact": lambda d, sizes, config: min_act(sizes),
         "medoid": lambda d, sizes, config: medoid(d),

@@ -184,7 +184,7 @@ def test_rank_command_writes_every_table(family, tmp_path, capsys):
     assert main(argv) == 0
     ranking = pd.read_parquet(tmp_path / "ranking.parquet")
     assert ranking.score.tolist() == ["entropy", "self-certainty"]
-    assert pd.read_parquet(tmp_path / "variants.parquet").variant.tolist() == list(ACCURACY)
+    assert pd.read_parquet(tmp_path / "ranking_scores.parquet").variant.tolist() == list(ACCURACY)
     summary = pd.read_parquet(tmp_path / "inverted_u.parquet")
     assert summary.level.tolist() == ["response", "variant"]
     assert pd.read_parquet(tmp_path / "inverted_u_bins.parquet").n.sum() > 0

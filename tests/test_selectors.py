@@ -305,3 +305,39 @@ def test_select_command_writes_and_prints_the_table(tmp_path, capsys):
     assert "could not run majority-vote: no extracted answers" in printed
     assert "nad-minact" in printed
     assert main(argv[:-4] + ["--selectors", "nope"]) == 2  # a NexError: one line, exit status 2
+
+    from nex_causal.nex import save_weights
+
+    save_weights(tmp_path / "w.npz", planted_weights())
+    assert main([*argv[:-4], "--selectors", "nex-cross,oracle", "--weights", str(tmp_path / "w.npz")]) == 0
+    table = pd.read_parquet(tmp_path / "out" / "selection.parquet")
+    assert (table.status == "ok").all()
+    assert table.accuracy.iloc[0] == table.accuracy.iloc[1]  # nex-cross finds the oracle's pick
+
+
+def planted_weights():
+    """Effective weight on the shared core (layer 0), redundant on the scattered extras (layer 1)."""
+    from nex_causal.cache import KEY_SPACE
+
+    weights = np.zeros(KEY_SPACE, np.float32)
+    weights[:20] = 0.5
+    weights[1 << 16:(1 << 16) + 5000] = -0.5
+    return weights
+
+
+def test_nex_cross_picks_the_highest_good_mass_fraction(tmp_path):
+    cache, correct = planted_nad_cache(tmp_path / "cache")
+    pool = Pool.from_cache(cache, SelectionConfig(weights=planted_weights()))
+    out = select(pool, ["nex-cross", "oracle"], n_boot=50).set_index("selector")
+    # correct responses: GMF 1; wrong: core mass 4 x 20 over that plus 4 rows x 8 extras, 80 / 112
+    assert out.loc["nex-cross", "accuracy"] == pytest.approx(correct.any(axis=1).mean())
+    assert out.loc["nex-cross", "accuracy"] == out.loc["oracle", "accuracy"]
+
+
+def test_nex_self_picks_the_argmax_of_self_calibrated_gmf(tmp_path):
+    from nex_causal.nex import learn_weights, score_cache
+
+    cache, correct = planted_nad_cache(tmp_path / "cache", n_prompts=8)
+    gmf = score_cache(cache, learn_weights(cache, progress=False), progress=False).reshape(correct.shape)
+    expected = correct[np.arange(len(correct)), [argmax_pick(g) for g in gmf]].mean()
+    assert select(Pool.from_cache(cache), ["nex-self"], n_boot=20).accuracy.item() == pytest.approx(expected)
