@@ -10,15 +10,14 @@ for a spreadsheet, and ``<out>.html``, a self-contained page (inline CSS and Jav
 network) with an E/X choice per window that downloads the filled CSV. Neither file holds
 the HMM labels: the annotation is blind.
 
-Window text: the cache records how many generated tokens each row covers, not the tokens,
-so the response text is re-tokenised with the capturing model's tokenizer (the model named
-in the cache's ``capture.json``, found as ``models.resolve_model`` finds it, or one given
-explicitly). Row j gets the characters from the start of its first token up to the start of
-the next row's first token (the first row from the text's start, the last to its end), so
-the windows put together give back the response exactly. The EOS token that ended a
-response has no text. Where re-tokenising gives a different token count than was
-generated (a tokenizer that does not round-trip its own output), windows are still cut by
-token index and a warning names the responses concerned.
+Window text: the cache's ``responses.parquet`` holds each response's generated token ids
+(``token_ids``), and row j covers ids [t_j, t_{j+1}). They are decoded with the capturing
+model's tokenizer (the model named in the cache's ``capture.json``, found as
+``models.resolve_model`` finds it, or one given explicitly). Row j's text is what its
+tokens add to the decoded response: the part of the decoded prefix ids[:t_{j+1}] that the
+whole decode shares, minus what came before. A character whose bytes straddle two windows
+goes to the window where it is complete, special tokens (the EOS) show no text, and the
+windows put together are exactly the decoded response.
 
 Score reads the labels back (E or X, any case; blank means not annotated) and compares
 them with the HMM phases that ``nex.analyze_response`` computes on the same cache with the
@@ -65,11 +64,7 @@ def load_tokenizer(cache_dir: str | os.PathLike, model: str | None = None):
             raise NexError(f"{config} does not exist, so the model is unknown: pass --tokenizer "
                            "(a model name or directory)")
         model = json.loads(config.read_text())["config"]["model"]
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
-    if not tokenizer.is_fast:
-        raise NexError(f"the tokenizer of {model} is not a fast tokenizer, which splitting text into "
-                       "windows needs (character offsets): pass a model with tokenizer.json")
-    return tokenizer
+    return AutoTokenizer.from_pretrained(resolve_model(model))
 
 
 def window_bounds(cache: SparseCache, r: int) -> np.ndarray:
@@ -79,46 +74,42 @@ def window_bounds(cache: SparseCache, r: int) -> np.ndarray:
     return ptr - ptr[0]
 
 
-def window_texts(text: str, bounds: np.ndarray, tokenizer) -> tuple[list[str], int]:
-    """Split ``text`` at the token offsets ``bounds``; returns the pieces and the token count.
+def window_texts(token_ids: np.ndarray, bounds: np.ndarray, tokenizer) -> list[str]:
+    """The text each window of ids adds to the decoded response; row j covers ids [b[j], b[j+1]).
 
-    Row j runs from the start character of token ``bounds[j]`` to that of ``bounds[j + 1]``;
-    token indices past the re-tokenised text (the EOS) map to its end.
+    Decoding a prefix can end in half a character (a replacement character) or differ in
+    spacing, so each cut is where the prefix's decode stops agreeing with the whole decode.
     """
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    starts = np.array([start for start, _ in encoded["offset_mapping"]] + [len(text)], np.int64)
-    starts = np.maximum.accumulate(starts)  # offsets never step back, even for merged bytes
-    cuts = starts[np.minimum(bounds, len(starts) - 1)]
-    cuts[0], cuts[-1] = 0, len(text)
-    return [text[a:b] for a, b in zip(cuts[:-1], cuts[1:])], len(starts) - 1
+    ids = [int(i) for i in token_ids]
+    full = tokenizer.decode(ids, skip_special_tokens=True)
+    cuts = [len(os.path.commonprefix([tokenizer.decode(ids[:b], skip_special_tokens=True), full]))
+            for b in bounds[1:-1]]
+    cuts = np.maximum.accumulate([0, *cuts, len(full)])
+    return [full[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
 
 
 def annotation_windows(cache: SparseCache, responses: Sequence[int], tokenizer,
                        progress: bool = False) -> pd.DataFrame:
     """One row per window of the chosen responses, with its text and a blank label (``COLUMNS``)."""
     meta = cache.responses
-    if meta is None or "response" not in meta.columns:
-        raise NexError(f"cache {cache.path} has no responses.parquet with response texts: "
-                       "annotation needs a cache written by `nex-causal capture`")
-    records, drifted = [], []
+    if meta is None or "token_ids" not in meta.columns:
+        raise NexError(f"cache {cache.path} has no generated token ids (responses.parquet, token_ids): "
+                       "annotation needs a cache written by the current `nex-causal capture`")
+    records = []
     for r in tqdm(responses, desc="windows", disable=not progress):
         if not 0 <= r < cache.n_responses:
             raise NexError(f"response {r} is out of range: cache {cache.path} holds {cache.n_responses} "
                            f"responses (0..{cache.n_responses - 1})")
         info = meta.iloc[r]
         bounds = window_bounds(cache, r)
-        texts, n_text = window_texts(str(info["response"]), bounds, tokenizer)
-        if n_text != bounds[-1] - (info.get("finish_reason") == "eos"):
-            drifted.append(r)
-        for j, piece in enumerate(texts):
+        if len(info["token_ids"]) != bounds[-1]:
+            raise NexError(f"response {r} has {len(info['token_ids'])} token ids but its rows cover "
+                           f"{bounds[-1]} tokens: the cache is inconsistent, re-capture it")
+        for j, piece in enumerate(window_texts(info["token_ids"], bounds, tokenizer)):
             records.append({"response": r, "prompt_id": str(info.get("prompt_id", "")),
                             "sample_index": int(info.get("sample_index", 0)), "row": j,
                             "token_start": int(bounds[j]), "token_end": int(bounds[j + 1]),
                             "text": piece, "label": ""})
-    if drifted:
-        warnings.warn(f"re-tokenising the text of response(s) {', '.join(map(str, drifted))} gives a token "
-                      "count other than was generated; their window boundaries may be off by a few tokens",
-                      stacklevel=2)
     return pd.DataFrame(records, columns=list(COLUMNS))
 
 

@@ -34,27 +34,49 @@ def planted_rows(pattern: str) -> list[tuple[np.ndarray, np.ndarray, int]]:
     return rows
 
 
-TEXTS = [
+TEXTS = [  # decoded with the char tokenizer of the tiny model (tests/conftest.py)
     "".join("abcdefghij"[i % 10] for i in range(len(PATTERN) * WINDOW)),
-    'so, "7*8" = 56\nok; check: 7*8 = 56. </script> ok',  # quotes, comma, a bare newline, a closing tag
-    "12+3=15",
+    "so, 7*8 = 56; check: 7*8 = 56. ok",
+    "12+3=15",  # ended with an EOS token, which has no text
 ]
+TRICKY = ['say "7*8" = 56\nok, done', "café </script> é!"]  # quotes, newline, 2-byte characters, a tag
+
+
+def byte_tokenizer():
+    """One token per UTF-8 byte (byte-level BPE without merges), EOS = 0."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<eos>": 0} | {c: i + 1 for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
+
+
+def write_cache(path, texts, tokenizer, ends_with_eos=()):
+    """A cache of ``texts``: response 0 has the planted rows, the others rows of 5 neurons with
+    row 1 empty (the method skips it)."""
+    with SparseCacheWriter(path) as writer:
+        for r, text in enumerate(texts):
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids += [tokenizer.eos_token_id] * (r in ends_with_eos)
+            n = len(ids)
+            rows = planted_rows(PATTERN) if r == 0 and n == len(PATTERN) * WINDOW else [
+                (np.arange(5 * (s != WINDOW), dtype=np.uint32), np.ones(5 * (s != WINDOW), np.float32),
+                 min(WINDOW, n - s)) for s in range(0, n, WINDOW)]
+            writer.append(rows, meta={"prompt_id": f"p{r}", "sample_index": r % 2, "prompt": f"question {r}?",
+                                      "response": text, "n_tokens": n, "token_ids": np.array(ids, np.int32),
+                                      "finish_reason": "eos" if r in ends_with_eos else "length"})
+    return path
 
 
 @pytest.fixture()
 def cache_dir(tmp_path, tiny_qwen3_dir):
-    """Three responses; the model in capture.json is a directory holding a char tokenizer."""
-    path = tmp_path / "cache"
-    with SparseCacheWriter(path) as writer:
-        for r, text in enumerate(TEXTS):
-            n_tokens = len(text) + (r == 2)  # response 2 ended with an EOS token, which has no text
-            rows = planted_rows(PATTERN) if r == 0 else [
-                (np.arange(r, r + 5 * (s != WINDOW), dtype=np.uint32), np.ones(5 * (s != WINDOW), np.float32),
-                 min(WINDOW, n_tokens - s))
-                for s in range(0, n_tokens, WINDOW)]  # row 1 is empty: the method skips it
-            writer.append(rows, meta={"prompt_id": f"p{r}", "sample_index": r % 2, "prompt": f"question {r}?",
-                                      "response": text, "n_tokens": n_tokens,
-                                      "finish_reason": "eos" if r == 2 else "length"})
+    """The cache of ``TEXTS``; the model in capture.json is a directory holding a char tokenizer."""
+    from transformers import AutoTokenizer
+
+    path = write_cache(tmp_path / "cache", TEXTS, AutoTokenizer.from_pretrained(tiny_qwen3_dir), ends_with_eos=(2,))
     write_json(path / "capture.json", {"config": {"model": str(tiny_qwen3_dir), "window": WINDOW}})
     return path
 
@@ -73,16 +95,40 @@ def test_windows_are_the_cache_rows_and_rebuild_each_response(cache_dir, tmp_pat
     assert eos["text"].tolist() == ["12+3", "=15"] and eos["token_end"].tolist() == [4, 8]  # the EOS: no text
 
 
-def test_text_that_does_not_retokenise_to_the_generated_count_warns(cache_dir, tmp_path):
+def test_a_character_split_across_windows_goes_where_it_is_complete(tmp_path):
+    tokenizer = byte_tokenizer()
+    ids = tokenizer("aé", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 3 and tokenizer.decode(ids[:2]) == "a\ufffd"  # é is two byte tokens
+    assert A.window_texts(ids, np.array([0, 1, 2, 3]), tokenizer) == ["a", "", "é"]
+    assert A.window_texts(ids, np.array([0, 2, 3]), tokenizer) == ["a", "é"]
+    cache = write_cache(tmp_path / "c", TRICKY, tokenizer)
+    csv, _ = A.export_annotation(cache, [0, 1], tmp_path / "ann", tokenizer=tokenizer)
+    table = pd.read_csv(csv, keep_default_na=False, dtype={"text": str})
+    assert [table.loc[table["response"] == r, "text"].str.cat() for r in (0, 1)] == TRICKY
+    assert "caf" in table["text"].tolist() and "é </" in table["text"].tolist()  # "é" = bytes 4-5: row 1
+
+
+def test_token_ids_that_do_not_fill_the_rows_are_an_error(cache_dir, tmp_path):
     meta = pd.read_parquet(cache_dir / "responses.parquet")
-    meta.loc[1, "finish_reason"] = "eos"  # now one token short of what the text gives
+    meta.at[1, "token_ids"] = meta.at[1, "token_ids"][:-1]
     meta.to_parquet(cache_dir / "responses.parquet")
-    with pytest.warns(UserWarning, match=r"response\(s\) 1 gives a token count"):
+    with pytest.raises(NexError, match="response 1 has 32 token ids but its rows cover 33"):
         A.export_annotation(cache_dir, [0, 1], tmp_path / "ann")
+    meta.drop(columns="token_ids").to_parquet(cache_dir / "responses.parquet")
+    with pytest.raises(NexError, match="no generated token ids"):
+        A.export_annotation(cache_dir, [0], tmp_path / "ann")
 
 
-def test_page_is_self_contained_blind_and_holds_the_windows(cache_dir, tmp_path):
-    csv, page = A.export_annotation(cache_dir, [0, 1], tmp_path / "ann")
+@pytest.fixture()
+def tricky_cache(tmp_path):
+    """The cache of ``TRICKY`` and the byte tokenizer that decodes it."""
+    tokenizer = byte_tokenizer()
+    return write_cache(tmp_path / "tricky", TRICKY, tokenizer), tokenizer
+
+
+def test_page_is_self_contained_blind_and_holds_the_windows(tricky_cache, tmp_path):
+    cache, tokenizer = tricky_cache
+    csv, page = A.export_annotation(cache, [0, 1], tmp_path / "ann", tokenizer=tokenizer)
     html = page.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']|https?://|@import""", html)  # nothing fetched
     assert html.count("</script>") == 2  # the response's "</script>" cannot close the data element
@@ -93,22 +139,54 @@ def test_page_is_self_contained_blind_and_holds_the_windows(cache_dir, tmp_path)
     assert html.count('"hmm') == 0 and "HMM" not in html  # blind: no method labels in the page
 
 
+FAKE_DOM = """
+const made = [];
+function element(tag) {
+  const e = {tag: tag, children: [], dataset: {}, listeners: {}, textContent: "", className: "",
+             appendChild(child) { this.children.push(child); return child; },
+             addEventListener(type, f) { this.listeners[type] = f; }, click() {}};
+  made.push(e);
+  return e;
+}
+const byId = {responses: element("div"), count: element("span"), download: element("button"),
+              windows: Object.assign(element("script"), {textContent: DATA})};
+globalThis.document = {getElementById: (id) => byId[id], createElement: element,
+                       createTextNode: (text) => ({text: text})};
+let downloaded = null;
+globalThis.Blob = class { constructor(parts) { downloaded = parts.join(""); } };
+globalThis.URL = {createObjectURL: () => "blob:labels"};
+"""
+CLICK_AND_DOWNLOAD = """
+const radios = made.filter((e) => e.tag === "input");
+for (const [i, phase] of CHOSEN) radios.find((r) => r.name === "w" + i && r.value === phase).listeners.change();
+byId.download.listeners.click();
+process.stdout.write(JSON.stringify({radios: radios.length, sections: byId.responses.children.length,
+  count: byId.count.textContent, file: made.find((e) => e.tag === "a").download, csv: downloaded}));
+"""
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's JavaScript")
-def test_csv_downloaded_from_the_page_reads_back(cache_dir, tmp_path):
-    """Run the page's own labelledCsv in node; its CSV must read back with the chosen labels."""
-    _, page = A.export_annotation(cache_dir, [1, 0], tmp_path / "ann")
+def test_page_labels_download_as_a_csv_that_reads_back(tricky_cache, tmp_path):
+    """Run the page's script in node on a minimal stand-in DOM: pick E/X on some windows, press
+    Download, and read the CSV it hands over back with read_labels."""
+    cache, tokenizer = tricky_cache
+    csv, page = A.export_annotation(cache, [1, 0], tmp_path / "ann", tokenizer=tokenizer)
     html = page.read_text()
     data = re.search(r'id="windows">(.*?)</script>', html, re.S).group(1)
     script = re.search(r"<script>(.*?)</script>", html, re.S).group(1)
-    chosen = {"0": "E", "2": "X", "5": "E"}
-    program = f"{script}\nprocess.stdout.write(labelledCsv(({data}).windows, {json.dumps(chosen)}));"
-    out = subprocess.run(["node", "-e", program], capture_output=True, text=True, check=True).stdout
-    (tmp_path / "filled.csv").write_text(out)
+    chosen = [[0, "E"], [2, "X"], [5, "E"], [2, "E"]]  # the last choice for a window wins
+    program = (f"const DATA = {json.dumps(data)};\nconst CHOSEN = {json.dumps(chosen)};\n"
+               f"{FAKE_DOM}\n{script}\n{CLICK_AND_DOWNLOAD}")
+    result = json.loads(subprocess.run(["node", "-e", program], capture_output=True, text=True, check=True).stdout)
+    exported = pd.read_csv(csv, keep_default_na=False, dtype={"text": str})
+    assert (result["radios"], result["sections"]) == (2 * len(exported), 2)
+    assert result["count"] == f"3 of {len(exported)} windows labelled" and result["file"] == "ann-labels.csv"
+    (tmp_path / "filled.csv").write_text(result["csv"])
     filled = pd.read_csv(tmp_path / "filled.csv", keep_default_na=False, dtype={"text": str})
-    exported = pd.read_csv(tmp_path / "ann.csv", keep_default_na=False, dtype={"text": str})
     assert filled.drop(columns="label").equals(exported.drop(columns="label"))  # text survives quoting
+    assert "56\no" in filled["text"].tolist() and '"7*8' in filled["text"].tolist()
     labels = A.read_labels(tmp_path / "filled.csv")
-    assert labels.index.tolist() == [0, 1, 2] and labels["label"].tolist() == ["E", "X", "E"]
+    assert labels["label"].tolist() == ["E", "E", "E"]
     assert labels[["response", "row"]].values.tolist() == \
         exported.loc[[0, 2, 5], ["response", "row"]].values.tolist()
 
