@@ -1,0 +1,213 @@
+"""The transfer and ablation grids on planted signals, resuming, configs and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nex_causal.cache import KEY_SPACE
+from nex_causal.errors import NexError
+from nex_causal.evaluate import evaluate
+from nex_causal.intervene.neuron_sets import NeuronSet
+from nex_causal.intervene.transfer import Grid, GridConfig, neuron_grid, read_config_file
+from nex_causal.models import MLPGeometry, load_bridge
+from nex_causal.tasks import Problem, TaskSet
+
+STEPS = 6
+PLANTED = NeuronSet.from_units("planted", np.r_[np.zeros(8), np.ones(16)].astype(int),
+                               np.r_[np.arange(0, 64, 8), np.arange(3, 128, 8)])
+DECOYS = NeuronSet.from_units("decoys", np.r_[np.zeros(8), np.ones(16)].astype(int),
+                              np.r_[np.arange(1, 64, 8), np.arange(5, 128, 8)])
+
+
+def planted_weights() -> np.ndarray:
+    """NEX weights that call the planted set effective and the decoys redundant."""
+    w = np.zeros(KEY_SPACE, dtype=np.float32)
+    w[PLANTED.keys] = np.linspace(0.9, 0.5, len(PLANTED))
+    w[DECOYS.keys] = -np.linspace(0.9, 0.5, len(DECOYS))
+    return w
+
+
+def continuation_task(bridge, n: int = 16) -> TaskSet:
+    """Prompts whose verifiable answer is the intact model's greedy continuation."""
+    rng = np.random.default_rng(0)
+    alphabet = list("0123456789abcdefghij=|+ ")
+    prompts = ["".join(rng.choice(alphabet, size=int(rng.integers(5, 12)))) for _ in range(n)]
+    problems = [Problem(f"c{i}", p, "") for i, p in enumerate(prompts)]
+    answers = evaluate(bridge, TaskSet("c", problems, str, lambda p, t: True), max_new_tokens=STEPS).texts
+    problems = [Problem(p.id, p.prompt, a) for p, a in zip(problems, answers)]
+    return TaskSet("continuation", problems, lambda text: text, lambda p, text: text == p.target)
+
+
+def corrupt(bridge, neurons: NeuronSet, seed: int = 0) -> None:
+    """Overwrite the input weights (gate and up rows) of ``neurons`` with large seeded noise.
+
+    Their activations become wrong while what they write stays intact, so both remedies --
+    the intact weights, or the intact activations -- must restore the model exactly.
+    """
+    geometry = MLPGeometry.of(bridge)
+    gen = torch.Generator().manual_seed(seed)
+    for layer, units in neurons.by_layer().items():
+        weights = geometry.neuron_weights(layer, units)
+        for part in ("gate", "in"):
+            weights[part] = torch.randn(weights[part].shape, generator=gen)
+        geometry.set_neuron_weights(layer, units, weights)
+
+
+@pytest.fixture(scope="module")
+def intact(tiny_qwen3_dir):
+    return load_bridge(tiny_qwen3_dir)
+
+
+@pytest.fixture(scope="module")
+def corrupted(tiny_qwen3_dir):
+    bridge = load_bridge(tiny_qwen3_dir)
+    corrupt(bridge, PLANTED)
+    return bridge
+
+
+@pytest.fixture(scope="module")
+def task(intact):
+    return continuation_task(intact)
+
+
+def transfer_config(**changes) -> GridConfig:
+    base = dict(experiment="transfer", model="corrupted", donor="intact", weights="W.npz",
+                tasks="continuation", k=(len(PLANTED),), seeds=3, decodings=("greedy",),
+                max_new_tokens=STEPS, n_boot=500)
+    return GridConfig(**{**base, **changes})
+
+
+def row(table, **match):
+    hit = table
+    for key, value in match.items():
+        hit = hit[hit[key] == value]
+    assert len(hit) == 1, match
+    return hit.iloc[0]
+
+
+def test_planted_transfer_restores_only_with_the_corrupted_set(intact, corrupted, task, tmp_path):
+    """Corrupting a known set breaks the model; transplanting (or patching) exactly that set back
+    from the intact model restores every answer, while equally large matched random sets and
+    the untouched decoys do not."""
+    assert evaluate(intact, task, max_new_tokens=STEPS).accuracy == 1.0  # correct by construction
+    table, summary = Grid(corrupted, task, transfer_config(), tmp_path / "run", donor=intact,
+                          progress=False).run(planted_weights())
+    baseline = row(table, set_kind="baseline").accuracy
+    assert baseline <= 0.5  # the corruption really broke it
+    assert row(table, set_kind="donor").accuracy == 1.0
+    for intervention in ("transplant", "patch"):
+        effective = row(table, intervention=intervention, set_kind="effective")
+        assert effective.accuracy == 1.0 and effective.set_size == len(PLANTED)
+        assert effective.delta == pytest.approx(1.0 - baseline)
+        assert effective.delta_low > 0
+        redundant = row(table, intervention=intervention, set_kind="redundant")
+        assert redundant.accuracy == baseline and redundant.delta == 0  # the decoys were never corrupted
+        randoms = table[(table.intervention == intervention) & (table.set_kind == "random")]
+        assert len(randoms) == 3 and (randoms.set_size == len(PLANTED)).all()
+        assert (randoms.accuracy < 0.75).all()
+        gaps = row(summary, intervention=intervention)
+        assert gaps.effective_minus_random_low > 0 and gaps.effective_minus_redundant_low > 0
+        assert gaps.effective_minus_redundant == pytest.approx(1.0 - baseline)
+    # the sets used are on disk for inspection
+    assert NeuronSet.load(tmp_path / "run" / "sets" / f"effective-{len(PLANTED)}.csv").keys.tolist() \
+        == PLANTED.keys.tolist()
+    assert (tmp_path / "run" / "transfer.parquet").exists() and (tmp_path / "run" / "summary.csv").exists()
+
+
+def test_a_rerun_resumes_from_the_stored_cells(intact, corrupted, task, tmp_path):
+    config = transfer_config(seeds=1, interventions=("transplant",))
+    first, _ = Grid(corrupted, task, config, tmp_path, donor=intact, progress=False).run(planted_weights())
+    cells = sorted(p.name for p in (tmp_path / "cells").iterdir())
+    assert cells == ["baseline.json", "donor.json", "transplant-effective-k24-s0.json",
+                     "transplant-random-k24-s0.json", "transplant-redundant-k24-s0.json"]
+    (tmp_path / "cells" / "transplant-random-k24-s0.json").unlink()
+    # the stored cells are read back, not re-measured: a rerun on the intact model only
+    # re-measures the deleted cell
+    second, _ = Grid(intact, task, config, tmp_path, donor=intact, progress=False).run(planted_weights())
+    same = second.set_kind != "random"
+    assert second[same].reset_index(drop=True).equals(first[same].reset_index(drop=True))
+    assert row(second, set_kind="random").accuracy == 1.0  # measured now, on the intact model
+    with pytest.raises(NexError, match="another config"):
+        Grid(corrupted, task, transfer_config(seeds=2), tmp_path, donor=intact).run(planted_weights())
+
+
+def test_planted_ablation_hurts_only_through_neurons_that_matter(tiny_qwen3_dir, tmp_path):
+    """In a model whose decoys are dead (all their weights zero) and whose planted set reads
+    and writes strongly (weights x10), ablating the planted set breaks the answers and ablating the decoys
+    changes nothing."""
+    model = load_bridge(tiny_qwen3_dir)
+    geometry = MLPGeometry.of(model)
+    for neurons, scale in ((DECOYS, 0.0), (PLANTED, 10.0)):
+        for layer, units in neurons.by_layer().items():
+            weights = geometry.neuron_weights(layer, units)
+            geometry.set_neuron_weights(layer, units, {part: scale * w for part, w in weights.items()})
+    task = continuation_task(model)
+    config = GridConfig(experiment="ablate", model="m", weights="W.npz", tasks="continuation",
+                        k=(len(PLANTED),), seeds=2, decodings=("greedy",), max_new_tokens=STEPS,
+                        n_boot=500)
+    table, summary = Grid(model, task, config, tmp_path, progress=False).run(planted_weights())
+    assert row(table, set_kind="baseline").accuracy == 1.0
+    assert set(table.intervention) == {"none", "zero", "mean"}
+    assert np.load(tmp_path / "means.npy").shape == (2, 128)
+    for intervention in ("zero", "mean"):
+        assert row(table, intervention=intervention, set_kind="effective").accuracy <= 0.5
+        assert row(table, intervention=intervention, set_kind="redundant").accuracy == 1.0
+        gaps = row(summary, intervention=intervention)
+        assert gaps.effective_minus_redundant_high < 0 and gaps.effective_minus_random_high < 0
+
+
+def test_neuron_grid_kinds_sizes_and_seeds():
+    grid = neuron_grid(planted_weights(), [4, 24], n_seeds=2, d_mlp=128, seed=0)
+    assert [(kind, k, s) for kind, k, s, _ in grid] == [
+        ("effective", 4, 0), ("redundant", 4, 0), ("random", 4, 0), ("random", 4, 1),
+        ("effective", 24, 0), ("redundant", 24, 0), ("random", 24, 0), ("random", 24, 1)]
+    sets = {(kind, k, s): n for kind, k, s, n in grid}
+    assert sets[("effective", 24, 0)].keys.tolist() == PLANTED.keys.tolist()
+    assert sets[("redundant", 24, 0)].keys.tolist() == DECOYS.keys.tolist()
+    for s in (0, 1):
+        rand = sets[("random", 24, s)]
+        assert rand.per_layer_counts(2).tolist() == [8, 16] and len(rand.intersection(PLANTED)) == 0
+    assert sets[("random", 24, 0)].keys.tolist() != sets[("random", 24, 1)].keys.tolist()
+    again = neuron_grid(planted_weights(), [4, 24], n_seeds=2, d_mlp=128, seed=0)
+    assert all(a[3].keys.tolist() == b[3].keys.tolist() for a, b in zip(grid, again))
+
+
+def test_weights_from_another_model_are_refused_before_any_work(intact, corrupted, task, tmp_path):
+    w = planted_weights()
+    w[(5 << 16) | 3] = 0.7
+    with pytest.raises(NexError, match=r"\(layer 5, unit 3\), outside this model's 2 layers"):
+        Grid(corrupted, task, transfer_config(), tmp_path / "x", donor=intact).run(w)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"experiment": "swap"}, "unknown experiment"),
+    ({"interventions": ("zero",)}, "'zero' does not belong to transfer"),
+    ({"k": (0, 8)}, "distinct positive integers"),
+    ({"decodings": ("beam",)}, "decodings must be among"),
+    ({"temperature": 0.0, "decodings": ("sampled",)}, "temperature > 0"),
+    ({"donor": None}, "needs a donor"),
+])
+def test_bad_configs_name_the_problem(changes, message):
+    with pytest.raises(NexError, match=message):
+        transfer_config(**changes)
+
+
+def test_configs_from_files(tmp_path):
+    (tmp_path / "t.yaml").write_text(
+        "experiment: transfer\nmodel: b\ndonor: a\nweights: W.npz\ntasks: organism:50\nk: 8,32\n"
+        "interventions: [patch]\n")
+    config = GridConfig.from_mapping(read_config_file(tmp_path / "t.yaml"))
+    assert config.k == (8, 32) and config.interventions == ("patch",) and config.seeds == 5
+    (tmp_path / "bad.yaml").write_text("experiment: transfer\nmodel: b\nwieghts: W.npz\n")
+    with pytest.raises(NexError, match="unknown config key 'wieghts'"):
+        GridConfig.from_mapping(read_config_file(tmp_path / "bad.yaml"))
+    with pytest.raises(NexError, match="does not exist"):
+        read_config_file(tmp_path / "none.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(NexError, match="mapping"):
+        read_config_file(tmp_path / "list.yaml")
