@@ -17,6 +17,7 @@ Figures and the tables they read (columns a figure needs are listed in its docst
                      (+ ranking)      (the rank correlation, with its CI when known, in the legend)
     best_of_n        selection        Best-of-N accuracy per selector with CIs
     transfer         transfer         accuracy change against k: effective, redundant, random band
+    ablation         ablate           the same for ablating the sets inside one model
     neuron_weights   neuron_weights   effective and redundant neurons per layer
 """
 
@@ -166,6 +167,17 @@ def plot_trace(trace: pd.DataFrame) -> Figure:
     return fig
 
 
+def _by_source(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """``table`` split by its ``caches`` column (one ranking per set of caches) when it has several."""
+    if "caches" not in table or table["caches"].nunique() < 2:
+        return [("", table)]
+    return [(str(key), part) for key, part in table.groupby("caches", sort=False)]
+
+
+def _suffix(source: str) -> str:
+    return f" ({source})" if source else ""
+
+
 @styled
 def plot_inverted_u(bins: pd.DataFrame, fits: pd.DataFrame | None = None) -> Figure:
     """Accuracy against the exploration proxy in quantile bins, with the fitted parabola.
@@ -174,28 +186,32 @@ def plot_inverted_u(bins: pd.DataFrame, fits: pd.DataFrame | None = None) -> Fig
     "variant", one panel each), ``proxy_low``, ``proxy_high``, ``proxy_mean``, ``accuracy``.
     ``fits`` (its first table): ``level``, ``c0``, ``c1``, ``c2``, ``peak``, ``p_quadratic``;
     the parabola was fitted to the raw points, so it is drawn only when given, with its
-    peak and the p-value of the bend in the legend.
+    peak and the p-value of the bend in the legend. A ``caches`` column with several
+    values gives one series per set of caches.
     """
     _require(bins, "inverted_u_bins", ["level", "proxy_low", "proxy_high", "proxy_mean", "accuracy"])
     fit_of = {}
     if fits is not None:
         _require(fits, "inverted_u", ["level", "c0", "c1", "c2", "peak", "p_quadratic"])
-        fit_of = {row.level: row for row in fits.itertuples() if np.isfinite(row.c2)}
+        fit_of = {(source, row.level): row for source, part in _by_source(fits)
+                  for row in part.itertuples() if np.isfinite(row.c2)}
     levels = list(dict.fromkeys(bins["level"]))
     fig = Figure(figsize=(DOUBLE if len(levels) > 1 else SINGLE, 2.2), layout="constrained")
     axes = fig.subplots(1, len(levels), squeeze=False).ravel()
     for ax, level in zip(axes, levels):
-        part = bins[bins["level"] == level]
-        ax.errorbar(part["proxy_mean"], part["accuracy"],
-                    xerr=np.vstack([part["proxy_mean"] - part["proxy_low"], part["proxy_high"] - part["proxy_mean"]]),
-                    linestyle="none", marker=MARKERS[0], color=INK[0], mfc="white", ecolor=INK[2],
-                    elinewidth=0.6, capsize=0, label=f"{level}s, quantile bins")
-        if level in fit_of:
-            fit = fit_of[level]
-            grid = np.linspace(part["proxy_low"].min(), part["proxy_high"].max(), 200)
-            peak = f", peak {fit.peak:.3g}" if np.isfinite(fit.peak) else ""
-            ax.plot(grid, fit.c0 + fit.c1 * grid + fit.c2 * grid**2, color=INK[1], linestyle=DASHES[1],
-                    label=f"quadratic fit (p = {fit.p_quadratic:.2g}{peak})")
+        for k, (source, part) in enumerate(_by_source(bins[bins["level"] == level])):
+            ax.errorbar(part["proxy_mean"], part["accuracy"],
+                        xerr=np.vstack([part["proxy_mean"] - part["proxy_low"],
+                                        part["proxy_high"] - part["proxy_mean"]]),
+                        linestyle="none", marker=MARKERS[k % len(MARKERS)], color=INK[0], mfc="white",
+                        ecolor=INK[2], elinewidth=0.6, capsize=0, label=f"{level}s, quantile bins{_suffix(source)}")
+            fit = fit_of.get((source, level))
+            if fit is not None:
+                grid = np.linspace(part["proxy_low"].min(), part["proxy_high"].max(), 200)
+                peak = f", peak {fit.peak:.3g}" if np.isfinite(fit.peak) else ""
+                ax.plot(grid, fit.c0 + fit.c1 * grid + fit.c2 * grid**2, color=INK[1],
+                        linestyle=DASHES[(k + 1) % len(DASHES)],
+                        label=f"quadratic fit (p = {fit.p_quadratic:.2g}{peak}){_suffix(source)}")
         ax.set_title(f"per {level}")
         ax.set_xlabel("mean token entropy (exploration proxy)")
         ax.legend(loc="lower center")
@@ -212,7 +228,8 @@ def plot_scores_vs_accuracy(scores: pd.DataFrame, correlations: pd.DataFrame | N
     ``direction``, ``spearman``, ``spearman_low``, ``spearman_high``; it gives the
     bootstrap interval and the direction in which each score is claimed to track accuracy.
     The legend carries Spearman's rho of the plotted points (a score with direction -1 is
-    claimed to work when its rho is negative; the x label says so).
+    claimed to work when its rho is negative; the x label says so). A ``caches`` column
+    with several values gives one series per set of caches.
     """
     _require(scores, "ranking_scores", ["accuracy"])
     names = [c for c in scores.select_dtypes("number").columns if c != "accuracy"]
@@ -222,22 +239,26 @@ def plot_scores_vs_accuracy(scores: pd.DataFrame, correlations: pd.DataFrame | N
     claimed = {}
     if correlations is not None:
         _require(correlations, "ranking", ["score", "direction", "spearman", "spearman_low", "spearman_high"])
-        claimed = {row.score: row for row in correlations.itertuples()}
+        claimed = {(source, row.score): row for source, part in _by_source(correlations)
+                   for row in part.itertuples()}
     cols = min(len(names), 3)
     nrows = -(-len(names) // cols)
     fig = Figure(figsize=(DOUBLE if cols > 1 else SINGLE, 2.1 * nrows), layout="constrained")
     axes = fig.subplots(nrows, cols, squeeze=False, sharey=True).ravel()
-    for i, (ax, name) in enumerate(zip(axes, names)):
-        rho = spearman(scores[name].to_numpy(), scores["accuracy"].to_numpy())
-        label = f"Spearman ρ = {rho:.2f}"
-        row = claimed.get(name)
-        direction = row.direction if row is not None else 1
-        if row is not None and np.isfinite(row.spearman_low):  # the table's rho is of direction * score
-            low, high = sorted((direction * row.spearman_low, direction * row.spearman_high))
-            label += f" [{low:.2f}, {high:.2f}]"
-        nex = name == "nex"
-        ax.plot(scores[name], scores["accuracy"], linestyle="none", marker=MARKERS[i % len(MARKERS)],
-                color=INK[0] if nex else INK[1], mfc=INK[0] if nex else "white", label=label)
+    for ax, name in zip(axes, names):
+        direction = 1
+        for k, (source, part) in enumerate(_by_source(scores)):
+            rho = spearman(part[name].to_numpy(), part["accuracy"].to_numpy())
+            label = f"Spearman ρ = {rho:.2f}"
+            row = claimed.get((source, name))
+            if row is not None:
+                direction = row.direction
+                if np.isfinite(row.spearman_low):  # the table's rho is of direction * score
+                    low, high = sorted((direction * row.spearman_low, direction * row.spearman_high))
+                    label += f" [{low:.2f}, {high:.2f}]"
+            nex = name == "nex"
+            ax.plot(part[name], part["accuracy"], linestyle="none", marker=MARKERS[k % len(MARKERS)],
+                    color=INK[0] if nex else INK[1], mfc=INK[0] if nex else "white", label=label + _suffix(source))
         ax.set_xlabel(name + (" (claimed: lower is better)" if direction < 0 else ""))
         ax.legend(loc="lower left", bbox_to_anchor=(0, 1), handletextpad=0.2, borderaxespad=0.1)
     for ax in axes[::cols]:
@@ -288,20 +309,26 @@ def plot_best_of_n(selection: pd.DataFrame) -> Figure:
 
 
 TRANSFER_SETS = {"effective": (INK[0], MARKERS[0], DASHES[0]), "redundant": (INK[1], MARKERS[1], DASHES[1])}
+CONTROL = "none"  # the intervention of the control rows (untouched recipient, donor)
 
 
 @styled
 def plot_transfer(transfer: pd.DataFrame) -> Figure:
-    """Dose response of the neuron transfer: accuracy change against the number of neurons k.
+    """Dose response of a transfer (or ablation) grid: accuracy change against the set size k.
 
-    Columns: ``set_kind`` ("effective", "redundant" or "random"), ``k``, ``seed``,
-    ``intervention``, ``decoding``, ``delta`` (accuracy minus the unpatched recipient's),
-    ``ci_low``, ``ci_high`` (the interval on ``delta``). One panel per (intervention,
-    decoding); effective and redundant sets are lines with intervals, random sets a band
-    spanning their seeds' intervals with the mean of their deltas dashed-dotted.
+    Columns (``intervene.transfer.outcome_table``): ``intervention``, ``set_kind``
+    ("effective", "redundant", "random"; "baseline" and "donor" on the control rows whose
+    intervention is "none"), ``k``, ``decoding``, ``delta`` (accuracy minus the untouched
+    model's on the same prompts), ``delta_low``, ``delta_high``. One panel per
+    (intervention, decoding): effective and redundant sets are lines with intervals, the
+    random sets a hatched band spanning their seeds' intervals around the mean of their
+    deltas (dash-dotted), and the donor's own change a dotted line.
     """
-    _require(transfer, "transfer", ["set_kind", "k", "intervention", "decoding", "delta", "ci_low", "ci_high"])
-    panels = list(transfer.groupby(["intervention", "decoding"], sort=True))
+    _require(transfer, "transfer", ["intervention", "set_kind", "k", "decoding", "delta", "delta_low", "delta_high"])
+    controls = transfer[transfer["intervention"] == CONTROL]
+    panels = list(transfer[transfer["intervention"] != CONTROL].groupby(["intervention", "decoding"], sort=True))
+    if not panels:
+        raise NexError("the transfer table holds only control rows: no neuron set was intervened on")
     cols = min(len(panels), 3)
     nrows = -(-len(panels) // cols)
     fig = Figure(figsize=(DOUBLE if cols > 1 else SINGLE, 2.0 * nrows), layout="constrained")
@@ -309,24 +336,28 @@ def plot_transfer(transfer: pd.DataFrame) -> Figure:
     for ax, ((intervention, decoding), part) in zip(axes, panels):
         random = part[part["set_kind"] == "random"]
         if not random.empty:
-            band = random.groupby("k").agg(low=("ci_low", "min"), high=("ci_high", "max"), mid=("delta", "mean"))
+            band = random.groupby("k").agg(low=("delta_low", "min"), high=("delta_high", "max"),
+                                           mid=("delta", "mean"))
             ax.fill_between(band.index, band["low"], band["high"], facecolor=INK[2], alpha=0.35,
                             hatch="////", edgecolor="0.5", linewidth=0, label="random (seeds)")
             ax.plot(band.index, band["mid"], color=INK[1], linestyle=DASHES[3], linewidth=0.8)
         for kind, (color, marker, dash) in TRANSFER_SETS.items():
-            line = part[part["set_kind"] == kind].groupby("k")[["delta", "ci_low", "ci_high"]].mean()
+            line = part[part["set_kind"] == kind].groupby("k")[["delta", "delta_low", "delta_high"]].mean()
             if line.empty:
                 continue
-            ax.errorbar(line.index, line["delta"], yerr=np.vstack([line["delta"] - line["ci_low"],
-                                                                    line["ci_high"] - line["delta"]]),
+            ax.errorbar(line.index, line["delta"], yerr=np.vstack([line["delta"] - line["delta_low"],
+                                                                    line["delta_high"] - line["delta"]]),
                         color=color, marker=marker, linestyle=dash, mfc="white" if kind == "redundant" else color,
                         elinewidth=0.6, label=kind)
+        donor = controls[(controls["set_kind"] == "donor") & (controls["decoding"] == decoding)]
+        if not donor.empty:
+            ax.axhline(donor["delta"].iloc[0], color=INK[1], linestyle=DASHES[2], linewidth=0.8, label="donor")
         ax.axhline(0, color=INK[0], linewidth=0.5)
         if part["k"].max() > 10 * max(part["k"].min(), 1):
             ax.set_xscale("log")
         ax.set_title(f"{intervention}, {decoding}")
-        ax.set_xlabel("neurons transferred (k)")
-    axes[0].set_ylabel("Δ accuracy vs recipient")
+        ax.set_xlabel("neurons (k)")
+    axes[0].set_ylabel("Δ accuracy vs untouched")
     axes[0].legend(loc="best")
     for ax in axes[len(panels):]:
         ax.set_visible(False)
@@ -395,6 +426,7 @@ FIGURES = (
     FigureSpec("nex_vs_accuracy", ("ranking_scores",), plot_scores_vs_accuracy, optional=("ranking",)),
     FigureSpec("best_of_n", ("selection",), plot_best_of_n),
     FigureSpec("transfer", ("transfer",), plot_transfer),
+    FigureSpec("ablation", ("ablate",), plot_transfer),
     FigureSpec("neuron_weights", ("neuron_weights",), plot_neuron_weights),
 )
 README_FIGURES = ("trace", "nex_vs_accuracy", "best_of_n", "transfer")

@@ -172,6 +172,18 @@ def test_score_panels_carry_the_rank_correlation_nex_first(tmp_path):
     assert_vector(pdf)
 
 
+def test_several_rankings_are_drawn_as_series_with_their_own_correlation():
+    one = pd.DataFrame({"variant": list("abcd"), "accuracy": [0.1, 0.2, 0.3, 0.4], "nex": [1.0, 2.0, 3.0, 4.0]})
+    two = one.assign(nex=[4.0, 3.0, 2.0, 1.0])
+    scores = pd.concat([one.assign(caches="runs/a"), two.assign(caches="runs/b")], ignore_index=True)
+    correlations = pd.DataFrame({"score": ["nex", "nex"], "direction": [1, 1], "spearman": [1.0, -1.0],
+                                 "spearman_low": [0.9, -1.0], "spearman_high": [1.0, -0.8],
+                                 "caches": ["runs/a", "runs/b"]})
+    ax = F.plot_scores_vs_accuracy(scores, correlations).axes[0]
+    assert legend_texts(ax) == ["Spearman ρ = 1.00 [0.90, 1.00] (runs/a)", "Spearman ρ = -1.00 [-1.00, -0.80] (runs/b)"]
+    assert [line.get_marker() for line in ax.lines] == ["o", "s"]
+
+
 # --- Best-of-N --------------------------------------------------------------------------------
 
 def test_best_of_n_orders_selectors_and_draws_intervals_and_baselines(tmp_path):
@@ -200,23 +212,25 @@ def test_best_of_n_orders_selectors_and_draws_intervals_and_baselines(tmp_path):
 # --- transfer dose response ---------------------------------------------------------------
 
 def transfer_table() -> pd.DataFrame:
-    rows = []
+    """Rows as ``intervene.transfer.outcome_table`` writes them, controls included."""
+    rows = [{"intervention": "none", "set_kind": kind, "k": 0, "seed": 0, "decoding": "greedy",
+             "delta": delta, "delta_low": delta, "delta_high": delta}
+            for kind, delta in (("baseline", 0.0), ("donor", 0.2))]
     for intervention in ("transplant", "patch"):
         for kind, seeds in (("effective", [0]), ("redundant", [0]), ("random", [0, 1, 2])):
             for seed in seeds:
                 for k in (8, 32, 128):
                     delta = {"effective": -0.1 * np.log2(k / 4), "redundant": 0.01, "random": 0.01 * (seed - 1)}[kind]
-                    rows.append({"set_kind": kind, "k": k, "seed": seed, "intervention": intervention,
-                                 "decoding": "greedy", "accuracy": 0.5 + delta, "delta": delta,
-                                 "ci_low": delta - 0.05, "ci_high": delta + 0.05})
-    return pd.DataFrame(rows)
+                    rows.append({"intervention": intervention, "set_kind": kind, "k": k, "seed": seed,
+                                 "decoding": "greedy", "delta": delta, "delta_low": delta - 0.05,
+                                 "delta_high": delta + 0.05})
+    return pd.DataFrame(rows).assign(experiment="transfer", accuracy=lambda t: 0.5 + t["delta"])
 
 
-def test_transfer_panels_lines_and_random_band(tmp_path):
-    table = transfer_table()
-    fig = F.plot_transfer(table)
+def test_transfer_panels_lines_random_band_and_donor(tmp_path):
+    fig = F.plot_transfer(transfer_table())
     visible = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_title() for ax in visible] == ["patch, greedy", "transplant, greedy"]
+    assert [ax.get_title() for ax in visible] == ["patch, greedy", "transplant, greedy"]  # no panel for controls
     ax = visible[1]
     assert ax.get_xscale() == "log"  # k spans 16x
     effective = next(c for c in ax.containers if c.get_label() == "effective")
@@ -224,10 +238,14 @@ def test_transfer_panels_lines_and_random_band(tmp_path):
     band = next(c for c in ax.collections if c.get_label() == "random (seeds)")
     ys = band.get_paths()[0].vertices[:, 1]
     assert ys.min() == pytest.approx(-0.06) and ys.max() == pytest.approx(0.06)  # seeds' CIs, min..max
-    assert legend_texts(visible[0]) == ["random (seeds)", "effective", "redundant"]
+    donor = next(line for line in ax.lines if line.get_label() == "donor")
+    assert list(donor.get_ydata()) == [0.2, 0.2]
+    assert legend_texts(visible[0]) == ["random (seeds)", "donor", "effective", "redundant"]
     image, pdf = saved(fig, tmp_path)
     assert plot_area_ink(fig, ax, image) > 0.05
     assert_vector(pdf)
+    with pytest.raises(NexError, match="only control rows"):
+        F.plot_transfer(transfer_table().query("intervention == 'none'"))
 
 
 # --- neuron weights by layer -------------------------------------------------------------
@@ -260,8 +278,11 @@ def test_make_figures_draws_what_exists_and_names_the_rest(tmp_path, capsys):
     run = tmp_path / "run"
     write_table(hand_trace(), run / "tables" / "trace", config={"response": 4})
     write_table(transfer_table(), run / "tables" / "transfer")
+    ablate = transfer_table().replace({"intervention": {"transplant": "zero", "patch": "mean"}})
+    write_table(ablate.assign(experiment="ablate"), run / "tables" / "ablate")
     paths = F.make_figures(run)
-    assert [p.name for p in paths] == ["trace.pdf", "trace.png", "transfer.pdf", "transfer.png"]
+    assert [p.name for p in paths] == ["trace.pdf", "trace.png", "transfer.pdf", "transfer.png",
+                                       "ablation.pdf", "ablation.png"]
     assert json.loads((run / "figures" / "trace.json").read_text())["config"]["tables"] == {"trace": {"response": 4}}
     assert F.missing_tables(run) == {"inverted_u": ["inverted_u_bins"], "nex_vs_accuracy": ["ranking_scores"],
                                      "best_of_n": ["selection"], "neuron_weights": ["neuron_weights"]}
