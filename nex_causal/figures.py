@@ -39,6 +39,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 from nex_causal import __version__
+from nex_causal.cache import unpack_keys
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path, versions, write_json
 from nex_causal.nex import ResponseTrace
@@ -116,6 +117,17 @@ def trace_table(trace: ResponseTrace) -> pd.DataFrame:
         kind[c.e_start:c.x_end + 1] = c.kind
     return pd.DataFrame({"row": trace.source, "tokens": trace.tokens, "slope": trace.slopes,
                          "explore": trace.explore, "cycle": cycle, "cycle_kind": kind})
+
+
+def weights_table(weights: np.ndarray) -> pd.DataFrame:
+    """The ``neuron_weights`` table of a weight vector (NEX_METHOD 5): its credited neurons.
+
+    Columns ``key``, ``layer``, ``unit``, ``weight``, one line per neuron with w_n != 0.
+    """
+    weights = np.asarray(weights)
+    keys = np.flatnonzero(weights).astype(np.uint32)
+    layer, unit = unpack_keys(keys)
+    return pd.DataFrame({"key": keys, "layer": layer, "unit": unit, "weight": weights[keys]})
 
 
 # --- the figures ------------------------------------------------------------------------

@@ -262,6 +262,18 @@ def test_neuron_weight_bars_count_effective_and_redundant_per_layer(tmp_path):
     assert_vector(pdf)
 
 
+def test_weights_table_lists_the_credited_neurons_of_a_weight_vector():
+    from nex_causal.cache import KEY_SPACE, pack_keys
+
+    weights = np.zeros(KEY_SPACE, np.float32)
+    weights[pack_keys([0, 0, 2, 63], [1, 700, 5, 65535])] = [0.5, -0.25, 0.75, -1.0]
+    table = F.weights_table(weights)
+    assert table.values.tolist() == [[1, 0, 1, 0.5], [700, 0, 700, -0.25], [(2 << 16) | 5, 2, 5, 0.75],
+                                     [(63 << 16) | 65535, 63, 65535, -1.0]]
+    heights = [p.get_height() for p in F.plot_neuron_weights(table).axes[0].patches]
+    assert heights[0] == 1 and heights[2] == 1 and heights[64] == -1 and heights[64 + 63] == -1
+
+
 # --- saving, and a run directory ---------------------------------------------------------------
 
 def test_save_figure_is_atomic_vector_sized_and_reproducible(tmp_path):
