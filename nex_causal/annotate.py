@@ -60,10 +60,10 @@ def load_tokenizer(cache_dir: str | os.PathLike, model: str | None = None):
 
     if model is None:
         config = Path(cache_dir) / CAPTURE_FILE
-        if not config.is_file():
-            raise NexError(f"{config} does not exist, so the model is unknown: pass --tokenizer "
+        model = json.loads(config.read_text()).get("config", {}).get("model") if config.is_file() else None
+        if model is None:
+            raise NexError(f"{config} does not name the capturing model: pass --tokenizer "
                            "(a model name or directory)")
-        model = json.loads(config.read_text())["config"]["model"]
     return AutoTokenizer.from_pretrained(resolve_model(model))
 
 
@@ -256,6 +256,10 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise NexError(f"{path} lacks column(s) {', '.join(missing)}: pass a CSV made by `annotate export`")
+    for column in needed[:-1]:
+        if not pd.api.types.is_integer_dtype(table[column]):
+            raise NexError(f"{path} has a non-integer {column}: keep the exported columns as they are, "
+                           "fill in only label")
     table["label"] = table["label"].str.strip().str.upper()
     bad = table.index[~table["label"].isin(["", *PHASES])]
     if len(bad):

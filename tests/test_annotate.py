@@ -258,6 +258,9 @@ def test_bad_label_files_are_named_in_one_line(cache_dir, tmp_path):
     shifted.to_csv(tmp_path / "b.csv", index=False)
     with pytest.raises(NexError, match="do not match the rows of cache"):
         A.score_annotation(cache_dir, tmp_path / "b.csv")
+    (tmp_path / "d.csv").write_text("response,row,token_start,token_end,label\n0,one,0,4,E\n")
+    with pytest.raises(NexError, match="non-integer row"):
+        A.read_labels(tmp_path / "d.csv")
     (tmp_path / "c.csv").write_text("response,row\n0,1\n")
     with pytest.raises(NexError, match="lacks column"):
         A.read_labels(tmp_path / "c.csv")
@@ -276,3 +279,6 @@ def test_cli_export_then_score(cache_dir, tmp_path, capsys):
     assert pd.read_parquet(tmp_path / "compare.parquet")["hmm"].str.cat() == PATTERN
     assert main(["annotate", "export", "--cache-dir", str(cache_dir), "--responses", "0,a", "--out", "x"]) == 2
     assert "--responses" in capsys.readouterr().err
+    (cache_dir / "capture.json").unlink()
+    assert main(["annotate", "export", "--cache-dir", str(cache_dir), "--responses", "0", "--out", "x"]) == 2
+    assert "pass --tokenizer" in capsys.readouterr().err
