@@ -277,8 +277,6 @@ def smollm2_dir() -> Path:
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
         quantization_config=GgufConfig(dequantize=True))
-    if getattr(model.config, "quantization_config", None) is not None:
-        del model.config.quantization_config
     if not model.config.architectures:
         model.config.architectures = [type(model).__name__]
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
