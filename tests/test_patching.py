@@ -134,7 +134,8 @@ def test_every_intervention_is_undone_on_exit_even_after_an_error(recipient, don
     base, sampled = run(recipient), generate(recipient, temperature=1.0)
     means = np.ones((2, 128), dtype=np.float32)
     with pytest.raises(RuntimeError, match="boom"):
-        with intervened(recipient, [DonorPatch(donor, SET), MeanAblation(SET, means), Scaling(SET, 3)]) as model:
+        edits = [DonorPatch(donor, SET), MeanAblation(SET, means), Scaling(SET, 3)]
+        with intervened(recipient, edits) as model:
             assert not torch.allclose(run(model), base)
             raise RuntimeError("boom")
     assert torch.equal(run(recipient), base)
@@ -175,7 +176,8 @@ def test_mean_ablation_with_measured_means_keeps_the_mean_of_those_units(recipie
     with intervened(recipient, [MeanAblation(SET, means)]) as model:
         edited = post(model, 0, text)
     units = SET.by_layer()[0]
-    np.testing.assert_allclose(edited[:, units].numpy(), np.broadcast_to(means[0, units], (edited.shape[0], 2)))
+    expected = np.broadcast_to(means[0, units], (edited.shape[0], len(units)))
+    np.testing.assert_allclose(edited[:, units].numpy(), expected)
 
 
 def test_bad_interventions_name_the_problem(recipient, donor):

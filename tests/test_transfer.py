@@ -211,3 +211,47 @@ def test_configs_from_files(tmp_path):
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(NexError, match="mapping"):
         read_config_file(tmp_path / "list.yaml")
+
+
+def test_the_cli_runs_a_grid_and_a_config_file_resumes_it(tiny_qwen3_dir, tmp_path, capsys):
+    import shutil
+
+    from transformers import Qwen3ForCausalLM
+
+    from nex_causal.cli import main
+    from nex_causal.nex import save_weights
+
+    family = tmp_path / "family"
+    shutil.copytree(tiny_qwen3_dir, family / "intact")
+    broken = Qwen3ForCausalLM.from_pretrained(tiny_qwen3_dir)
+    with torch.no_grad():
+        for layer, units in PLANTED.by_layer().items():
+            broken.model.layers[layer].mlp.gate_proj.weight[units] = 1.0
+    broken.save_pretrained(family / "corrupted")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_qwen3_dir / name, family / "corrupted" / name)
+    save_weights(tmp_path / "W.npz", planted_weights())
+    (tmp_path / "tasks.jsonl").write_text("".join(
+        json.dumps({"id": f"q{i}", "question": f"{i}+{i}=", "answer": str(2 * i)}) + "\n" for i in range(4)))
+    args = ["--family", str(family), "--weights", str(tmp_path / "W.npz"), "--k", "24", "--seeds", "1",
+            "--tasks", str(tmp_path / "tasks.jsonl"), "--out", str(tmp_path / "out"), "--decodings", "greedy",
+            "--max-new-tokens", "3", "--interventions", "transplant"]
+    assert main(["transfer", "--donor", "intact", "--recipient", "corrupted", *args]) == 0
+    printed = capsys.readouterr().out
+    assert "eff-random [95% CI]" in printed and "eff-redundant [95% CI]" in printed
+    import pandas as pd
+
+    first = pd.read_csv(tmp_path / "out" / "transfer.csv")
+    assert len(first) == 5
+    assert set(first.set_kind) == {"baseline", "donor", "effective", "redundant", "random"}
+
+    (tmp_path / "t.yaml").write_text(
+        f"experiment: transfer\nfamily: {family}\ndonor: intact\nrecipient: corrupted\n"
+        f"weights: {tmp_path / 'W.npz'}\nk: [24]\nseeds: 1\ntasks: {tmp_path / 'tasks.jsonl'}\nout: {tmp_path / 'out'}\ndecodings: greedy\n"
+        "max_new_tokens: 3\ninterventions: transplant\n")
+    assert main(["transfer", "--config", str(tmp_path / "t.yaml")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out" / "transfer.csv"), first)
+    assert main(["ablate", "--config", str(tmp_path / "t.yaml")]) == 2
+    assert "describes a 'transfer' run: use `nex-causal transfer`" in capsys.readouterr().err
+    assert main(["transfer", "--config", str(tmp_path / "t.yaml"), "--recipient", "nobody"]) == 2
+    assert "no variant 'nobody' in family" in capsys.readouterr().err

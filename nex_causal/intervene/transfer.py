@@ -35,13 +35,16 @@ from nex_causal.evaluate import evaluate
 from nex_causal.intervene.neuron_sets import (
     NeuronSet, bottom_redundant, check_weights_fit, matched_random, top_effective,
 )
-from nex_causal.intervene.patching import DonorPatch, Intervention, MeanAblation, ZeroAblation, \
-    activation_means, intervened
+from nex_causal.intervene.patching import (
+    DonorPatch, Intervention, MeanAblation, ZeroAblation, activation_means, intervened,
+)
 from nex_causal.intervene.transplant import Transplant
 from nex_causal.io import atomic_path, write_json, write_table
+from nex_causal.models import load_bridge
+from nex_causal.nex import load_weights
 from nex_causal.sampling import sequence_seed
 from nex_causal.stats import bootstrap, weighted_mean
-from nex_causal.tasks import TaskSet
+from nex_causal.tasks import TaskSet, load_tasks
 
 EXPERIMENTS = {"transfer": ("transplant", "patch"), "ablate": ("zero", "mean")}
 DECODINGS = ("greedy", "sampled")
@@ -120,7 +123,7 @@ class GridConfig:
                 raise NexError(f"k must be a list of integers, got {values['k']!r}") from None
         missing = [f for f in ("experiment", "model", "weights", "tasks") if not values.get(f)]
         if missing:
-            raise NexError(f"the config gives no {missing[0]!r}")
+            raise NexError(f"no {missing[0]!r} given: pass it as an option or in the config file")
         return cls(**values)
 
     def content(self) -> dict:
@@ -142,6 +145,23 @@ def read_config_file(path: str | os.PathLike) -> dict:
     if not isinstance(values, dict):
         raise NexError(f"{path} must hold a mapping of settings (key: value lines)")
     return values
+
+
+def command_config(experiment: str, config_file: str | None, options: Mapping
+                   ) -> tuple[GridConfig, Path]:
+    """The config and output directory of a grid command: the file's settings (if any) with
+    the command line's ``options`` (those not None) on top. ``recipient`` names ``model``."""
+    values = read_config_file(config_file) if config_file else {}
+    values.update({k: v for k, v in options.items() if v is not None})
+    if "recipient" in values:
+        values["model"] = values.pop("recipient")
+    if values.setdefault("experiment", experiment) != experiment:
+        raise NexError(f"the config describes a {values['experiment']!r} run: use `nex-causal "
+                       f"{values['experiment']}`, or change its experiment to {experiment!r}")
+    out = values.pop("out", None)
+    if not out:
+        raise NexError("no output directory: pass --out or give 'out' in the config file")
+    return GridConfig.from_mapping(values), Path(out)
 
 
 @dataclass(frozen=True)
@@ -343,6 +363,23 @@ def gap_summary(cells: Sequence[Cell], results: Mapping[str, Mapping[str, np.nda
     return pd.DataFrame(rows)
 
 
+def format_report(table: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """The outcome table and the gap summary as plain text, for the terminal."""
+    def with_interval(df: pd.DataFrame, column: str) -> pd.Series:
+        return df.apply(lambda r: f"{r[column]:+.3f} [{r[column + '_low']:+.3f}, "
+                                  f"{r[column + '_high']:+.3f}]", axis=1)
+
+    outcomes = table[["intervention", "set_kind", "k", "seed", "set_size", "decoding", "accuracy"]].copy()
+    outcomes["delta [95% CI]"] = with_interval(table, "delta")
+    gaps = summary[["intervention", "k", "decoding", "effective_delta", "redundant_delta"]].copy()
+    if "random_delta" in summary:
+        gaps["random_delta"] = summary["random_delta"]
+        gaps["eff-random [95% CI]"] = with_interval(summary, "effective_minus_random")
+    gaps["eff-redundant [95% CI]"] = with_interval(summary, "effective_minus_redundant")
+    return (outcomes.to_string(index=False, float_format="{:.3f}".format) + "\n\n"
+            + gaps.to_string(index=False, float_format="{:+.3f}".format))
+
+
 def resolve_variant(name: str, family: str | None) -> str:
     """``name`` as a model reference: a subdirectory of ``family`` when there is one, else as given."""
     if family is None:
@@ -364,15 +401,12 @@ def resolve_variant(name: str, family: str | None) -> str:
 def run_grid(config: GridConfig, out: str | os.PathLike, *, progress: bool = True
              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load what ``config`` names and run its grid into ``out`` (resuming what is there)."""
-    from nex_causal.models import load_bridge
-    from nex_causal.nex import load_weights
-    from nex_causal.tasks import load_tasks
-
     weights = load_weights(config.weights)
     taskset = load_tasks(config.tasks, seed=config.task_seed)
-    model = load_bridge(resolve_variant(config.model, config.family), device=config.device, dtype=config.dtype)
-    donor = None
-    if config.experiment == "transfer":
-        donor = load_bridge(resolve_variant(config.donor, config.family), device=config.device,
-                            dtype=config.dtype)
+
+    def load(name: str):
+        return load_bridge(resolve_variant(name, config.family), device=config.device, dtype=config.dtype)
+
+    model = load(config.model)
+    donor = load(config.donor) if config.experiment == "transfer" else None
     return Grid(model, taskset, config, out, donor=donor, progress=progress).run(weights)
