@@ -254,6 +254,51 @@ def _add_selection(sub: argparse._SubParsersAction) -> None:
 
 def _add_intervene(sub: argparse._SubParsersAction) -> None:
     """``transfer`` and ``ablate``: the causal neuron experiments."""
+    def grid_arguments(p: argparse.ArgumentParser, interventions: str) -> None:
+        p.add_argument("--config", help="YAML/JSON file of settings (keys as the options below, with "
+                       "underscores); options given here override it")
+        p.add_argument("--family", help="directory of the merge family whose variants are named here")
+        p.add_argument("--weights", help="NEX weights (.npz from `nex-causal nex train`)")
+        p.add_argument("--k", help="set sizes, comma-separated (default 8,32,128,512)")
+        p.add_argument("--seeds", type=int, help="matched random sets per k (default 5)")
+        p.add_argument("--tasks", help="held-out prompts: organism:200, rg:<dataset>:100, or a .jsonl file")
+        p.add_argument("--out", help="run directory (resumable: finished cells are kept)")
+        p.add_argument("--interventions", help=f"comma-separated subset of {interventions} (default all)")
+        p.add_argument("--decodings", help="comma-separated subset of greedy,sampled (default both)")
+        p.add_argument("--temperature", type=float, help="temperature of sampled decoding (default 0.7)")
+        p.add_argument("--top-p", dest="top_p", type=float, help="nucleus mass of sampled decoding (default 1)")
+        p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help="default 256")
+        p.add_argument("--seed", type=int, help="seed of random sets, sampling and bootstrap (default 0)")
+        p.add_argument("--task-seed", dest="task_seed", type=int, help="seed drawing the prompts (default 1)")
+        p.add_argument("--n-boot", dest="n_boot", type=int, help="bootstrap resamples (default 1000)")
+        p.add_argument("--batch-size", dest="batch_size", type=int, help="sequences per forward pass (default 32)")
+        p.add_argument("--device", help="cpu or cuda (default cpu)")
+        p.add_argument("--dtype", help="float32 or bfloat16 (default float32)")
+
+    def run(args: argparse.Namespace) -> None:
+        from nex_causal.intervene.transfer import command_config, format_report, run_grid
+
+        options = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "config")}
+        config, out = command_config(args.command, args.config, options)
+        table, summary = run_grid(config, out)
+        print(format_report(table, summary))
+        print(f"tables written to {out}/{config.experiment}.csv and {out}/summary.csv")
+
+    p = sub.add_parser("transfer", help="transplant/patch effective vs redundant neurons from donor to recipient",
+                       description="Give the recipient the donor's top-k effective, bottom-k redundant and "
+                       "layer-matched random neurons (weight transplant and activation patching), measure "
+                       "accuracy on held-out prompts, and report deltas and gaps with bootstrap intervals.")
+    p.add_argument("--donor", help="variant whose neurons are given")
+    p.add_argument("--recipient", help="variant that receives them")
+    grid_arguments(p, "transplant,patch")
+    p.set_defaults(handler=run)
+
+    p = sub.add_parser("ablate", help="zero/mean-ablate effective vs redundant neurons inside one model",
+                       description="Ablate the top-k effective, bottom-k redundant and layer-matched random "
+                       "neurons of one model (zero and mean ablation) and report accuracy deltas and gaps.")
+    p.add_argument("--model", help="variant to ablate")
+    grid_arguments(p, "zero,mean")
+    p.set_defaults(handler=run)
 
 
 def _add_workflow(sub: argparse._SubParsersAction) -> None:
