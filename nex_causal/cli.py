@@ -268,6 +268,8 @@ def _add_intervene(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--temperature", type=float, help="temperature of sampled decoding (default 0.7)")
         p.add_argument("--top-p", dest="top_p", type=float, help="nucleus mass of sampled decoding (default 1)")
         p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help="default 256")
+        p.add_argument("--chat", action="store_true", default=None,
+                       help="wrap prompts in the tokenizer's chat template")
         p.add_argument("--seed", type=int, help="seed of random sets, sampling and bootstrap (default 0)")
         p.add_argument("--task-seed", dest="task_seed", type=int, help="seed drawing the prompts (default 1)")
         p.add_argument("--n-boot", dest="n_boot", type=int, help="bootstrap resamples (default 1000)")

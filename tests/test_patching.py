@@ -163,8 +163,9 @@ def test_activation_means_match_a_direct_average_and_ignore_padding(recipient):
     texts = ["p=11 a=3 b=4 c=5 d=7 e=2|x0:4 x1:7", "p=7|", "abc"]
     acts = torch.cat([post(recipient, 1, t) for t in texts])
     expected = acts.double().mean(0).float().numpy()
-    one_by_one = activation_means(recipient, texts, batch_size=1)
-    batched = activation_means(recipient, texts, batch_size=3)
+    sequences = [tokens(recipient, t)[0] for t in texts]
+    one_by_one = activation_means(recipient, sequences, batch_size=1)
+    batched = activation_means(recipient, sequences, batch_size=3)
     assert one_by_one.shape == (2, 128)
     np.testing.assert_allclose(one_by_one[1], expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(batched, one_by_one, rtol=1e-4, atol=1e-6)
@@ -172,7 +173,7 @@ def test_activation_means_match_a_direct_average_and_ignore_padding(recipient):
 
 def test_mean_ablation_with_measured_means_keeps_the_mean_of_those_units(recipient):
     text = "p=11 a=3 b=4 c=5 d=7 e=2|x0:4 x1:7"
-    means = activation_means(recipient, [text])
+    means = activation_means(recipient, [tokens(recipient, text)[0]])
     with intervened(recipient, [MeanAblation(SET, means)]) as model:
         edited = post(model, 0, text)
     units = SET.by_layer()[0]
@@ -194,5 +195,5 @@ def test_bad_interventions_name_the_problem(recipient, donor):
         with intervened(recipient, [DonorPatch(donor, SET)]):
             run(recipient)  # the bridge, not the yielded model
     assert torch.equal(run(recipient), run(recipient))  # and nothing was left attached
-    with pytest.raises(NexError, match="at least one reference text"):
+    with pytest.raises(NexError, match="at least one reference sequence"):
         activation_means(recipient, [])

@@ -129,6 +129,17 @@ class DonorPatch(UnitEdit):
                            "that `intervened(...)` yields, not the bridge itself")
         return donor
 
+    def donor_hooks(self) -> list[Hook]:
+        """Hooks on the donor that keep its activations at the set's units."""
+        def keep(layer: int, units: torch.Tensor) -> Callable:
+            def hook(act: torch.Tensor, hook) -> torch.Tensor:
+                self._acts[layer] = act.index_select(-1, units.to(act.device))
+                return act
+            return hook
+
+        return [(hook_name(layer), keep(layer, torch.as_tensor(units)))
+                for layer, units in self.neurons.by_layer().items()]
+
     def applied(self, bridge) -> contextlib.AbstractContextManager:
         if self.donor is bridge:
             raise NexError("the donor of a patch is the recipient bridge itself; "
@@ -136,32 +147,24 @@ class DonorPatch(UnitEdit):
         self.neurons.check_fits(self.donor.cfg.n_layers, self.donor.cfg.d_mlp)
         stack = contextlib.ExitStack()
         stack.enter_context(bridge.hooks(fwd_hooks=self.hooks(bridge)))
+        stack.enter_context(self.donor.hooks(fwd_hooks=self.donor_hooks()))
         stack.callback(self._forget)
         return stack
 
     def _forget(self) -> None:
         self._acts, self._cache_pair = {}, None
 
+    @torch.no_grad()
     def run_donor(self, args: tuple, kwargs: dict) -> None:
-        """Run the donor on the recipient's forward arguments, keeping its activations at the units."""
-        kwargs = dict(kwargs)
+        """Run the donor on the recipient's forward arguments (its own KV cache kept in step)."""
+        kwargs = {**kwargs, "return_type": None}
         cache = kwargs.get("past_key_values")
         if cache is not None:  # a fresh recipient cache starts a fresh donor cache
             if self._cache_pair is None or self._cache_pair[0] is not cache:
                 self._cache_pair = (cache, DynamicCache())
             kwargs["past_key_values"] = self._cache_pair[1]
-        by_layer = self.neurons.by_layer()
-
-        def keep(layer: int, units: torch.Tensor) -> Callable:
-            def hook(act: torch.Tensor, hook) -> torch.Tensor:
-                self._acts[layer] = act.index_select(-1, units.to(act.device))
-                return act
-            return hook
-
-        kwargs["return_type"] = None
-        hooks = [(hook_name(layer), keep(layer, torch.as_tensor(units))) for layer, units in by_layer.items()]
-        with torch.no_grad(), self.donor.hooks(fwd_hooks=hooks):
-            self.donor(*args, **kwargs)
+        self._acts = {}
+        self.donor(*args, **kwargs)
 
 
 class LockStep:
@@ -195,15 +198,15 @@ def intervened(bridge, interventions: Sequence[Intervention]) -> Iterator:
 
 
 @torch.no_grad()
-def activation_means(bridge, texts: Sequence[str], *, batch_size: int = 16,
+def activation_means(bridge, sequences: Sequence[torch.Tensor], *, batch_size: int = 16,
                      progress: bool = False) -> np.ndarray:
-    """Mean ``hook_post`` activation of every unit over all token positions of ``texts``.
+    """Mean ``hook_post`` activation of every unit over all positions of the token ``sequences``.
 
-    The reference for :class:`MeanAblation`; ``[n_layers, d_mlp]`` float32. Texts are
+    The reference for :class:`MeanAblation`; ``[n_layers, d_mlp]`` float32. Sequences are
     right-padded, so padding never influences a real position and is left out of the mean.
     """
-    if not texts:
-        raise NexError("mean activations need at least one reference text")
+    if not sequences:
+        raise NexError("mean activations need at least one reference sequence")
     n_layers = bridge.cfg.n_layers
     total = torch.zeros(n_layers, bridge.cfg.d_mlp, dtype=torch.float64)
     count = 0
@@ -216,13 +219,10 @@ def activation_means(bridge, texts: Sequence[str], *, batch_size: int = 16,
         return hook
 
     hooks = [(hook_name(layer), accumulate(layer)) for layer in range(n_layers)]
-    encoded = [bridge.to_tokens(t)[0] for t in texts]
-    for start in tqdm(range(0, len(encoded), batch_size), desc="mean activations",
-                      disable=not progress):
-        batch = encoded[start:start + batch_size]
-        width = max(len(t) for t in batch)
-        tokens = torch.zeros(len(batch), width, dtype=torch.long)
-        mask = torch.zeros(len(batch), width, dtype=torch.float64)
+    for start in tqdm(range(0, len(sequences), batch_size), desc="mean activations", disable=not progress):
+        batch = [torch.as_tensor(t).reshape(-1) for t in sequences[start:start + batch_size]]
+        tokens = torch.zeros(len(batch), max(len(t) for t in batch), dtype=torch.long)
+        mask = torch.zeros(tokens.shape, dtype=torch.float64)
         for i, t in enumerate(batch):
             tokens[i, :len(t)], mask[i, :len(t)] = t, 1.0
         mask = mask.to(bridge.cfg.device)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from nex_causal.errors import NexError
@@ -42,7 +43,7 @@ from nex_causal.intervene.transplant import Transplant
 from nex_causal.io import atomic_path, write_json, write_table
 from nex_causal.models import load_bridge
 from nex_causal.nex import load_weights
-from nex_causal.sampling import sequence_seed
+from nex_causal.sampling import encode_prompts, generate, sequence_seed
 from nex_causal.stats import bootstrap, weighted_mean
 from nex_causal.tasks import TaskSet, load_tasks
 
@@ -76,6 +77,7 @@ class GridConfig:
     temperature: float = 0.7
     top_p: float = 1.0
     max_new_tokens: int = 256
+    chat: bool = False  # wrap prompts in the tokenizer's chat template (instruction-tuned models)
     seed: int = 0
     task_seed: int = 1
     n_boot: int = 1000
@@ -225,7 +227,7 @@ class Grid:
         c = self.config
         temperatures = {"greedy": 0.0, "sampled": c.temperature}
         return {d: evaluate(model, self.taskset, max_new_tokens=c.max_new_tokens, temperature=temperatures[d],
-                            top_p=c.top_p, seed=c.seed, batch_size=c.batch_size).correct
+                            top_p=c.top_p, seed=c.seed, batch_size=c.batch_size, chat=c.chat).correct
                 for d in c.decodings}
 
     def cell(self, cell: Cell) -> dict[str, np.ndarray]:
@@ -253,10 +255,11 @@ class Grid:
         path = self.out / MEANS_FILE
         if not path.exists():
             c = self.config
-            texts = evaluate(self.model, self.taskset, max_new_tokens=c.max_new_tokens,
-                             batch_size=c.batch_size).texts
-            means = activation_means(self.model, [p + t for p, t in zip(self.taskset.prompts(), texts)],
-                                     batch_size=c.batch_size, progress=self.progress)
+            prompts = encode_prompts(self.model, self.taskset.prompts(), chat=c.chat)
+            responses = generate(self.model, self.taskset.prompts(), max_new_tokens=c.max_new_tokens,
+                                 batch_size=c.batch_size, chat=c.chat)
+            sequences = [torch.cat([p, torch.as_tensor(g.tokens)]) for p, g in zip(prompts, responses)]
+            means = activation_means(self.model, sequences, batch_size=c.batch_size, progress=self.progress)
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.save(f, means)
         return np.load(path)
