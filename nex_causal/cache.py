@@ -228,13 +228,14 @@ class SparseCacheWriter:
     metadata rows stay in memory), which is renamed onto ``path`` on ``close``. An exception
     inside a ``with`` block discards it, so a half-written cache is never a valid cache.
 
-    Mass is stored as float16: finite values beyond +-65504 saturate to +-65504 (counted in
-    ``n_saturated``, with one warning on close); NaN and inf are kept as they are.
+    Mass is stored as float16: finite values beyond +-65504 saturate to +-65504 (counted per
+    view in ``saturated``, with one warning on close); NaN and inf are kept as they are. Base
+    mass, a sum over rows, saturates first.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.n_saturated = 0
+        self.saturated = {"w_sum": 0, "base_w_sum": 0}
         self._stack = contextlib.ExitStack()
         self._tmp = self._stack.enter_context(atomic_path(self.path, is_dir=True))
         (self._tmp / "rows").mkdir()
@@ -284,14 +285,11 @@ class SparseCacheWriter:
         ptr["sample_row_ptr"].append(ptr["sample_row_ptr"][-1] + len(row_ends))
         ptr["base_row_ptr"].append(ptr["base_row_ptr"][-1] + len(base_keys))
         for attr, values in (("keys", keys), ("w_sum", mass), ("base_keys", base_keys), ("base_w_sum", base_mass)):
-            if attr.endswith("w_sum"):
-                values = self._float16(values)
+            if attr in self.saturated:
+                big = np.isfinite(values) & (np.abs(values) > FLOAT16_MAX)
+                self.saturated[attr] += int(big.sum())
+                values = np.where(big, np.sign(values) * FLOAT16_MAX, values)
             self._files[attr].write(np.ascontiguousarray(values, FILES[attr][1]).tobytes())
-
-    def _float16(self, mass: np.ndarray) -> np.ndarray:
-        big = np.isfinite(mass) & (np.abs(mass) > FLOAT16_MAX)
-        self.n_saturated += int(big.sum())
-        return np.where(big, np.sign(mass) * FLOAT16_MAX, mass).astype(np.float16)
 
     def _extend(self, part: SparseCache) -> None:
         """Append every response of an existing cache (arrays copied in chunks, never whole)."""
@@ -321,9 +319,10 @@ class SparseCacheWriter:
         if self._meta:
             pd.DataFrame(self._meta).to_parquet(self._tmp / RESPONSES_FILE, index=False)
         self._stack.close()
-        if self.n_saturated:
-            warnings.warn(f"{self.path}: {self.n_saturated} mass values beyond the float16 maximum "
-                          f"{FLOAT16_MAX:g} were clipped to it", stacklevel=2)
+        if any(self.saturated.values()):
+            warnings.warn(f"{self.path}: {self.saturated['w_sum']} row and {self.saturated['base_w_sum']} base "
+                          f"mass values beyond the float16 maximum {FLOAT16_MAX:g} were clipped to it",
+                          stacklevel=2)
         return SparseCache.open(self.path)
 
     def __enter__(self) -> SparseCacheWriter:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -52,3 +53,61 @@ def tiny_qwen3_bridge(tiny_qwen3_dir):
     from transformer_lens.model_bridge import TransformerBridge
 
     return TransformerBridge.boot_transformers(str(tiny_qwen3_dir), device="cpu")
+
+
+class NexPlanted:
+    """Planted NEX responses: bursts of new "good" neurons (layer 3) that the following exploit
+    rows reuse (A cycles), or of new "bad" neurons (layer 5) that they ignore (B cycles)."""
+
+    GOOD, BAD, BACKGROUND, NOISE = 3, 5, 7, 9  # layers of the neuron pools
+    BURST, EXPLOIT, NEW = 3, 6, 30  # rows per burst, rows per exploit run, new neurons per burst row
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def response(self, rng, kinds: str = "ABAB"):
+        """(rows as (keys, mass, n_tokens), planted E/X labels) of one response."""
+        from nex_causal.cache import pack_keys
+
+        pools = {"A": rng.permutation(300), "B": rng.permutation(300)}
+        used = {"A": 0, "B": 0}
+        background = pack_keys(self.BACKGROUND, rng.choice(65536, 25, replace=False))
+        noise = iter(pack_keys(self.NOISE, rng.choice(65536, 1000, replace=False)))
+        rows, labels = [], []
+        for c, kind in enumerate(kinds):
+            layer = self.GOOD if kind == "A" else self.BAD
+            burst = []
+            for j in range(self.BURST):
+                units = pools[kind][used[kind]:used[kind] + self.NEW]
+                used[kind] += self.NEW
+                keys = pack_keys(layer, units)
+                burst.append(keys)
+                if c == 0 and j == 0:
+                    keys = np.concatenate([keys, background])
+                rows.append((keys, rng.uniform(1, 2, len(keys)), 32))
+                labels.append(True)
+            reused = np.concatenate(burst)
+            for _ in range(self.EXPLOIT):
+                keep = rng.choice(reused, 25, replace=False) if kind == "A" else rng.choice(background, 20, False)
+                keys = np.concatenate([keep, rng.choice(background, 5, replace=False), [next(noise)]])
+                rows.append((keys, rng.uniform(1, 2, len(keys)), 32))
+                labels.append(False)
+        return rows, np.array(labels)
+
+    def cache(self, kinds=("ABAB",) * 8, seed: int = 0, name: str | None = None):
+        """A SparseCache of one planted response per entry of ``kinds``."""
+        from nex_causal.cache import SparseCache, SparseCacheWriter
+
+        path = self.root / (name or f"planted-{seed}-{'-'.join(kinds)}")
+        if not path.exists():
+            rng = np.random.default_rng(seed)
+            with SparseCacheWriter(path) as writer:
+                for r, k in enumerate(kinds):
+                    writer.append(self.response(rng, k)[0], meta={"prompt_id": f"p{r // 2}", "sample_index": r % 2})
+        return SparseCache.open(path)
+
+
+@pytest.fixture(scope="session")
+def nex_planted(tmp_path_factory) -> NexPlanted:
+    """Builder of planted NEX responses and caches (see ``NexPlanted``)."""
+    return NexPlanted(tmp_path_factory.mktemp("nex_planted"))

@@ -83,16 +83,20 @@ def cycles(nov: Novelty, explore: np.ndarray) -> list[Cycle]:
     centre = np.median(defined) if len(defined) else np.nan
     out = []
     for (e_start, e_end, x_start, x_end), (strength, consolidation, reuse) in zip(found, measured):
-        progress = reuse - centre
-        if not np.isfinite(progress) or progress == 0:
-            kind, scale = "none", 0.0
-        elif progress > 0 and consolidation > 0:
-            kind, scale = "effective", progress * consolidation
-        else:
-            kind, scale = "redundant", abs(progress)
-        out.append(Cycle(e_start, e_end, x_start, x_end, float(strength), consolidation, float(reuse),
-                         float(progress), kind, float(scale)))
+        progress = float(reuse - centre)
+        out.append(Cycle(e_start, e_end, x_start, x_end, float(strength), consolidation, float(reuse), progress,
+                         *classify(progress, consolidation)))
     return out
+
+
+def classify(progress: float, consolidation: float) -> tuple[str, float]:
+    """(kind, scale) of a cycle: effective with Delta * kappa when Delta > 0 and kappa > 0,
+    none when Delta is 0 or undefined, redundant with |Delta| otherwise."""
+    if not np.isfinite(progress) or progress == 0:
+        return "none", 0.0
+    if progress > 0 and consolidation > 0:
+        return "effective", progress * consolidation
+    return "redundant", abs(progress)
 
 
 def credit(nov: Novelty, found: list[Cycle]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -106,11 +106,8 @@ class Novelty:
 
 def novelty(rows: Rows) -> Novelty:
     """First-introduction rows of every entry and the novelty slopes of ``rows``."""
-    order = np.argsort(rows.keys, kind="stable")  # entries are in row order, so each key's first
-    sorted_keys = rows.keys[order]                # occurrence in ``order`` is its earliest row
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-    first = rows.row_of_entry[order[starts]]
-    first_row = np.empty(len(order), np.int64)
-    first_row[order] = np.repeat(first, np.diff(np.r_[starts, len(order)]))
+    # entries are in row order, so a neuron's first entry lies in the row that introduces it
+    _, first_entry, neuron = np.unique(rows.keys, return_index=True, return_inverse=True)
+    first = rows.row_of_entry[first_entry]
     slopes = np.bincount(first, minlength=rows.n_rows) / rows.tokens
-    return Novelty(rows, first_row, slopes)
+    return Novelty(rows, first[neuron], slopes)

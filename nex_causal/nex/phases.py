@@ -121,7 +121,8 @@ def phases(slopes: np.ndarray, rho: float = 0.95, min_run: int = 2) -> Phases:
         return Phases(y, nan, nan, np.zeros(len(y), bool), "short")
     residual = detrend(y)
     z, mad = robust_z(residual)
-    rounding = ROUNDING * (1.0 + np.abs(y).max())  # an exact fit leaves residuals of this size, not 0
+    finite = np.abs(y[np.isfinite(y)])
+    rounding = ROUNDING * (1.0 + (finite.max() if finite.size else 0.0))  # what an exact fit leaves, not 0
     if not (np.isfinite(mad) and mad > rounding):
         explore, method = residual - np.median(residual) > rounding, "sign"
     else:

@@ -41,8 +41,8 @@ def gmf_per_response(keys: np.ndarray, mass: np.ndarray, ptr: np.ndarray, weight
     m = np.where(keep, mass, 0.0)
     w = weights[np.where(keep, keys, 0)].astype(np.float64)
     response = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr - ptr[0]))
-    total, good, weighted = (np.bincount(response, m * part, minlength=len(ptr) - 1)
-                             for part in (1.0, np.maximum(w, 0.0), np.abs(w)))
+    total, good, weighted = (np.bincount(response, m * part, minlength=len(ptr) - 1).astype(np.float64)
+                             for part in (1.0, np.maximum(w, 0.0), np.abs(w)))  # (int64 when empty)
     gmf = np.divide(good, weighted, out=np.zeros_like(good), where=weighted > 0)
     gmf[total <= 0] = np.nan
     return gmf

@@ -1,0 +1,235 @@
+"""Cycles, reuse credit and neuron weights (NEX_METHOD sections 4-5): a response computed on
+paper, every gating rule, planted effective/redundant neurons, and the weights file."""
+
+from __future__ import annotations
+
+from dataclasses import astuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nex_causal.cache import KEY_SPACE, ResponseRows, unpack_keys
+from nex_causal.errors import NexError
+from nex_causal.nex import (Rows, analyze_response, clean_rows, credit, cycles, learn, learn_weights, load_weights,
+                            neuron_weights, novelty, runs, save_weights)
+from nex_causal.nex.credit import classify
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+T, F = True, False
+
+
+def response(*rows):
+    return ResponseRows([np.array(k, np.int64) for k, _ in rows], [np.array(m, float) for _, m in rows],
+                        np.full(len(rows), 10))
+
+
+# Worked on paper, every row 10 tokens:
+#   row  keys: mass            introduced   slope   label
+#   0    1 2 3 4: 1 1 1 1      1 2 3 4      0.4     E   cycle 1: E [0, 1], X [2, 3]
+#   1    5 6: 2 2              5 6          0.2     E
+#   2    1 7: 3 1              7            0.1     X
+#   3    2 5 8: 1 1 2          8            0.1     X
+#   4    9..13: 1 each         9..13        0.5     E   cycle 2: E [4, 4], X [5, 5]
+#   5    9: 4                  -            0.0     X
+# median slope 0.15.  Cycle 1: strength 0.3 - 0.15, consolidation 1 - 0.1 / 0.3, reuse: X mass 8, of
+# which on neurons 1..6: 3 + 1 + 1 = 5.  Cycle 2: strength 0.35, consolidation 1, reuse 4 / 4.
+HAND = response(([1, 2, 3, 4], [1, 1, 1, 1]), ([5, 6], [2, 2]), ([1, 7], [3, 1]), ([2, 5, 8], [1, 1, 2]),
+                ([9, 10, 11, 12, 13], [1] * 5), ([9], [4]))
+HAND_LABELS = np.array([T, T, F, F, T, F])
+
+
+def test_cycle_measures_by_hand():
+    nov = novelty(clean_rows(HAND))
+    c1, c2 = cycles(nov, HAND_LABELS)
+    r1, r2 = 5 / (8 + 1e-6), 4 / (4 + 1e-6)
+    assert (c1.e_start, c1.e_end, c1.x_start, c1.x_end) == (0, 1, 2, 3)
+    assert (c2.e_start, c2.e_end, c2.x_start, c2.x_end) == (4, 4, 5, 5)
+    assert c1.strength == pytest.approx(0.15) and c2.strength == pytest.approx(0.35)
+    assert c1.consolidation == pytest.approx(1 - 0.1 / (0.3 + 1e-6)) and c2.consolidation == 1.0
+    assert c1.reuse == pytest.approx(r1, abs=1e-12) and c2.reuse == pytest.approx(r2, abs=1e-12)
+    # the median of two shares is their mean: progress is +-half their gap
+    assert c1.progress == pytest.approx((r1 - r2) / 2) and c2.progress == pytest.approx((r2 - r1) / 2)
+    assert (c1.kind, c2.kind) == ("redundant", "effective")
+    assert c1.scale == pytest.approx((r2 - r1) / 2) and c2.scale == pytest.approx((r2 - r1) / 2)
+
+
+def test_credit_by_hand():
+    nov = novelty(clean_rows(HAND))
+    keys, eff, red = credit(nov, cycles(nov, HAND_LABELS))
+    scale = (4 / (4 + 1e-6) - 5 / (8 + 1e-6)) / 2
+    assert keys.tolist() == [1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13]
+    np.testing.assert_allclose(red, np.r_[np.full(4, scale), np.full(2, 2 * scale), np.zeros(5)])
+    np.testing.assert_allclose(eff, np.r_[np.zeros(6), np.full(5, scale)])
+
+
+@pytest.mark.parametrize("progress, consolidation, expected", [
+    (0.2, 0.5, ("effective", 0.1)),
+    (0.2, 0.0, ("redundant", 0.2)),    # progress without consolidation is redundant
+    (-0.3, 0.9, ("redundant", 0.3)),
+    (0.0, 1.0, ("none", 0.0)),
+    (np.nan, 1.0, ("none", 0.0)),
+])
+def test_classify(progress, consolidation, expected):
+    kind, scale = classify(progress, consolidation)
+    assert kind == expected[0] and scale == pytest.approx(expected[1])
+
+
+def test_runs_leading_x_and_trailing_e_form_no_cycle():
+    assert runs(np.array([F, T, T, F, F, T, F, T, T])) == [(1, 2, 3, 4), (5, 5, 6, 6)]
+    assert runs(np.array([T, T, T])) == [] and runs(np.array([], bool)) == []
+
+
+def test_trailing_e_run_credits_nothing():
+    labels = np.array([T, T, F, F, T, T])  # rows 4-5 end the response in E
+    nov = novelty(clean_rows(HAND))
+    (only,) = cycles(nov, labels)
+    assert (only.e_start, only.x_end) == (0, 3)
+    assert only.kind == "none" and only.progress == 0.0  # a lone defined share is its own median
+    assert credit(nov, [only])[0].size == 0
+
+
+def test_cycle_below_the_median_slope_gets_no_share():
+    # cycle 2's E run has slope 0.1 = the median slope: strength 0, no share; cycle 1 is then
+    # alone, its progress 0, and it credits nothing
+    rr = response(([1, 2, 3, 4], [1] * 4), ([5], [1]), ([1, 2], [1, 1]), ([6], [1]), ([1], [1]), ([2, 7], [1, 1]))
+    nov = novelty(clean_rows(rr))
+    np.testing.assert_allclose(nov.slopes, [0.4, 0.1, 0.0, 0.1, 0.0, 0.1])
+    c1, c2 = cycles(nov, np.array([T, F, F, T, F, F]))
+    assert c1.strength == pytest.approx(0.3) and c2.strength == 0.0
+    assert np.isnan(c2.reuse) and np.isnan(c2.progress) and c2.kind == "none"
+    assert c1.progress == 0.0 and c1.kind == "none"
+
+
+def test_e_run_that_introduced_nothing_gets_no_share_and_zero_consolidation():
+    rr = response(([1, 2], [1, 1]), ([3], [1]), ([1, 2], [1, 1]), ([2], [1]), ([1], [1]))
+    nov = novelty(clean_rows(rr))
+    _, c2 = cycles(nov, np.array([T, F, T, T, F]))
+    assert c2.consolidation == 0.0 and np.isnan(c2.reuse) and c2.kind == "none"
+
+
+def test_reuse_is_undefined_when_the_x_rows_have_no_mass():
+    rows = Rows(keys=np.array([1, 2, 3], np.uint32), mass=np.array([1.0, 1.0, 0.0]), row_ptr=np.array([0, 2, 3]),
+                tokens=np.array([10, 10]), source=np.arange(2))
+    (c,) = cycles(novelty(rows), np.array([T, F]))
+    assert np.isnan(c.reuse) and c.kind == "none"
+
+
+def test_fewer_than_three_usable_rows_add_no_credit():
+    rr = response(([1, 2, 3], [1, 1, 1]), ([], []), ([4], [np.nan]), ([1, 5], [1, 1]))
+    trace = analyze_response(rr)
+    assert trace.source.tolist() == [0, 3] and trace.method == "short"
+    assert trace.cycles == [] and trace.credit_keys.size == 0
+
+
+def test_analyze_response_on_a_planted_response(nex_planted):
+    rows, labels = nex_planted.response(np.random.default_rng(1), "ABAB")
+    trace = analyze_response(ResponseRows([k for k, _, _ in rows], [m for _, m, _ in rows],
+                                          np.array([t for _, _, t in rows])))
+    assert trace.labels.tolist() == labels.tolist()
+    assert [c.kind for c in trace.cycles] == ["effective", "redundant", "effective", "redundant"]
+    layer, _ = unpack_keys(trace.credit_keys)
+    assert (trace.eff[layer == nex_planted.BAD] == 0).all() and (trace.red[layer == nex_planted.GOOD] == 0).all()
+    assert (trace.eff[layer == nex_planted.GOOD] > 0).all() and (trace.red[layer == nex_planted.BAD] > 0).all()
+
+
+def test_neuron_weights_by_hand():
+    w = neuron_weights(np.array([0.0, 1.0, 2.0, 0.0, 3.0]), np.array([0.0, 1.0, 1.0, 3.0, 0.0]))
+    assert w.dtype == np.float32
+    # tanh(log 2) = (2 - 1/2) / (2 + 1/2) = 0.6
+    np.testing.assert_allclose(w, [0.0, 0.0, 0.6, -1.0, 1.0], atol=1e-6)
+    assert w[0] == 0.0
+    with pytest.raises(NexError, match="non-negative"):
+        neuron_weights(np.array([-1.0]), np.array([0.0]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1e6), st.floats(0, 1e6)), min_size=1, max_size=30))
+def test_weights_lie_in_the_unit_interval_with_the_sign_of_eff_minus_red(pairs):
+    eff, red = np.array(pairs).T
+    w = neuron_weights(eff, red)
+    assert ((w >= -1) & (w <= 1)).all()  # open interval in exact arithmetic; float32 rounds |w| near 1 to 1
+    nonzero = w != 0  # w is 0 where Eff = Red, or where they differ below the ratio's rounding
+    assert (np.sign(w[nonzero]) == np.sign(eff - red)[nonzero]).all()
+    assert not w[eff == red].any()
+
+
+def test_learning_recovers_planted_neurons(nex_planted):
+    cache = nex_planted.cache()
+    cal = learn(cache, progress=False, keep_traces=True)
+    layer, _ = unpack_keys(np.arange(KEY_SPACE))
+    good, bad = cal.weights[layer == nex_planted.GOOD], cal.weights[layer == nex_planted.BAD]
+    assert (good[good != 0] > 0.99).all() and (good != 0).sum() > 250
+    assert (bad[bad != 0] < -0.99).all() and (bad != 0).sum() > 250
+    assert not cal.weights[layer == nex_planted.NOISE].any()  # introduced only in exploit rows
+    assert cal.n_responses == cache.n_responses == len(cal.traces)
+    assert cal.eff.sum() == pytest.approx(sum(t.eff.sum() for t in cal.traces))
+    np.testing.assert_array_equal(learn_weights(cache, progress=False), cal.weights)  # same input, same weights
+
+
+def test_max_responses_learns_from_the_first_ones(nex_planted):
+    cache = nex_planted.cache()
+    cal = learn(cache, max_responses=2, progress=False, keep_traces=True)
+    assert cal.n_responses == 2
+    first_two = sum(t.eff.sum() + t.red.sum() for t in learn(cache, progress=False, keep_traces=True).traces[:2])
+    assert cal.eff.sum() + cal.red.sum() == pytest.approx(first_two)
+    assert learn(cache, max_responses=100, progress=False).n_responses == cache.n_responses
+    with pytest.raises(NexError, match="max_responses must be a non-negative integer"):
+        learn(cache, max_responses=-1)
+
+
+rows_strategy = st.lists(
+    st.lists(st.tuples(st.integers(0, 60), st.floats(0.01, 5.0)), min_size=1, max_size=10, unique_by=lambda e: e[0]),
+    min_size=3, max_size=14)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=rows_strategy, seed=st.integers(0, 2**16))
+def test_permuting_keys_within_a_row_changes_nothing(rows, seed):
+    rng = np.random.default_rng(seed)
+    plain = [([k for k, _ in row], [m for _, m in row]) for row in rows]
+    shuffled = []
+    for keys, mass in plain:
+        order = rng.permutation(len(keys))
+        shuffled.append(([keys[i] for i in order], [mass[i] for i in order]))
+    a, b = analyze_response(response(*plain)), analyze_response(response(*shuffled))
+    assert [(c.e_start, c.e_end, c.x_start, c.x_end, c.kind) for c in a.cycles] == \
+        [(c.e_start, c.e_end, c.x_start, c.x_end, c.kind) for c in b.cycles]
+    numbers = [astuple(c)[4:8] + (c.scale,) for c in a.cycles], [astuple(c)[4:8] + (c.scale,) for c in b.cycles]
+    np.testing.assert_allclose(*numbers, rtol=1e-12, atol=1e-15)  # sums in another order round differently
+    np.testing.assert_array_equal(a.explore, b.explore)
+    for t in (a, b):
+        assert ((t.eff >= 0) & (t.red >= 0)).all()
+    order_a, order_b = np.argsort(a.credit_keys), np.argsort(b.credit_keys)
+    np.testing.assert_array_equal(a.credit_keys[order_a], b.credit_keys[order_b])
+    np.testing.assert_allclose(a.eff[order_a], b.eff[order_b], rtol=1e-12)
+    np.testing.assert_allclose(a.red[order_a], b.red[order_b], rtol=1e-12)
+
+
+def test_weights_file_round_trip_and_errors(tmp_path):
+    w = np.zeros(KEY_SPACE, np.float32)
+    w[[5, 70000]] = [0.5, -0.25]
+    save_weights(tmp_path / "w.npz", w)
+    with np.load(tmp_path / "w.npz") as archive:
+        assert archive.files == ["weights"] and archive["weights"].dtype == np.float32
+    np.testing.assert_array_equal(load_weights(tmp_path / "w.npz"), w)
+    np.savez(tmp_path / "other.npz", w=w)
+    with pytest.raises(NexError, match="has no array named 'weights'"):
+        load_weights(tmp_path / "other.npz")
+    np.savez(tmp_path / "short.npz", weights=w[:10])
+    with pytest.raises(NexError, match=r"has shape \(10,\), expected \(4194304,\)"):
+        load_weights(tmp_path / "short.npz")
+    w[3] = np.nan
+    np.savez(tmp_path / "nan.npz", weights=w)
+    with pytest.raises(NexError, match="non-finite"):
+        load_weights(tmp_path / "nan.npz")
+    with pytest.raises(NexError, match="cannot read weights"):
+        load_weights(tmp_path / "missing.npz")
+
+
+@pytest.mark.skipif(not (SHARED / "reference").exists(), reason="../shared/reference is not available")
+def test_reference_weights_load():
+    w = load_weights(SHARED / "reference" / "nex_example_weights.npz")
+    assert w.dtype == np.float32 and ((w >= -1) & (w <= 1)).all() and (w != 0).sum() == 108551
