@@ -269,8 +269,8 @@ class Grid:
         c = self.config
         n_layers, d_mlp = self.model.cfg.n_layers, self.model.cfg.d_mlp
         check_weights_fit(weights, n_layers, d_mlp)
+        grid = neuron_grid(weights, c.k, c.seeds, d_mlp, c.seed)  # every set first: fail before any work
         self._claim()
-        grid = neuron_grid(weights, c.k, c.seeds, d_mlp, c.seed)  # all sets first: fail before any compute
         for _, _, _, neurons in grid:
             if not (self.out / "sets" / f"{neurons.name}.csv").exists():
                 neurons.save(self.out / "sets" / f"{neurons.name}.csv")
