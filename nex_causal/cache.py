@@ -151,13 +151,15 @@ class SparseCache:
         sample = self.sample_row_ptr
         if len(sample) == 0:
             raise NexError(f"{name['sample_row_ptr']} is empty; it needs at least the leading 0")
-        _check_pointers(name["sample_row_ptr"], sample, len(sample), None, "")
-        rows = f"{sample[-1]} rows (the end of sample_row_ptr) + 1"
-        _check_pointers(name["row_ptr"], self.row_ptr, (sample[-1] + 1, rows), len(self.keys), name["keys"])
-        _check_pointers(name["token_row_ptr"], self.token_row_ptr, (sample[-1] + 1, rows), None, "")
-        responses = f"{len(sample) - 1} responses (as in sample_row_ptr) + 1"
-        _check_pointers(name["base_row_ptr"], self.base_row_ptr, (len(sample), responses),
-                        len(self.base_keys), name["base_keys"])
+        _check_pointers(name["sample_row_ptr"], sample)
+        rows, responses = int(sample[-1]), len(sample) - 1
+        per_row = f"{rows} rows (the end of sample_row_ptr) + 1"
+        _check_pointers(name["row_ptr"], self.row_ptr, length=(rows + 1, per_row),
+                        into=(name["keys"], len(self.keys)))
+        _check_pointers(name["token_row_ptr"], self.token_row_ptr, length=(rows + 1, per_row))
+        _check_pointers(name["base_row_ptr"], self.base_row_ptr,
+                        length=(responses + 1, f"{responses} responses (as in sample_row_ptr) + 1"),
+                        into=(name["base_keys"], len(self.base_keys)))
         for keys, mass in (("keys", "w_sum"), ("base_keys", "base_w_sum")):
             n_keys, n_mass = len(getattr(self, keys)), len(getattr(self, mass))
             if n_mass != n_keys:
@@ -184,12 +186,12 @@ def _map(file: Path, dtype: str) -> np.ndarray:
     return np.memmap(file, dtype=dtype, mode="r") if size else np.empty(0, dtype)
 
 
-def _check_pointers(file: str, ptr: np.ndarray, length: int | tuple[int, str], target_len: int | None,
-                    target: str) -> None:
-    """A CSR pointer array: ``length`` entries, starts at 0, never decreases, ends at ``target_len``."""
-    length, why = length if isinstance(length, tuple) else (length, "")
-    if len(ptr) != length:
-        raise NexError(f"{file} has {len(ptr)} entries, expected {length}{f' = {why}' if why else ''}; "
+def _check_pointers(file: str, ptr: np.ndarray, *, length: tuple[int, str] | None = None,
+                    into: tuple[str, int] | None = None) -> None:
+    """A CSR pointer array: ``length`` = (entries, why) entries, starts at 0, never decreases,
+    and ends exactly at the length of the array it points ``into`` = (name, length)."""
+    if length is not None and len(ptr) != length[0]:
+        raise NexError(f"{file} has {len(ptr)} entries, expected {length[0]} = {length[1]}; "
                        "the cache is corrupt, re-create it")
     if ptr[0] != 0:
         raise NexError(f"{file} starts at {ptr[0]}, expected 0; the cache is corrupt, re-create it")
@@ -198,11 +200,11 @@ def _check_pointers(file: str, ptr: np.ndarray, length: int | tuple[int, str], t
         at = int(np.argmax(steps < 0)) + 1
         raise NexError(f"{file} is not monotone: it decreases at index {at} ({ptr[at - 1]} -> {ptr[at]}); "
                        "the cache is corrupt, re-create it")
-    if target_len is not None and ptr[-1] > target_len:
-        raise NexError(f"{target} holds {target_len} entries, shorter than the {ptr[-1]} that {file} "
+    if into is not None and ptr[-1] > into[1]:
+        raise NexError(f"{into[0]} holds {into[1]} entries, shorter than the {ptr[-1]} that {file} "
                        "points to; the cache is truncated, re-create it")
-    if target_len is not None and ptr[-1] < target_len:
-        raise NexError(f"{target} holds {target_len} entries but {file} covers only {ptr[-1]}; "
+    if into is not None and ptr[-1] < into[1]:
+        raise NexError(f"{into[0]} holds {into[1]} entries but {file} covers only {ptr[-1]}; "
                        "the cache is corrupt, re-create it")
 
 

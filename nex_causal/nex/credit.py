@@ -59,9 +59,17 @@ def runs(explore: np.ndarray) -> list[tuple[int, int, int, int]]:
             for i in range(len(starts) - 1) if explore[starts[i]]]
 
 
+def reuse_share(nov: Novelty, e_start: int, e_end: int, x_start: int, x_end: int) -> float:
+    """r_c: the share of the X rows' mass on neurons introduced in the E run (NaN if that mass is 0)."""
+    span = nov.rows.span(x_start, x_end)
+    mass, first = nov.rows.mass[span], nov.first_row[span]
+    total = mass.sum()
+    return mass[(first >= e_start) & (first <= e_end)].sum() / (total + EPS) if total > 0 else np.nan
+
+
 def cycles(nov: Novelty, explore: np.ndarray) -> list[Cycle]:
     """Strength, consolidation, reuse share, progress and credit kind of each cycle of a response."""
-    rows, s = nov.rows, nov.slopes
+    s = nov.slopes
     found = runs(explore)
     if not found:
         return []
@@ -69,24 +77,17 @@ def cycles(nov: Novelty, explore: np.ndarray) -> list[Cycle]:
     measured = []
     for e_start, e_end, x_start, x_end in found:
         s_e, s_x = np.median(s[e_start:e_end + 1]), np.median(s[x_start:x_end + 1])
-        strength = s_e - overall
+        strength = float(s_e - overall)
         consolidation = float(np.clip(1.0 - s_x / (s_e + EPS), 0.0, 1.0)) if s_e > 0 else 0.0
-        x_span = rows.span(x_start, x_end)
-        x_mass = rows.mass[x_span]
-        reused = (nov.first_row[x_span] >= e_start) & (nov.first_row[x_span] <= e_end)
-        has_intro = nov.introduced[rows.span(e_start, e_end)].any()
-        total = x_mass.sum()
-        reuse = x_mass[reused].sum() / (total + EPS) if strength > 0 and has_intro and total > 0 else np.nan
-        measured.append((strength, consolidation, reuse))
-    shares = np.array([m[2] for m in measured])
+        introduced = nov.introduced[nov.rows.span(e_start, e_end)].any()
+        share = reuse_share(nov, e_start, e_end, x_start, x_end) if strength > 0 and introduced else np.nan
+        measured.append((strength, consolidation, float(share)))
+    shares = np.array([share for _, _, share in measured])
     defined = shares[np.isfinite(shares)]
     centre = np.median(defined) if len(defined) else np.nan
-    out = []
-    for (e_start, e_end, x_start, x_end), (strength, consolidation, reuse) in zip(found, measured):
-        progress = float(reuse - centre)
-        out.append(Cycle(e_start, e_end, x_start, x_end, float(strength), consolidation, float(reuse), progress,
-                         *classify(progress, consolidation)))
-    return out
+    return [Cycle(*run, strength, consolidation, share, float(share - centre),
+                  *classify(float(share - centre), consolidation))
+            for run, (strength, consolidation, share) in zip(found, measured)]
 
 
 def classify(progress: float, consolidation: float) -> tuple[str, float]:
