@@ -264,6 +264,8 @@ def _add_intervene(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--tasks", help="held-out prompts: organism:200, rg:<dataset>:100, or a .jsonl file")
         p.add_argument("--out", help="run directory (resumable: finished cells are kept)")
         p.add_argument("--interventions", help=f"comma-separated subset of {interventions} (default all)")
+        p.add_argument("--sets", help="your own neuron sets to run beside the grid: comma-separated "
+                       "CSV/parquet files with columns layer, unit")
         p.add_argument("--decodings", help="comma-separated subset of greedy,sampled (default both)")
         p.add_argument("--temperature", type=float, help="temperature of sampled decoding (default 0.7)")
         p.add_argument("--top-p", dest="top_p", type=float, help="nucleus mass of sampled decoding (default 1)")

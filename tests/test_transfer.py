@@ -94,7 +94,9 @@ def test_planted_transfer_restores_only_with_the_corrupted_set(intact, corrupted
     from the intact model restores every answer, while equally large matched random sets and
     the untouched decoys do not."""
     assert evaluate(intact, task, max_new_tokens=STEPS).accuracy == 1.0  # correct by construction
-    table, summary = Grid(corrupted, task, transfer_config(), tmp_path / "run", donor=intact,
+    PLANTED.save(tmp_path / "mine.csv")  # a user's own set rides along
+    config = transfer_config(sets=(str(tmp_path / "mine.csv"),))
+    table, summary = Grid(corrupted, task, config, tmp_path / "run", donor=intact,
                           progress=False).run(planted_weights())
     baseline = row(table, set_kind="baseline").accuracy
     assert baseline <= 0.5  # the corruption really broke it
@@ -109,6 +111,7 @@ def test_planted_transfer_restores_only_with_the_corrupted_set(intact, corrupted
         randoms = table[(table.intervention == intervention) & (table.set_kind == "random")]
         assert len(randoms) == 3 and (randoms.set_size == len(PLANTED)).all()
         assert (randoms.accuracy < 0.75).all()
+        assert row(table, intervention=intervention, set_kind="user-mine").accuracy == 1.0
         gaps = row(summary, intervention=intervention)
         assert gaps.effective_minus_random_low > 0 and gaps.effective_minus_redundant_low > 0
         assert gaps.effective_minus_redundant == pytest.approx(1.0 - baseline)

@@ -73,6 +73,7 @@ class GridConfig:
     k: tuple[int, ...] = (8, 32, 128, 512)
     seeds: int = 5
     interventions: tuple[str, ...] | None = None  # default: all of the experiment's
+    sets: tuple[str, ...] = ()  # the user's own neuron-set files (CSV/parquet), run beside the grid
     decodings: tuple[str, ...] = DECODINGS
     temperature: float = 0.7
     top_p: float = 1.0
@@ -99,6 +100,7 @@ class GridConfig:
             raise NexError(f"k must be distinct positive integers, got {self.k}")
         object.__setattr__(self, "k", ks)
         object.__setattr__(self, "decodings", tuple(self.decodings))
+        object.__setattr__(self, "sets", tuple(str(p) for p in self.sets))
         if not self.decodings or set(self.decodings) - set(DECODINGS):
             raise NexError(f"decodings must be among {', '.join(DECODINGS)}, got {self.decodings}")
         if "sampled" in self.decodings and self.temperature <= 0:
@@ -115,7 +117,7 @@ class GridConfig:
         if unknown := sorted(set(values) - fields):
             raise NexError(f"unknown config key {unknown[0]!r}: use any of {', '.join(sorted(fields))}")
         values = dict(values)
-        for name in ("k", "interventions", "decodings"):
+        for name in ("k", "interventions", "decodings", "sets"):
             if isinstance(values.get(name), str):
                 values[name] = [v.strip() for v in values[name].split(",") if v.strip()]
         if "k" in values:
@@ -170,7 +172,7 @@ def command_config(experiment: str, config_file: str | None, options: Mapping
 class Cell:
     """One intervention on one neuron set: a column of per-prompt outcomes."""
 
-    kind: str  # effective | redundant | random (the controls: baseline, donor)
+    kind: str  # effective | redundant | random | user-<file> (the controls: baseline, donor)
     k: int
     seed: int
     intervention: str
@@ -270,6 +272,10 @@ class Grid:
         n_layers, d_mlp = self.model.cfg.n_layers, self.model.cfg.d_mlp
         check_weights_fit(weights, n_layers, d_mlp)
         grid = neuron_grid(weights, c.k, c.seeds, d_mlp, c.seed)  # every set first: fail before any work
+        for path in c.sets:
+            neurons = NeuronSet.load(path)
+            neurons.check_fits(n_layers, d_mlp)
+            grid.append((f"user-{neurons.name}", len(neurons), 0, neurons))
         self._claim()
         for _, _, _, neurons in grid:
             if not (self.out / "sets" / f"{neurons.name}.csv").exists():
