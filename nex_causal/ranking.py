@@ -351,3 +351,26 @@ def inverted_u_table(curves: Mapping[str, InvertedU | str]) -> tuple[pd.DataFram
     columns = ["level", "bin", "proxy_low", "proxy_high", "proxy_mean", "accuracy", "n"]
     bins = pd.concat(bins, ignore_index=True)[columns] if bins else pd.DataFrame(columns=columns)
     return pd.DataFrame(rows), bins
+
+
+def ranking_tables(family: pd.DataFrame, caches: Sequence[str | Path], *,
+                   accuracy: Mapping[str, float] | None = None, config: RankingConfig = RankingConfig(),
+                   scores: Sequence[str] | None = None, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                   n_bins: int = 10, progress: bool = False) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Ranking and inverted-U tables for each directory of per-variant caches, and the notes.
+
+    Tables: ``ranking`` (agreement per score), ``ranking_scores`` (per variant),
+    ``inverted_u`` (fit per level) and ``inverted_u_bins``; each has a ``caches`` column.
+    """
+    out: dict[str, list[pd.DataFrame]] = {"ranking": [], "ranking_scores": [], "inverted_u": [],
+                                          "inverted_u_bins": []}
+    notes: list[str] = []
+    for directory in caches:
+        pools, missing = family_pools(family, directory)
+        result = rank(pools, accuracy=accuracy, config=config, scores=scores, n_boot=n_boot, level=level,
+                      seed=seed, progress=progress)
+        summary, bins = inverted_u_table(exploration_curves(pools, variant_accuracy=accuracy, n_bins=n_bins))
+        for key, table in zip(out, (result.table, result.variants, summary, bins)):
+            out[key].append(table.assign(caches=str(directory)))
+        notes += [*missing, *result.notes]
+    return {key: pd.concat(tables, ignore_index=True) for key, tables in out.items()}, notes

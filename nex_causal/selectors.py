@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -440,3 +441,16 @@ def select(pool: Pool, names: Sequence[str] | None = None, *, n_boot: int = 1000
                        tokens_per_prompt=float(outcome.tokens.mean()))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def selection_table(caches: Sequence[str | Path], config: SelectionConfig = SelectionConfig(),
+                    names: Sequence[str] | None = None, *, n_boot: int = 1000, level: float = 0.95,
+                    seed: int = 0, progress: bool = False) -> pd.DataFrame:
+    """``select`` on each cache directory; the rows of every cache, with a leading ``cache`` column."""
+    tables = []
+    for cache_dir in caches:
+        pool = Pool.from_cache(SparseCache.open(cache_dir), config)
+        table = select(pool, names, n_boot=n_boot, level=level, seed=seed, progress=progress)
+        tables.append(table.assign(cache=str(cache_dir)))
+    table = pd.concat(tables, ignore_index=True)
+    return table[["cache", *table.columns.drop("cache")]]
