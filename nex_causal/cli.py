@@ -193,23 +193,14 @@ def _add_selection(sub: argparse._SubParsersAction) -> None:
     def do_select(args: argparse.Namespace) -> None:
         from pathlib import Path
 
-        import pandas as pd
-
-        from nex_causal.cache import SparseCache
         from nex_causal.io import write_table
-        from nex_causal.selectors import Pool, SelectionConfig, select
+        from nex_causal.selectors import SelectionConfig, selection_table
 
         cfg = SelectionConfig(early_tokens=args.early_tokens, deepconf_window=args.deepconf_window,
                               knn_k=args.knn_k, n_random_seeds=args.random_seeds, seed=args.seed,
                               weights=weights(args), progress=True)
-        tables = []
-        for cache_dir in args.cache_dir:
-            pool = Pool.from_cache(SparseCache.open(cache_dir), cfg)
-            table = select(pool, names(args.selectors), n_boot=args.n_boot, level=args.level, seed=args.seed,
-                           progress=True)
-            tables.append(table.assign(cache=str(cache_dir)))
-        table = pd.concat(tables, ignore_index=True)
-        table = table[["cache", *table.columns.drop("cache")]]
+        table = selection_table(args.cache_dir, cfg, names(args.selectors), n_boot=args.n_boot,
+                                level=args.level, seed=args.seed, progress=True)
         write_table(table, Path(args.out) / "selection", config=config(args))
         report(table, "selector")
         print(f"-> {Path(args.out) / 'selection'}.{{parquet,csv}}")
@@ -217,11 +208,8 @@ def _add_selection(sub: argparse._SubParsersAction) -> None:
     def do_rank(args: argparse.Namespace) -> None:
         from pathlib import Path
 
-        import pandas as pd
-
         from nex_causal.io import write_table
-        from nex_causal.ranking import (RankingConfig, exploration_curves, family_pools, inverted_u_table,
-                                        load_family, rank)
+        from nex_causal.ranking import RankingConfig, load_family, ranking_tables
 
         family = load_family(args.family)
         accuracy = None
@@ -230,22 +218,15 @@ def _add_selection(sub: argparse._SubParsersAction) -> None:
                 raise NexError(f"{args.family} has no accuracy column; use --accuracy cache")
             accuracy = dict(zip(family["name"].astype(str), family["accuracy"]))
         cfg = RankingConfig(weights=weights(args), n_neurons=args.n_neurons, progress=True)
-        out = {"ranking": [], "ranking_scores": [], "inverted_u": [], "inverted_u_bins": []}
-        for caches in args.caches:
-            pools, notes = family_pools(family, caches)
-            result = rank(pools, accuracy=accuracy, config=cfg, scores=names(args.scores), n_boot=args.n_boot,
-                          level=args.level, seed=args.seed, progress=True)
-            curves = exploration_curves(pools, variant_accuracy=accuracy, n_bins=args.n_bins)
-            summary, bins = inverted_u_table(curves)
-            for key, table in zip(out, (result.table, result.variants, summary, bins)):
-                out[key].append(table.assign(caches=str(caches)))
-            for note in [*notes, *result.notes]:
-                print(f"note: {note}")
-        for key, tables in out.items():
-            write_table(pd.concat(tables, ignore_index=True), Path(args.out) / key, config=config(args))
-        report(pd.concat(out["ranking"], ignore_index=True), "score")
-        summary = pd.concat(out["inverted_u"], ignore_index=True)
-        print(summary.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+        tables, notes = ranking_tables(family, args.caches, accuracy=accuracy, config=cfg,
+                                       scores=names(args.scores), n_boot=args.n_boot, level=args.level,
+                                       seed=args.seed, n_bins=args.n_bins, progress=True)
+        for note in notes:
+            print(f"note: {note}")
+        for key, table in tables.items():
+            write_table(table, Path(args.out) / key, config=config(args))
+        report(tables["ranking"], "score")
+        print(tables["inverted_u"].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
         print(f"-> {args.out}/{{ranking,ranking_scores,inverted_u,inverted_u_bins}}.{{parquet,csv}}")
 
     select.set_defaults(handler=do_select)
