@@ -60,6 +60,7 @@ def test_pointers_and_raw_files_follow_the_reference_layout(tmp_path):
 
 def test_round_trip_returns_the_raw_rows(tmp_path):
     cache = write(tmp_path / "c")
+    assert isinstance(cache.keys, np.memmap) and isinstance(cache.base_w_sum, np.memmap)
     for r, rows in enumerate(RESPONSES):
         got = cache.response_rows(r)
         assert len(got) == len(rows)

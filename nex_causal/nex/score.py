@@ -24,7 +24,7 @@ from nex_causal.nex.novelty import usable_entries
 __all__ = ["good_mass_fraction", "gmf_per_response", "score_cache", "nex_score", "log_gap", "write_scores",
            "learn_weights"]  # learn_weights re-exported: callers score and calibrate from one place
 
-_CHUNK_ENTRIES = 1 << 23  # base-view entries scored per step, bounding memory on big caches
+_CHUNK_ENTRIES = 1 << 19  # base-view entries per step: bounds memory, and is ~3x faster than 8M (cache)
 
 
 def gmf_per_response(keys: np.ndarray, mass: np.ndarray, ptr: np.ndarray, weights: np.ndarray) -> np.ndarray:
