@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nex_causal.cache import (FILES, ResponseRows, SparseCache, SparseCacheWriter, concatenate, pack_keys,
+from nex_causal.cache import (FILES, SparseCache, SparseCacheWriter, concatenate, pack_keys,
                               unpack_keys)
 from nex_causal.errors import NexError
 
