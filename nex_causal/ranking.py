@@ -115,7 +115,7 @@ def n_neurons_of(pool: Pool, config: RankingConfig) -> int:
 
 
 def _nex(pool: Pool, config: RankingConfig) -> Ratio:
-    from nex_causal.nex.score import learn_weights, score_cache
+    from nex_causal.nex import learn_weights, score_cache
 
     cache = pool.require_cache()
     weights = learn_weights(cache, progress=config.progress) if config.weights is None else config.weights

@@ -327,7 +327,7 @@ def _nad(choose: Callable[[np.ndarray, np.ndarray, SelectionConfig], int],
 
 
 def _nex_scores(pool: Pool, weights: np.ndarray | None) -> np.ndarray:
-    from nex_causal.nex.score import learn_weights, score_cache
+    from nex_causal.nex import learn_weights, score_cache
 
     cache, progress = pool.require_cache(), pool.config.progress
     return score_cache(cache, learn_weights(cache, progress=progress) if weights is None else weights,

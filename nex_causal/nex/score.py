@@ -18,11 +18,10 @@ from tqdm.auto import tqdm
 from nex_causal.cache import SparseCache, out_of_range
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path, write_json
-from nex_causal.nex.credit import check_weights, learn_weights
+from nex_causal.nex.credit import check_weights
 from nex_causal.nex.novelty import usable_entries
 
-__all__ = ["good_mass_fraction", "gmf_per_response", "score_cache", "nex_score", "log_gap", "write_scores",
-           "learn_weights"]  # learn_weights re-exported: callers score and calibrate from one place
+__all__ = ["good_mass_fraction", "gmf_per_response", "score_cache", "nex_score", "log_gap", "write_scores"]
 
 _CHUNK_ENTRIES = 1 << 19  # base-view entries per step: bounds memory, and is ~3x faster than 8M (cache)
 
