@@ -103,7 +103,7 @@ def test_rank_against_the_family_accuracy_column(family):
 
 
 def test_rank_nex_is_the_mean_gmf_of_self_calibrated_weights(family):
-    from nex_causal.nex.score import learn_weights, nex_score, score_cache
+    from nex_causal.nex import learn_weights, nex_score, score_cache
 
     pools, _ = family_pools(load_family(family), family / "caches")
     pools = {k: pools[k] for k in ("v0", "v4")}
