@@ -34,12 +34,14 @@ def build(path: Path, seed: int) -> None:
     save_tokenizer(path)
 
 
-def timed(fn, repeats: int) -> float:
-    best = float("inf")
+def best_times(runs: dict, repeats: int) -> dict[str, float]:
+    """Best wall time of each run, taking turns so that load from other processes hits all alike."""
+    best = dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
@@ -54,7 +56,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     with tempfile.TemporaryDirectory() as tmp:
         build(Path(tmp) / "a", 0)
@@ -74,14 +75,16 @@ def main() -> None:
                 generate(model)()
         return run
 
-    plain = timed(generate(recipient), args.repeats)
-    rows = [("plain generation", plain),
-            (f"zero ablation, k={args.k}", timed(under([ZeroAblation(neurons)]), args.repeats)),
-            (f"donor patch (lock step), k={args.k}", timed(under([DonorPatch(donor, neurons)]), args.repeats)),
-            (f"weight transplant, k={args.k}", timed(under([Transplant(donor, neurons)]), args.repeats))]
+    times = best_times({
+        "plain generation": generate(recipient),
+        f"zero ablation, k={args.k}": under([ZeroAblation(neurons)]),
+        f"donor patch (lock step), k={args.k}": under([DonorPatch(donor, neurons)]),
+        f"weight transplant, k={args.k}": under([Transplant(donor, neurons)]),
+    }, args.repeats)
+    plain = times["plain generation"]
     print(f"batch {args.batch} x {args.steps} tokens, best of {args.repeats}, "
           f"{torch.get_num_threads()} threads")
-    for name, seconds in rows:
+    for name, seconds in times.items():
         print(f"{name:38s} {seconds:7.3f} s   x{seconds / plain:5.2f} of plain")
 
 
