@@ -390,21 +390,19 @@ def format_report(table: pd.DataFrame, summary: pd.DataFrame) -> str:
 
 
 def resolve_variant(name: str, family: str | None) -> str:
-    """``name`` as a model reference: a subdirectory of ``family`` when there is one, else as given."""
+    """``name`` as a model reference: its directory in the zoo ``family`` when one is given."""
     if family is None:
         return name
-    root = Path(family)
+    from nex_causal.zoo import find_variant
+
+    root = Path(family).expanduser()
     if not root.is_dir():
-        raise NexError(f"family directory {root} does not exist")
-    if (root / name / "config.json").is_file():
-        return str(root / name)
-    if (root / "family.csv").is_file():  # the zoo's table: name -> path
-        table = pd.read_csv(root / "family.csv")
-        match = table.loc[table["name"] == name, "path"]
-        if len(match):
-            path = Path(match.iloc[0])
-            return str(path if path.is_absolute() else root / path)
-    raise NexError(f"no variant {name!r} in family {root}: use a name from its family table")
+        raise NexError(f"family directory {root} does not exist: build it with `nex-causal zoo build`")
+    path = find_variant(name, root)
+    if path is None:
+        known = sorted(p.name for p in root.iterdir() if (p / "config.json").is_file())
+        raise NexError(f"no variant {name!r} in family {root}: use one of {', '.join(known) or '(none)'}")
+    return str(path)
 
 
 def run_grid(config: GridConfig, out: str | os.PathLike, *, progress: bool = True
