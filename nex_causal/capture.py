@@ -158,6 +158,12 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def finished_config(out: str | Path) -> dict | None:
+    """The config of the finished capture at ``out``, or None when there is none."""
+    done = _read_json(Path(out) / CAPTURE_FILE)
+    return None if done is None else done.get("config")
+
+
 def capture(config: CaptureConfig, out: str | Path, *, bridge=None, taskset: TaskSet | None = None,
             progress: bool = True) -> SparseCache:
     """Capture ``config`` into the cache directory ``out``; resume or reuse what is on disk.
@@ -170,9 +176,9 @@ def capture(config: CaptureConfig, out: str | Path, *, bridge=None, taskset: Tas
     if config.n_samples < 1 or config.window < 1 or config.batch_size < 1:
         raise NexError("n_samples, window and batch_size must all be at least 1")
     wanted = config.content()
-    done = _read_json(out / CAPTURE_FILE)
+    done = finished_config(out)
     if done is not None:
-        if done.get("config") != wanted:
+        if done != wanted:
             raise NexError(f"{out} already holds a capture made with another config; "
                            "choose another --out or delete it")
         return SparseCache.open(out)

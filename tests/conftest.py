@@ -30,21 +30,40 @@ def save_char_tokenizer(path: Path) -> None:
     fast.save_pretrained(path)
 
 
-@pytest.fixture(scope="session")
-def tiny_qwen3_dir(tmp_path_factory) -> Path:
-    """A randomly initialised 2-layer Qwen3ForCausalLM with a char tokenizer, saved as an HF dir."""
+def save_tiny_qwen3(path: Path, seed: int = 0) -> Path:
+    """A randomly initialised 2-layer Qwen3ForCausalLM (d_mlp 128) with a char tokenizer."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    path = tmp_path_factory.mktemp("tiny_qwen3")
     config = Qwen3Config(
         vocab_size=len(CHARS) + 3, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0,
     )
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     Qwen3ForCausalLM(config).save_pretrained(path)
     save_char_tokenizer(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(tmp_path_factory) -> Path:
+    """The tiny Qwen3 saved as an HF directory."""
+    return save_tiny_qwen3(tmp_path_factory.mktemp("tiny_qwen3"))
+
+
+@pytest.fixture(scope="session")
+def tiny_family_dir(tmp_path_factory) -> Path:
+    """A family directory as the zoo writes it: three tiny variants and family.csv."""
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("tiny_family")
+    rows = []
+    for seed, name in enumerate(("alpha", "beta", "gamma")):
+        save_tiny_qwen3(root / name, seed)
+        rows.append({"name": name, "path": name, "method": "random-init", "params": "{}", "parents": "",
+                     "accuracy": 0.1 * seed})
+    pd.DataFrame(rows).to_csv(root / "family.csv", index=False)
+    return root
 
 
 @pytest.fixture(scope="session")

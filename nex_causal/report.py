@@ -1,0 +1,86 @@
+"""A run's Markdown report: the headline tables and the figures, readable on GitHub or locally."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from nex_causal.io import atomic_path
+
+
+def _table(run_dir: Path, name: str) -> pd.DataFrame | None:
+    path = run_dir / "tables" / f"{name}.parquet"
+    return pd.read_parquet(path) if path.exists() else None
+
+
+def _with_ci(df: pd.DataFrame, column: str, low: str, high: str) -> pd.Series:
+    return df.apply(lambda r: f"{r[column]:+.3f} [{r[low]:+.3f}, {r[high]:+.3f}]", axis=1)
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, floatfmt=".3f")
+
+
+def headline_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """The report's tables, by section title, built from the run's result tables."""
+    run_dir = Path(run_dir)
+    out: dict[str, pd.DataFrame] = {}
+    if (nex := _table(run_dir, "nex")) is not None:
+        out["NEX per variant (self-calibrated)"] = nex[
+            ["variant", "nex_score", "log_gap", "n_scored_responses", "n_effective", "n_redundant"]]
+    if (sel := _table(run_dir, "selection")) is not None:
+        ok = sel[sel["status"] == "ok"]
+        pivot = ok.pivot_table(index="selector", columns="cache", values="accuracy", sort=False)
+        pivot.insert(0, "mean", pivot.mean(axis=1))
+        out["Best-of-N accuracy per selector and variant"] = pivot.sort_values("mean", ascending=False).reset_index()
+    if (rank := _table(run_dir, "ranking")) is not None:
+        ok = rank[rank["status"] == "ok"].copy()
+        table = ok[["score"]].copy()
+        for metric in ("spearman", "kendall", "top1", "regret"):
+            table[f"{metric} [95% CI]"] = _with_ci(ok, metric, f"{metric}_low", f"{metric}_high").to_numpy()
+        out["Ranking the family: agreement with accuracy"] = table
+    for name, title in (("transfer_summary", "Transfer: effective vs redundant vs random"),
+                        ("ablate_summary", "Ablation: effective vs redundant vs random")):
+        if (summary := _table(run_dir, name)) is not None:
+            table = summary[["intervention", "k", "decoding", "effective_delta", "redundant_delta"]].copy()
+            if "random_delta" in summary:
+                table["random_delta"] = summary["random_delta"]
+                table["eff - random [95% CI]"] = _with_ci(summary, "effective_minus_random",
+                                                          "effective_minus_random_low",
+                                                          "effective_minus_random_high").to_numpy()
+            table["eff - redundant [95% CI]"] = _with_ci(summary, "effective_minus_redundant",
+                                                         "effective_minus_redundant_low",
+                                                         "effective_minus_redundant_high").to_numpy()
+            out[title] = table
+    return out
+
+
+def write_report(run_dir: str | Path, figures: Sequence[Path] = (),
+                 skipped: dict[str, str] | None = None) -> Path:
+    """Write ``report.md`` into ``run_dir`` and return its path."""
+    run_dir = Path(run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").exists() else {}
+    config = manifest.get("config", {})
+    lines = [f"# nex_causal run: {config.get('name', run_dir.name)}", ""]
+    if config:
+        lines += [f"Family `{config.get('family')}` (zoo seed {config.get('zoo_seed')}), tasks "
+                  f"`{config.get('tasks')}`, capture `{json.dumps(config.get('capture'))}`, "
+                  f"NEX `{json.dumps(config.get('nex'))}`.", ""]
+    for title, table in headline_tables(run_dir).items():
+        lines += [f"## {title}", "", _markdown(table), ""]
+    pngs = [f for f in figures if f.suffix == ".png"]
+    if pngs:
+        lines += ["## Figures", ""]
+        lines += [f"![{f.stem}]({f.relative_to(run_dir).as_posix()})" for f in pngs]
+        lines.append("")
+    lines += [f"- figure `{name}` not drawn: {why}" for name, why in (skipped or {}).items()]
+    versions = manifest.get("versions", {})
+    if versions:
+        lines += ["## Provenance", "", ", ".join(f"{k} {v}" for k, v in sorted(versions.items())), ""]
+    path = run_dir / "report.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines))
+    return path

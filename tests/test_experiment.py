@@ -1,0 +1,128 @@
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from nex_causal.errors import NexError
+from nex_causal.experiment import DEMO_CONFIG, Run, load_config, run_experiment
+
+
+def tiny_config(family_dir, **overrides) -> dict:
+    config = {
+        "name": "tiny", "family": str(family_dir), "tasks": "organism:4",
+        "capture": {"n_samples": 4, "max_new_tokens": 48, "temperature": 1.0, "batch_size": 16,
+                    "sparsifier": "topk:24", "window": 3},
+        "nex": {"rho": 0.95, "min_run": 2},
+        "selection": {"selectors": ["nex-self", "nad-medoid", "entropy", "random", "avg@n", "oracle"],
+                      "n_boot": 50},
+        "ranking": {"scores": ["nex", "entropy", "activated"], "n_boot": 50, "n_bins": 3},
+        "transfer": {"recipient": "alpha", "donor": "beta", "tasks": "organism:4", "k": [2, 8], "seeds": 1,
+                     "interventions": ["transplant"], "max_new_tokens": 12, "n_boot": 50},
+        "figures": True,
+    }
+    for key, value in overrides.items():
+        section, _, field = key.partition(".")
+        if field:
+            config[section] = {**config[section], field: value}
+        else:
+            config[key] = value
+    return config
+
+
+def stage_log(run_dir):
+    return {s["stage"]: s["status"] for s in json.loads((run_dir / "manifest.json").read_text())["stages"]}
+
+
+def mtimes(run_dir):
+    return {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")
+            if p.is_file() and p.name not in ("manifest.json", "report.md")}
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_family_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    report = run_experiment(load_config(tiny_config(tiny_family_dir)), run_dir, progress=False)
+    return run_dir, report
+
+
+def test_a_tiny_config_runs_end_to_end(finished):
+    run_dir, report = finished
+    assert set(stage_log(run_dir).values()) == {"ran"}
+    for table in ("nex", "selection", "ranking", "ranking_scores", "transfer", "transfer_summary", "trace",
+                  "neuron_weights"):
+        assert (run_dir / "tables" / f"{table}.parquet").exists(), table
+        assert (run_dir / "tables" / f"{table}.csv").exists(), table
+    selection = pd.read_parquet(run_dir / "tables" / "selection.parquet")
+    assert sorted(selection["cache"].unique()) == ["alpha", "beta", "gamma"]
+    transfer = pd.read_parquet(run_dir / "tables" / "transfer.parquet")
+    assert {"effective", "redundant", "random"} <= set(transfer["set_kind"])
+    assert sorted(transfer.loc[transfer.set_kind == "effective", "k"].unique()) == [2, 8]
+    figures = {p.name for p in (run_dir / "figures").iterdir()}
+    assert {"trace.pdf", "trace.png", "best_of_n.png", "transfer.png", "neuron_weights.png"} <= figures
+    text = report.read_text()
+    assert "## Best-of-N accuracy per selector and variant" in text and "![transfer](figures/transfer.png)" in text
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["finished"] and manifest["versions"]["torch"] and manifest["config"]["name"] == "tiny"
+
+
+def test_a_rerun_does_no_work(finished, tiny_family_dir):
+    run_dir, _ = finished
+    before = mtimes(run_dir)
+    run_experiment(load_config(tiny_config(tiny_family_dir)), run_dir, progress=False)
+    assert set(stage_log(run_dir).values()) == {"skipped (up to date)"}
+    assert mtimes(run_dir) == before
+
+
+def test_changing_a_nex_parameter_reruns_scoring_onward_only(finished, tiny_family_dir, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished[0], run_dir)
+    caches = {p: p.stat().st_mtime_ns for p in (run_dir / "caches").rglob("*") if p.is_file()}
+    run_experiment(load_config(tiny_config(tiny_family_dir, **{"nex.rho": 0.9})), run_dir, progress=False)
+    log = stage_log(run_dir)
+    assert log["family"] == log["capture"] == "skipped (up to date)"
+    assert all(log[s] == "ran" for s in ("nex", "selection", "ranking", "transfer", "figures"))
+    assert {p: p.stat().st_mtime_ns for p in (run_dir / "caches").rglob("*") if p.is_file()} == caches
+    assert json.loads((run_dir / "nex" / "alpha" / "summary.json").read_text())["rho"] == 0.9
+
+
+def test_a_killed_run_resumes(tiny_family_dir, tmp_path, monkeypatch):
+    run_dir = tmp_path / "killed"
+    config = load_config(tiny_config(tiny_family_dir, transfer=None, ranking=None))
+
+    def killed(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Run, "_selection", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, run_dir, progress=False)
+    assert (run_dir / "stages" / "nex.json").exists() and not (run_dir / "stages" / "selection.json").exists()
+    monkeypatch.undo()
+    run_experiment(config, run_dir, progress=False)
+    log = stage_log(run_dir)
+    assert log["capture"] == log["nex"] == "skipped (up to date)"
+    assert log["selection"] == log["figures"] == "ran"
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"capture.n_sample": 3}, "capture.n_sample"),
+    ({"nex.rho": "high"}, "nex.rho"),
+    ({"variants": ["alpha", "omega"]}, "omega"),
+    ({"colour": "red"}, "colour"),
+    ({"transfer.k": "8,32"}, "transfer.k"),
+])
+def test_config_errors_name_the_key_before_any_work(tiny_family_dir, tmp_path, override, message):
+    with pytest.raises(NexError, match=message):
+        run_experiment(load_config(tiny_config(tiny_family_dir, **override)), tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad" / "caches").exists()
+
+
+def test_shipped_configs_parse():
+    configs = sorted((DEMO_CONFIG.parents[1] / "experiments").glob("*.yaml"))
+    assert {c.name for c in configs} >= {"demo.yaml", "selection.yaml", "ranking.yaml", "transfer.yaml",
+                                         "ablation.yaml"}
+    for path in [DEMO_CONFIG, *configs]:
+        assert load_config(path).name
+    assert os.path.samefile(DEMO_CONFIG.parents[1] / "experiments" / "demo.yaml", DEMO_CONFIG)
