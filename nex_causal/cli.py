@@ -288,6 +288,26 @@ def _add_intervene(sub: argparse._SubParsersAction) -> None:
 
 def _add_workflow(sub: argparse._SubParsersAction) -> None:
     """``run``, ``figures``, ``demo``, ``annotate``: experiments end to end."""
+    run = sub.add_parser("run", help="run (or resume) an experiment config end to end",
+                         description="Run every stage of an experiment YAML (zoo, capture, NEX, selection, "
+                         "ranking, transfer, ablation, figures) into a run directory; stages whose outputs "
+                         "match the config are skipped, so an interrupted run resumes.")
+    run.add_argument("config", metavar="CONFIG.yaml", help="experiment config (see experiments/)")
+    demo = sub.add_parser("demo", help="the demo experiment on the embedded model organism",
+                          description="Build the zoo, capture, score, select, rank, transfer and draw "
+                          "the figures on the embedded default; prints where the report is.")
+    for p in (run, demo):
+        p.add_argument("--run-dir", help="run directory (default runs/<experiment name>)")
+
+    def do_run(args: argparse.Namespace) -> None:
+        from nex_causal.experiment import DEMO_CONFIG, run_experiment
+
+        report = run_experiment(getattr(args, "config", DEMO_CONFIG), args.run_dir)
+        print(f"report: {report.resolve()}")
+
+    run.set_defaults(handler=do_run)
+    demo.set_defaults(handler=do_run)
+
     figures = sub.add_parser("figures", help="draw the paper's figures from a run directory's tables",
                              description="Render every figure whose table exists under RUN_DIR/tables "
                              "into RUN_DIR/figures (PDF + PNG + JSON sidecar) and name the ones skipped.")
