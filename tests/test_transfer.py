@@ -258,3 +258,15 @@ def test_the_cli_runs_a_grid_and_a_config_file_resumes_it(tiny_qwen3_dir, tmp_pa
     assert "describes a 'transfer' run: use `nex-causal transfer`" in capsys.readouterr().err
     assert main(["transfer", "--config", str(tmp_path / "t.yaml"), "--recipient", "nobody"]) == 2
     assert "no variant 'nobody' in family" in capsys.readouterr().err
+
+
+def test_an_empty_set_is_reported_with_its_real_size_and_the_baseline_outcome(intact, corrupted, task,
+                                                                             tmp_path):
+    w = planted_weights().clip(min=0)  # no neuron has negative weight: no redundant set
+    config = transfer_config(seeds=0, interventions=("transplant",))
+    with pytest.warns(UserWarning, match="only 0 neurons have negative weight"):
+        table, _ = Grid(corrupted, task, config, tmp_path, donor=intact, progress=False).run(w)
+    redundant = row(table, set_kind="redundant")
+    assert redundant.set_size == 0 and redundant.k == len(PLANTED)
+    assert redundant.accuracy == row(table, set_kind="baseline").accuracy and redundant.delta == 0
+    assert row(table, set_kind="effective").accuracy == 1.0

@@ -215,6 +215,9 @@ def _empty(name: str) -> NeuronSet:
     return NeuronSet(name, np.zeros(0, dtype=np.uint32))
 
 
+BASELINE = Cell("baseline", 0, 0, "none", _empty("baseline"))
+
+
 class Grid:
     """Runs the cells of one grid into ``out``, skipping those already on disk."""
 
@@ -242,6 +245,8 @@ class Grid:
             correct = self.measure(self.model)
         elif cell.kind == "donor":
             correct = self.measure(self.donor)
+        elif len(cell.neurons) == 0:  # an empty set changes nothing: the outcome is the baseline's
+            correct = self.cell(BASELINE)
         else:
             intervention = make_intervention(cell.intervention, cell.neurons, donor=self.donor,
                                              means=self.means)
@@ -282,7 +287,7 @@ class Grid:
                 neurons.save(self.out / "sets" / f"{neurons.name}.csv")
         if "mean" in c.interventions:
             self.means = self.reference_means()
-        controls = [Cell("baseline", 0, 0, "none", _empty("baseline"))]
+        controls = [BASELINE]
         if self.donor is not None:
             controls.append(Cell("donor", 0, 0, "none", _empty("donor")))
         cells = controls + [Cell(kind, k, seed, i, neurons)
