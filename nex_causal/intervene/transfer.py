@@ -348,10 +348,8 @@ def gap_summary(cells: Sequence[Cell], results: Mapping[str, Mapping[str, np.nda
     rows = []
     for intervention in config.interventions:
         for k in config.k:
-            mine = {c.kind: [] for c in cells}
-            for c in cells:
-                if c.intervention == intervention and c.k == k:
-                    mine[c.kind].append(c)
+            mine = {kind: [c for c in cells if (c.intervention, c.k, c.kind) == (intervention, k, kind)]
+                    for kind in ("effective", "redundant", "random")}
             for decoding in config.decodings:
                 base = results["baseline"][decoding].astype(float)
 
