@@ -30,12 +30,26 @@ def pairs(s: NeuronSet) -> list[tuple[int, int]]:
     return list(zip(s.layers.tolist(), s.units.tolist()))
 
 
-def test_top_effective_takes_the_largest_positive_weights_ties_by_key():
-    s = top_effective(WEIGHTS, 2)
-    # 0.9 at (0,5), then the 0.5 tie: (1,2) has the smaller key than (2,7)
-    assert pairs(s) == [(0, 5), (1, 2)]
-    assert s.weights.tolist() == pytest.approx([0.9, 0.5])
-    assert s.name == "effective-2"
+def test_top_effective_takes_the_largest_positive_weights():
+    s = top_effective(WEIGHTS, 1)
+    assert pairs(s) == [(0, 5)] and s.weights.tolist() == pytest.approx([0.9])
+    assert s.name == "effective-1"
+    assert pairs(top_effective(WEIGHTS, 3)) == [(0, 5), (1, 2), (2, 7)]  # no tie at the cut
+
+
+def test_ties_at_the_cut_are_broken_in_a_seeded_random_order_with_a_warning():
+    # (1,2) and (2,7) tie at 0.5 behind (0,5): k=2 takes (0,5) and one of the two
+    with pytest.warns(UserWarning, match="2 neurons tie at weight 0.5 at the cut; 1 of them"):
+        picks = {tuple(pairs(top_effective(WEIGHTS, 2, seed=s))) for s in range(12)}
+    assert picks == {((0, 5), (1, 2)), ((0, 5), (2, 7))}
+    with pytest.warns(UserWarning):
+        assert pairs(top_effective(WEIGHTS, 2, seed=3)) == pairs(top_effective(WEIGHTS, 2, seed=3))
+    # many saturated neurons: the choice among them does not favour the first layers
+    w = np.zeros(KEY_SPACE, dtype=np.float32)
+    w[[(layer << 16) | unit for layer in range(4) for unit in range(100)]] = 1.0
+    with pytest.warns(UserWarning, match="400 neurons tie"):
+        counts = top_effective(w, 200, seed=0).per_layer_counts(4)
+    assert np.all(np.abs(counts - 50) < 20)
 
 
 def test_bottom_redundant_takes_the_most_negative_weights():
@@ -146,6 +160,6 @@ def test_sets_and_weights_outside_the_model_are_refused():
 
 
 def test_table_has_the_documented_columns():
-    df = top_effective(WEIGHTS, 2).table()
+    df = top_effective(WEIGHTS, 3).table()
     assert list(df.columns) == ["layer", "unit", "weight"]
-    pd.testing.assert_series_equal(df["unit"], pd.Series([5, 2], name="unit"))
+    pd.testing.assert_series_equal(df["unit"], pd.Series([5, 2, 7], name="unit"))

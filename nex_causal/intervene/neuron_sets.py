@@ -136,27 +136,35 @@ def check_weights_fit(weights: np.ndarray, n_layers: int, d_mlp: int) -> None:
     NeuronSet("weights", credited.astype(np.uint32)).check_fits(n_layers, d_mlp)
 
 
-def _extreme(weights: np.ndarray, k: int, sign: int, name: str) -> NeuronSet:
+def _extreme(weights: np.ndarray, k: int, sign: int, name: str, seed: int) -> NeuronSet:
+    """The ``k`` keys of largest ``sign * weight`` (> 0); ties at the cut in a seeded random order.
+
+    NEX weights saturate: tanh rounds to exactly +-1 in float32 once a neuron's credit ratio
+    passes ~e^9, so hundreds of neurons can tie at the top. Breaking such ties by key would
+    favour the first layers; a seeded shuffle picks uniformly among the tied neurons instead.
+    """
     if k < 0:
         raise NexError(f"k must be non-negative, got {k}")
-    candidates = np.flatnonzero(sign * weights > 0)
-    # largest |weight| first; ties broken by key so the choice is deterministic
-    order = np.lexsort((candidates, -sign * weights[candidates]))
-    chosen = candidates[order[:k]]
+    candidates = np.random.default_rng(seed).permutation(np.flatnonzero(sign * weights > 0))
+    chosen = candidates[np.argsort(-sign * weights[candidates], kind="stable")[:k]]
     if len(chosen) < k:
         warnings.warn(f"{name}: only {len(chosen)} neurons have {'positive' if sign > 0 else 'negative'} "
                       f"weight, fewer than k={k}; using those", stacklevel=3)
+    elif k and (tied := int((weights[candidates] == weights[chosen[-1]]).sum())) > (
+            taken := int((weights[chosen] == weights[chosen[-1]]).sum())):
+        warnings.warn(f"{name}: {tied} neurons tie at weight {weights[chosen[-1]]:g} at the cut; "
+                      f"{taken} of them taken in a random order (seed {seed})", stacklevel=3)
     return NeuronSet(name, chosen.astype(np.uint32), weights[chosen])
 
 
-def top_effective(weights: np.ndarray, k: int, name: str | None = None) -> NeuronSet:
+def top_effective(weights: np.ndarray, k: int, name: str | None = None, *, seed: int = 0) -> NeuronSet:
     """The ``k`` neurons with the largest positive weight (fewer, with a warning, if fewer exist)."""
-    return _extreme(weights, k, +1, name or f"effective-{k}")
+    return _extreme(weights, k, +1, name or f"effective-{k}", seed)
 
 
-def bottom_redundant(weights: np.ndarray, k: int, name: str | None = None) -> NeuronSet:
+def bottom_redundant(weights: np.ndarray, k: int, name: str | None = None, *, seed: int = 0) -> NeuronSet:
     """The ``k`` neurons with the most negative weight (fewer, with a warning, if fewer exist)."""
-    return _extreme(weights, k, -1, name or f"redundant-{k}")
+    return _extreme(weights, k, -1, name or f"redundant-{k}", seed)
 
 
 def matched_random(reference: NeuronSet, d_mlp: int, seed: int, *,

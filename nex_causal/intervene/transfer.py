@@ -187,11 +187,14 @@ class Cell:
 
 def neuron_grid(weights: np.ndarray, ks: Sequence[int], n_seeds: int, d_mlp: int,
                 seed: int = 0) -> list[tuple[str, int, int, NeuronSet]]:
-    """``(kind, k, seed, set)`` for every k: effective, redundant and ``n_seeds`` matched random sets."""
+    """``(kind, k, seed, set)`` for every k: effective, redundant and ``n_seeds`` matched random sets.
+
+    ``seed`` orders ties in weight (see ``top_effective``) and draws the random sets.
+    """
     grid = []
     for k in ks:
-        effective = top_effective(weights, k)
-        grid += [("effective", k, 0, effective), ("redundant", k, 0, bottom_redundant(weights, k))]
+        effective = top_effective(weights, k, seed=seed)
+        grid += [("effective", k, 0, effective), ("redundant", k, 0, bottom_redundant(weights, k, seed=seed))]
         grid += [("random", k, s, matched_random(effective, d_mlp, sequence_seed(seed, k, s),
                                                  name=f"random-{k}-{s}")) for s in range(n_seeds)]
     return grid
@@ -393,19 +396,19 @@ def format_report(table: pd.DataFrame, summary: pd.DataFrame) -> str:
 
 
 def resolve_variant(name: str, family: str | None) -> str:
-    """``name`` as a model reference: its directory in the zoo ``family`` when one is given."""
+    """``name`` as a model reference: the HF directory ``family/name`` when a family is given.
+
+    A family is any directory of variant directories: a built zoo, or mergekit outputs.
+    """
     if family is None:
         return name
-    from nex_causal.zoo import find_variant
-
     root = Path(family).expanduser()
     if not root.is_dir():
         raise NexError(f"family directory {root} does not exist: build it with `nex-causal zoo build`")
-    path = find_variant(name, root)
-    if path is None:
-        known = sorted(p.name for p in root.iterdir() if (p / "config.json").is_file())
-        raise NexError(f"no variant {name!r} in family {root}: use one of {', '.join(known) or '(none)'}")
-    return str(path)
+    if Path(name).name == name and (root / name / "config.json").is_file():
+        return str(root / name)
+    known = sorted(p.name for p in root.iterdir() if (p / "config.json").is_file())
+    raise NexError(f"no variant {name!r} in family {root}: use one of {', '.join(known) or '(none)'}")
 
 
 def run_grid(config: GridConfig, out: str | os.PathLike, *, progress: bool = True
