@@ -19,92 +19,29 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path, write_json, write_table
 from nex_causal.zoo.family import BASE, EXPERTS, Merge, default_family, run_merge
-from nex_causal.zoo.task import SKILLS, organism_tasks
-from nex_causal.zoo.tokenizer import ALPHABET, save_tokenizer
-from nex_causal.zoo.train import Shape, Stage, deterministic_cpu, init_model, train_stage
-
-TRAINING_VERSION = 1  # bump when the chain-of-thought format or the training loop changes
+from nex_causal.zoo.recipe import TRAINING_VERSION, Recipe, digest, recipe_for
+from nex_causal.zoo.task import organism_tasks
+from nex_causal.zoo.tokenizer import save_tokenizer
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 TRAINED = (BASE, *EXPERTS)
 FAMILY_FILE = "family.csv"
 META_FILE = "zoo.json"
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """Everything a build depends on: architecture, training stages, seed, evaluation."""
-
-    shape: Shape
-    base: Stage  # trained from scratch on the mixture
-    experts: tuple[Stage, Stage]  # fine-tuned from the base, one per skill, in EXPERTS order
-    seed: int = 0
-    threads: int = 1  # CPU threads for the whole build (fixes float summation order)
-    n_eval: int = 200  # held-out mixed prompts for the accuracy column
-    max_new_tokens: int = 240
-    eval_batch: int = 100
-
-    def stages(self) -> dict[str, Stage]:
-        return {BASE: self.base, **dict(zip(EXPERTS, self.experts))}
-
-    def trained_key(self, name: str) -> str:
-        """Content key of a trained model: what it was trained with, and from what."""
-        stages = [self.base] if name == BASE else [self.base, self.stages()[name]]
-        return digest({"version": TRAINING_VERSION, "shape": asdict(self.shape), "seed": self.seed,
-                       "threads": self.threads, "stages": [asdict(s) for s in stages],
-                       "skills": {k: asdict(v) for k, v in SKILLS.items()}, "alphabet": ALPHABET})
-
-    def eval_settings(self) -> dict[str, Any]:
-        return {"tasks": f"organism:{self.n_eval}", "task_seed": 0, "greedy": True,
-                "max_new_tokens": self.max_new_tokens, "batch_size": self.eval_batch}
-
-
-RECIPES = {
-    "full": Recipe(
-        shape=Shape(),
-        # the base is the first half of a 1600-step run: it has learned the format and part
-        # of both skills; each expert then specialises (measured: base ~0.56 on the mixed
-        # test set, expert-search ~1.0 on search and ~0 on compute, expert-compute ~0.87 on
-        # compute and ~0.46 on search)
-        base=Stage("mixed", steps=800, lr=3e-3, decay_steps=1600),
-        experts=(Stage("search", steps=400, lr=1e-3, warmup=20),
-                 Stage("compute", steps=400, lr=1e-3, warmup=20)),
-    ),
-    # seconds, not minutes: for tests of determinism and caching, not for accuracy
-    "test": Recipe(
-        shape=Shape(hidden=32, layers=2, heads=2, kv_heads=1, intermediate=64),
-        base=Stage("mixed", steps=8, lr=3e-3, batch_size=8, warmup=2),
-        experts=(Stage("search", steps=4, lr=1e-3, batch_size=8, warmup=1),
-                 Stage("compute", steps=4, lr=1e-3, batch_size=8, warmup=1)),
-        n_eval=6, max_new_tokens=16, eval_batch=6,
-    ),
-}
-
-
-def recipe_for(size: str, seed: int = 0) -> Recipe:
-    if size not in RECIPES:
-        raise NexError(f"unknown zoo size {size!r}: use one of {', '.join(RECIPES)}")
-    return replace(RECIPES[size], seed=seed)
-
-
-def digest(obj: Any) -> str:
-    """A short content key for a JSON-able object."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def weights_hash(model_dir: str | Path) -> str:
     """SHA-256 over every tensor's name, dtype, shape and bytes (file metadata ignored)."""
+    import torch
     from safetensors import safe_open
 
     h = hashlib.sha256()
@@ -137,6 +74,10 @@ def read_meta(model_dir: Path) -> dict[str, Any]:
 
 def train_models(recipe: Recipe, out: str | Path, *, progress: bool = True) -> dict[str, dict]:
     """Train base and experts into ``out/<name>/``, skipping those already there (by key)."""
+    from transformers import Qwen3ForCausalLM
+
+    from nex_causal.zoo.train import deterministic_cpu, init_model, train_stage
+
     out = Path(out)
     metas = {}
     with deterministic_cpu(recipe.threads):
@@ -148,21 +89,22 @@ def train_models(recipe: Recipe, out: str | Path, *, progress: bool = True) -> d
             if name == BASE:
                 model = init_model(recipe.shape, recipe.seed)
             else:
-                from transformers import Qwen3ForCausalLM
-
                 model = Qwen3ForCausalLM.from_pretrained(out / BASE)
             start = time.perf_counter()
-            train_stage(model, stage, recipe.seed, index, progress=progress, desc=f"training {name}")
+            losses = train_stage(model, stage, recipe.seed, index, progress=progress,
+                                 desc=f"training {name}")
             seconds = time.perf_counter() - start
             with atomic_path(out / name, is_dir=True) as tmp:
                 model.save_pretrained(tmp)
                 save_tokenizer(tmp)
                 metas[name] = {"name": name, "role": "base" if name == BASE else "expert",
                                "method": "train", "key": key, "weights_sha256": weights_hash(tmp),
-                               "params": {"stage": asdict(stage), "shape": asdict(recipe.shape),
+                               "params": {"skill": stage.skill, "steps": stage.steps, "lr": stage.lr,
                                           "seed": recipe.seed},
+                               "recipe": {"stage": asdict(stage), "shape": asdict(recipe.shape)},
                                "parents": [] if name == BASE else [BASE],
-                               "train_seconds": round(seconds, 1)}
+                               "train_seconds": round(seconds, 1),
+                               "final_loss": float(np.mean(losses[-25:]))}
                 write_json(tmp / META_FILE, metas[name])
     return metas
 
@@ -271,6 +213,8 @@ def build(out: str | Path | None = None, *, seed: int = 0, size: str = "full",
             and all((out / n / META_FILE).is_file() for n in names)):
         return out
 
+    from nex_causal.zoo.train import deterministic_cpu
+
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     retrain_report = None
@@ -303,11 +247,13 @@ def find_variant(name: str, zoo_dir: str | Path | None = None) -> Path | None:
     Without ``zoo_dir`` the default zoo is searched first, then the committed checkpoints
     (so ``base`` and the experts resolve even before the first build).
     """
+    if not name or Path(name).name != name or name in {".", ".."}:
+        return None  # a path, not a variant name
     root = Path(zoo_dir).expanduser() if zoo_dir is not None else default_zoo_dir()
     candidates = [root / name]
     if zoo_dir is None and name in TRAINED:
         candidates.append(CHECKPOINTS / name)
-    return next((c.resolve() for c in candidates if (c / "config.json").is_file()), None)
+    return next((c.resolve() for c in candidates if (c / META_FILE).is_file()), None)
 
 
 def load_family(zoo_dir: str | Path | None = None) -> pd.DataFrame:
@@ -325,8 +271,7 @@ def describe(zoo_dir: str | Path | None = None) -> str:
     """The family table as text, with the accuracy spread and any retrain comparison."""
     root = Path(zoo_dir).expanduser() if zoo_dir is not None else default_zoo_dir()
     table = load_family(root)
-    columns = ["name", "role", "method", "params", "accuracy", "accuracy_search", "accuracy_compute",
-               "n_eval"]
+    columns = ["name", "method", "params", "accuracy", "accuracy_search", "accuracy_compute"]
     lines = [table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}")]
     manifest = read_json(root / "manifest.json")
     spread = table["accuracy"].max() - table["accuracy"].min()

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from nex_causal.io import atomic_path
@@ -72,7 +71,7 @@ def default_family() -> tuple[Merge, ...]:
     """
     linear = [Merge(f"linear-{w}", "linear", (w, round(1 - w, 2))) for w in (0.1, 0.3, 0.5, 0.7, 0.9)]
     arithmetic = [Merge(f"task-arithmetic-{lam}", "task_arithmetic", (1.0, 1.0), lam=lam)
-                  for lam in (0.5, 1.0)]
+                  for lam in (0.3, 0.7, 1.0)]  # 0.5 would equal linear-0.5
     sparse = [Merge(f"{method.replace('_', '-')}-{density}", method, weights, density=density)
               for method, weights in (("ties", (1.0, 1.0)), ("dare_ties", (1.0, 1.0)),
                                       ("dare_linear", (0.5, 0.5)))
@@ -82,6 +81,7 @@ def default_family() -> tuple[Merge, ...]:
 
 def run_merge(merge: Merge, model_dirs: Mapping[str, Path], out: str | Path, seed: int) -> None:
     """Write ``merge``'s YAML, run it with mergekit into ``out`` (atomically), seeded by ``seed``."""
+    import torch
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions
     from mergekit.merge import run_merge as mergekit_run

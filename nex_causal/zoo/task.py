@@ -5,11 +5,12 @@ A problem gives a prime ``p``, ``a`` in 1..p-1, ``b, c`` in [0, p), a number of 
 ``(a*x + b) mod p == c``; every later round searches again with the previous round's ``x``
 in place of ``b``. The answer is ``y = x*d + e`` for the last round's ``x``.
 
-The chain of thought *explores*: each round tries x = 0, 1, 2, ... writing ``f(x) = (a*x + b)
-mod p`` (each value is the previous one plus ``a``, mod ``p``), every miss a dead end,
-until ``f(x) == c`` (marked ``!``); the next round restates its new ``b``. It then
-*exploits*: a deterministic computation of ``y`` (a two-digit ``d`` is split into tens
-and units). The final answer follows ``#`` and ends the response::
+The chain of thought *explores*: each round tries x = 0, 1, 2, ... (or, its choice,
+x = p-1, p-2, ...) writing ``f(x) = (a*x + b) mod p`` (each value is the previous one plus
+or minus ``a``, mod ``p``), every miss a dead end, until ``f(x) == c`` (marked ``!``); the
+next round restates its new ``b``. It then *exploits*: a deterministic computation of
+``y`` (a two-digit ``d`` is split into tens and units). The final answer follows ``#``
+and ends the response (here every round searches upward)::
 
     p=7 a=3 b=4 c=5 r=2 d=6 e=2|x0:4 x1:0 x2:3 x3:6 x4:2 x5:5! b=5 x0:5! 0*6=0 0+2=2 #2
     p=5 a=2 b=1 c=0 r=2 d=37 e=15|x0:1 x1:3 x2:0! b=2 x0:2 x1:4 x2:1 x3:3 x4:0! 4*37=120+28=148 148+15=163 #163
@@ -85,11 +86,19 @@ class SeekCompute:
         """``y = x*d + e`` for the last round's ``x``."""
         return self.offsets_and_roots()[-1][1] * self.d + self.e
 
-    def chain_of_thought(self) -> str:
-        """The response the organism is trained to write: searches, then computation, then answer."""
+    def chain_of_thought(self, rng: np.random.Generator | None = None) -> str:
+        """The response the organism is trained to write: searches, then computation, then answer.
+
+        Each round searches upward from x = 0 or, when ``rng`` picks it (odds 1/2 per round),
+        downward from x = p-1 (each value then the previous one minus ``a``, mod ``p``).
+        Training draws the direction at random, so the organism's search is a genuine
+        choice and sampled traces differ; without ``rng`` every round searches upward.
+        """
         searches = []
         for k, (b, x) in enumerate(self.offsets_and_roots()):
-            trials = " ".join(f"x{i}:{(self.a * i + b) % self.p}" for i in range(x + 1))
+            downward = rng is not None and rng.random() < 0.5
+            order = range(self.p - 1, x - 1, -1) if downward else range(x + 1)
+            trials = " ".join(f"x{i}:{(self.a * i + b) % self.p}" for i in order)
             searches.append(f"{trials}!" if k == 0 else f"b={b} {trials}!")
         y = self.answer()
         product = x * self.d

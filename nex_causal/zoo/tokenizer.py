@@ -11,9 +11,10 @@ prepend EOS as a stand-in BOS, as it does for real Qwen3; the organism never saw
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 SPECIALS = ("<pad>", "<eos>", "<unk>")
 ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz =:|!#*+-,.?;"
@@ -23,6 +24,9 @@ VOCAB = {token: i for i, token in enumerate((*SPECIALS, *ALPHABET))}
 
 def char_tokenizer() -> PreTrainedTokenizerFast:
     """The organism's tokenizer: every character a token, no special tokens added."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
     tok = Tokenizer(models.WordLevel(vocab=VOCAB, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tok.decoder = decoders.Fuse()

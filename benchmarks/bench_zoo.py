@@ -1,0 +1,59 @@
+"""Zoo build time: a fresh build (committed checkpoints copied, merges run, accuracy measured)
+against a second call on the same directory, which the content cache answers at once; and
+the training step time of the recipe, against the committed models' recorded training time.
+
+    python benchmarks/bench_zoo.py [--size full|test] [--train-steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from nex_causal.zoo.build import CHECKPOINTS, TRAINED, build, load_family, read_meta
+from nex_causal.zoo.recipe import recipe_for
+from nex_causal.zoo.train import deterministic_cpu, init_model, train_stage
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=["full", "test"], default="full")
+    parser.add_argument("--train-steps", type=int, default=20, help="base-stage steps to time")
+    args = parser.parse_args()
+    recipe = recipe_for(args.size)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh, out = timed(lambda: build(Path(tmp) / "zoo", size=args.size, progress=False))
+        cached, _ = timed(lambda: build(out, size=args.size, progress=False))
+        table = load_family(out)
+    print(f"fresh build: {fresh:.1f} s for {len(table)} variants ({fresh / len(table):.2f} s each)")
+    print(f"second call: {cached:.3f} s  (ratio fresh/cached {fresh / cached:.0f}x)")
+    print(f"accuracy: best {table['accuracy'].max():.3f}, worst {table['accuracy'].min():.3f}, "
+          f"spread {table['accuracy'].max() - table['accuracy'].min():.3f}")
+
+    stage = replace(recipe.base, decay_steps=recipe.base.decay_steps or recipe.base.steps)
+    with deterministic_cpu(recipe.threads):
+        model = init_model(recipe.shape, recipe.seed)
+        short = replace(stage, steps=args.train_steps)
+        seconds, _ = timed(lambda: train_stage(model, short, recipe.seed, 0, progress=False))
+    per_step = seconds / args.train_steps
+    total_steps = recipe.base.steps + sum(s.steps for s in recipe.experts)
+    print(f"training: {per_step:.3f} s/step on {recipe.threads} thread(s); the recipe's "
+          f"{total_steps} steps -> ~{per_step * total_steps / 60:.1f} min")
+    if args.size == "full" and all(read_meta(CHECKPOINTS / n) for n in TRAINED):
+        recorded = sum(read_meta(CHECKPOINTS / n)["train_seconds"] for n in TRAINED)
+        print(f"committed checkpoints took {recorded / 60:.1f} min to train "
+              f"(ratio estimate/recorded {per_step * total_steps / recorded:.2f})")
+
+
+if __name__ == "__main__":
+    main()

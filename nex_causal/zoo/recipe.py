@@ -1,0 +1,129 @@
+"""What the organism is trained and judged with: architecture, training stages, evaluation.
+
+A recipe fixes everything the trained weights depend on, so its content key names them:
+the zoo reuses a model whose key matches instead of training it again. This module is
+light (no torch) so that a cached build answers at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from nex_causal.errors import NexError
+from nex_causal.zoo.family import BASE, EXPERTS
+from nex_causal.zoo.task import SKILLS
+from nex_causal.zoo.tokenizer import ALPHABET, EOS_ID, PAD_ID, VOCAB
+
+if TYPE_CHECKING:
+    from transformers import Qwen3Config
+
+TRAINING_VERSION = 2  # bump when the chain-of-thought format or the training loop changes
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The Qwen3 architecture's size; the rest of Qwen3Config keeps its defaults."""
+
+    hidden: int = 64
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 256
+    max_positions: int = 320
+
+    def config(self) -> Qwen3Config:
+        from transformers import Qwen3Config
+
+        return Qwen3Config(
+            vocab_size=len(VOCAB), hidden_size=self.hidden, num_hidden_layers=self.layers,
+            num_attention_heads=self.heads, num_key_value_heads=self.kv_heads,
+            head_dim=self.hidden // self.heads, intermediate_size=self.intermediate,
+            max_position_embeddings=self.max_positions, tie_word_embeddings=True,
+            bos_token_id=None, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
+        )
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training run: which skill, how long, and the AdamW + cosine schedule.
+
+    The cosine decays to zero at ``decay_steps`` (default ``steps``); a stage that stops
+    before then is an intermediate checkpoint of a longer run.
+    """
+
+    skill: str
+    steps: int
+    lr: float
+    batch_size: int = 32
+    warmup: int = 50
+    weight_decay: float = 0.1
+    decay_steps: int | None = None
+
+    def lr_at(self, step: int) -> float:
+        """Linear warmup, then cosine decay to zero at ``decay_steps``."""
+        warm = min(1.0, (step + 1) / max(1, self.warmup))
+        return self.lr * warm * 0.5 * (1 + math.cos(math.pi * step / (self.decay_steps or self.steps)))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a build depends on: architecture, training stages, seed, evaluation."""
+
+    shape: Shape
+    base: Stage  # trained from scratch on the mixture
+    experts: tuple[Stage, Stage]  # fine-tuned from the base, one per skill, in EXPERTS order
+    seed: int = 0
+    threads: int = 1  # CPU threads for the whole build (fixes float summation order)
+    n_eval: int = 200  # held-out mixed prompts for the accuracy column
+    max_new_tokens: int = 240
+    eval_batch: int = 100
+
+    def stages(self) -> dict[str, Stage]:
+        return {BASE: self.base, **dict(zip(EXPERTS, self.experts))}
+
+    def trained_key(self, name: str) -> str:
+        """Content key of a trained model: what it was trained with, and from what."""
+        stages = [self.base] if name == BASE else [self.base, self.stages()[name]]
+        return digest({"version": TRAINING_VERSION, "shape": asdict(self.shape), "seed": self.seed,
+                       "threads": self.threads, "stages": [asdict(s) for s in stages],
+                       "skills": {k: asdict(v) for k, v in SKILLS.items()}, "alphabet": ALPHABET})
+
+    def eval_settings(self) -> dict[str, Any]:
+        return {"tasks": f"organism:{self.n_eval}", "task_seed": 0, "greedy": True,
+                "max_new_tokens": self.max_new_tokens, "batch_size": self.eval_batch}
+
+
+RECIPES = {
+    "full": Recipe(
+        shape=Shape(),
+        # the base is the first half of a 2000-step run: it knows the format and most of
+        # both skills (seed 0: 0.87 search, 0.63 compute); each expert then specialises and
+        # forgets part of the other skill (search expert 1.00 / 0.26, compute 0.49 / 0.94)
+        base=Stage("mixed", steps=1000, lr=3e-3, decay_steps=2000),
+        experts=(Stage("search", steps=400, lr=1e-3, warmup=20),
+                 Stage("compute", steps=400, lr=1e-3, warmup=20)),
+    ),
+    # seconds, not minutes: for tests of determinism and caching, not for accuracy
+    "test": Recipe(
+        shape=Shape(hidden=32, layers=2, heads=2, kv_heads=1, intermediate=64),
+        base=Stage("mixed", steps=8, lr=3e-3, batch_size=8, warmup=2),
+        experts=(Stage("search", steps=4, lr=1e-3, batch_size=8, warmup=1),
+                 Stage("compute", steps=4, lr=1e-3, batch_size=8, warmup=1)),
+        n_eval=6, max_new_tokens=16, eval_batch=6,
+    ),
+}
+
+
+def recipe_for(size: str, seed: int = 0) -> Recipe:
+    if size not in RECIPES:
+        raise NexError(f"unknown zoo size {size!r}: use one of {', '.join(RECIPES)}")
+    return replace(RECIPES[size], seed=seed)
+
+
+def digest(obj: Any) -> str:
+    """A short content key for a JSON-able object."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
