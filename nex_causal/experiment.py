@@ -43,10 +43,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from nex_causal.errors import NexError
-from nex_causal.io import versions, write_json, write_table
+from nex_causal.io import read_mapping, versions, write_json, write_table
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 STAGES = ("family", "capture", "nex", "selection", "ranking", "transfer", "ablation", "figures")
@@ -179,19 +178,7 @@ def _build(cls: type, values: Mapping, prefix: str = "") -> Any:
 
 def load_config(source: str | Path | Mapping) -> ExperimentConfig:
     """An ExperimentConfig from a YAML file or a mapping, every key and type checked."""
-    if isinstance(source, Mapping):
-        values = source
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise NexError(f"config file {path} does not exist")
-        try:
-            values = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise NexError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
-        if not isinstance(values, Mapping):
-            raise NexError(f"{path} must hold a mapping of config keys")
-    return _build(ExperimentConfig, values)
+    return _build(ExperimentConfig, source if isinstance(source, Mapping) else read_mapping(source))
 
 
 # --- the run ---------------------------------------------------------------------------------

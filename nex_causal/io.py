@@ -22,6 +22,8 @@ from typing import Any
 
 import pandas as pd
 
+from nex_causal.errors import NexError
+
 TRACKED_PACKAGES = (
     "nex-causal", "torch", "transformer-lens", "transformers", "mergekit", "numpy",
     "hmmlearn", "scikit-learn", "scipy", "pandas", "pyarrow", "matplotlib",
@@ -88,3 +90,19 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, *, config: Mapping[st
     with atomic_path(stem.with_suffix(".csv")) as tmp:
         df.to_csv(tmp, index=False)
     write_json(stem.with_suffix(".meta.json"), {"config": dict(config or {}), "versions": versions()})
+
+
+def read_mapping(path: str | os.PathLike) -> dict:
+    """The mapping of settings in a YAML (or JSON) config file; NexError when it is not one."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise NexError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise NexError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise NexError(f"{path} must hold a mapping of settings (key: value lines)")
+    return values

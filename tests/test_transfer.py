@@ -12,7 +12,8 @@ from nex_causal.cache import KEY_SPACE
 from nex_causal.errors import NexError
 from nex_causal.evaluate import evaluate
 from nex_causal.intervene.neuron_sets import NeuronSet
-from nex_causal.intervene.transfer import Grid, GridConfig, neuron_grid, read_config_file
+from nex_causal.intervene.transfer import Grid, GridConfig, neuron_grid
+from nex_causal.io import read_mapping
 from nex_causal.models import MLPGeometry, load_bridge
 from nex_causal.tasks import Problem, TaskSet
 
@@ -204,16 +205,16 @@ def test_configs_from_files(tmp_path):
     (tmp_path / "t.yaml").write_text(
         "experiment: transfer\nmodel: b\ndonor: a\nweights: W.npz\ntasks: organism:50\nk: 8,32\n"
         "interventions: [patch]\n")
-    config = GridConfig.from_mapping(read_config_file(tmp_path / "t.yaml"))
+    config = GridConfig.from_mapping(read_mapping(tmp_path / "t.yaml"))
     assert config.k == (8, 32) and config.interventions == ("patch",) and config.seeds == 5
     (tmp_path / "bad.yaml").write_text("experiment: transfer\nmodel: b\nwieghts: W.npz\n")
     with pytest.raises(NexError, match="unknown config key 'wieghts'"):
-        GridConfig.from_mapping(read_config_file(tmp_path / "bad.yaml"))
+        GridConfig.from_mapping(read_mapping(tmp_path / "bad.yaml"))
     with pytest.raises(NexError, match="does not exist"):
-        read_config_file(tmp_path / "none.yaml")
+        read_mapping(tmp_path / "none.yaml")
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(NexError, match="mapping"):
-        read_config_file(tmp_path / "list.yaml")
+        read_mapping(tmp_path / "list.yaml")
 
 
 def test_the_cli_runs_a_grid_and_a_config_file_resumes_it(tiny_qwen3_dir, tmp_path, capsys):

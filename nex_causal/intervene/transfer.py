@@ -40,7 +40,7 @@ from nex_causal.intervene.patching import (
     DonorPatch, Intervention, MeanAblation, ZeroAblation, activation_means, intervened,
 )
 from nex_causal.intervene.transplant import Transplant
-from nex_causal.io import atomic_path, write_json, write_table
+from nex_causal.io import atomic_path, read_mapping, write_json, write_table
 from nex_causal.models import load_bridge
 from nex_causal.nex import load_weights
 from nex_causal.sampling import encode_prompts, generate, sequence_seed
@@ -135,27 +135,11 @@ class GridConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUME_FREE}
 
 
-def read_config_file(path: str | os.PathLike) -> dict:
-    """The mapping in a YAML or JSON config file."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise NexError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise NexError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
-    if not isinstance(values, dict):
-        raise NexError(f"{path} must hold a mapping of settings (key: value lines)")
-    return values
-
-
 def command_config(experiment: str, config_file: str | None, options: Mapping
                    ) -> tuple[GridConfig, Path]:
     """The config and output directory of a grid command: the file's settings (if any) with
     the command line's ``options`` (those not None) on top. ``recipient`` names ``model``."""
-    values = read_config_file(config_file) if config_file else {}
+    values = read_mapping(config_file) if config_file else {}
     values.update({k: v for k, v in options.items() if v is not None})
     if "recipient" in values:
         values["model"] = values.pop("recipient")
