@@ -206,6 +206,17 @@ def test_dare_keeps_about_density_of_each_task_vector(zoo):
     assert not torch.equal(delta, 0.5 * ((s[name] - base[name]) + (c[name] - base[name])))
 
 
+def test_dare_is_random_but_seeded(zoo, tmp_path):
+    from nex_causal.zoo.family import run_merge
+
+    merge = next(m for m in default_family() if m.name == "dare-ties-0.3")
+    parents = {n: zoo / n for n in merge.parents}
+    run_merge(merge, parents, tmp_path / "seed0", seed=0)
+    run_merge(merge, parents, tmp_path / "seed1", seed=1)
+    assert weights_hash(tmp_path / "seed0") == weights_hash(zoo / "dare-ties-0.3")
+    assert weights_hash(tmp_path / "seed1") != weights_hash(zoo / "dare-ties-0.3")
+
+
 def test_variant_dirs_are_ordinary_hf_models(zoo):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -230,6 +241,20 @@ def test_find_variant(zoo):
     assert find_variant("base", zoo.parent / "elsewhere") is None  # no fallback for an explicit zoo
     with pytest.raises(NexError, match="zoo build"):
         load_family(zoo / "missing")
+
+
+def test_cli_build_and_list(zoo, tmp_path, capsys):
+    from nex_causal.cli import main
+
+    assert main(["zoo", "build", "--out", str(zoo), "--size", "test", "--quiet"]) == 0
+    built = capsys.readouterr().out
+    assert main(["zoo", "list", "--out", str(zoo)]) == 0
+    listed = capsys.readouterr().out
+    assert "linear-0.3" in listed and "dare_ties" in listed and "accuracy spread" in listed
+    assert listed in built
+    assert main(["zoo", "list", "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no zoo family table") and err.count("\n") == 1
 
 
 # --- the committed checkpoints ------------------------------------------------------------------
