@@ -2,6 +2,7 @@
 
 - ``task``: seek-and-compute problems whose chains of thought explore, then exploit;
 - ``tokenizer``: the character-level tokenizer, saved in the Hugging Face format;
+- ``recipe``: architecture, training stages and evaluation settings, and their content keys;
 - ``train``: deterministic training of the base model and the experts;
 - ``family``: the mergekit merges over the experts;
 - ``build``: the zoo directory, its cache by content, and the family table.
