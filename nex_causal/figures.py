@@ -290,13 +290,19 @@ def plot_best_of_n(selection: pd.DataFrame) -> Figure:
     Columns (``selectors.select``): ``selector``, ``accuracy``, ``ci_low``, ``ci_high``;
     optional ``status`` (rows not ``ok`` are left out). NEX selectors (names starting
     with ``nex``) are filled squares, the others open circles; ``random``, ``avg@n`` and
-    ``oracle`` are vertical reference lines.
+    ``oracle`` are vertical reference lines. A table of several caches (a ``cache``
+    column, e.g. one per variant) is drawn as the mean over caches, the bars spanning the
+    caches' lowest to highest accuracy.
     """
     _require(selection, "selection", ["selector", "accuracy", "ci_low", "ci_high"])
     ok = selection["accuracy"].notna()
     if "status" in selection:
         ok &= selection["status"].eq("ok")
     table = selection[ok]
+    n_caches = table["cache"].nunique() if "cache" in table else 1
+    if n_caches > 1:
+        table = table.groupby("selector", sort=False)["accuracy"].agg(
+            accuracy="mean", ci_low="min", ci_high="max").reset_index()
     picked = table[~table["selector"].isin(list(REFERENCE_SELECTORS))].sort_values("accuracy")
     if picked.empty:
         raise NexError("the selection table holds no selector with an accuracy besides the baselines")
@@ -314,7 +320,7 @@ def plot_best_of_n(selection: pd.DataFrame) -> Figure:
                    linewidth=0.8, label=row["selector"])
     ax.set_yticks(ypos, picked["selector"])
     ax.set_ylim(-0.7, len(picked) - 0.3)
-    ax.set_xlabel("Best-of-N accuracy")
+    ax.set_xlabel("Best-of-N accuracy" + (f" (mean of {n_caches} caches; bars: range)" if n_caches > 1 else ""))
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, borderaxespad=0.2)
     return fig

@@ -307,3 +307,16 @@ def test_make_figures_draws_what_exists_and_names_the_rest(tmp_path, capsys):
     assert "no tables/ folder" in capsys.readouterr().err
     with pytest.raises(NexError, match="unknown figure"):
         F.make_figures(run, names=["pie"])
+
+
+def test_best_of_n_over_several_caches_draws_one_row_per_selector():
+    import pandas as pd
+
+    from nex_causal.figures import plot_best_of_n
+
+    rows = [{"cache": c, "selector": s, "accuracy": a, "ci_low": a - 0.1, "ci_high": a + 0.1, "status": "ok"}
+            for c, shift in (("a", 0.0), ("b", 0.2)) for s, a in (("nex-self", 0.5 + shift), ("entropy", 0.3 + shift))]
+    fig = plot_best_of_n(pd.DataFrame(rows))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["entropy", "nex-self"]
+    assert "mean of 2 caches" in ax.get_xlabel()
