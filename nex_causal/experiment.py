@@ -132,11 +132,20 @@ class ExperimentConfig:
     ablation: GridSection | None = None
     figures: bool = True
 
+    def family_content(self) -> dict:
+        """What the family stage's result depends on: the zoo's content key, or the family table."""
+        if self.family == "zoo":
+            from nex_causal.zoo.build import zoo_key
+
+            return {"zoo": zoo_key(self.zoo_seed)}
+        table = Path(self.family) / "family.csv"
+        return {"family_table": hashlib.sha256(table.read_bytes()).hexdigest() if table.is_file() else None}
+
     def section(self, stage: str) -> Any:
         """The config slice a stage's result depends on."""
         whole = dataclasses.asdict(self)
         common = {k: whole[k] for k in ("family", "zoo_seed", "variants", "tasks", "dtype")}
-        return {"family": {k: whole[k] for k in ("family", "zoo_seed")}, "capture": {**common, **whole["capture"]},
+        return {"family": self.family_content(), "capture": {**common, **whole["capture"]},
                 "nex": whole["nex"], "selection": whole["selection"], "ranking": whole["ranking"],
                 "transfer": whole["transfer"], "ablation": whole["ablation"], "figures": whole["figures"]}[stage]
 

@@ -194,6 +194,12 @@ def family_table(metas: list[dict]) -> pd.DataFrame:
 
 # --- the whole build --------------------------------------------------------------------------
 
+def zoo_key(seed: int = 0, size: str = "full") -> str:
+    """Content key of a zoo: its recipe, the training code version and the merge family."""
+    return digest({"recipe": asdict(recipe_for(size, seed)), "version": TRAINING_VERSION,
+                   "family": [asdict(m) for m in default_family()]})
+
+
 def build(out: str | Path | None = None, *, seed: int = 0, size: str = "full",
           retrain: bool = False, progress: bool = True) -> Path:
     """Build (or reuse) the zoo in ``out`` and return that directory.
@@ -206,8 +212,7 @@ def build(out: str | Path | None = None, *, seed: int = 0, size: str = "full",
     family = default_family()
     out = Path(out).expanduser().resolve() if out is not None else default_zoo_dir()
     names = [*TRAINED, *(m.name for m in family)]
-    build_key = digest({"recipe": asdict(recipe), "version": TRAINING_VERSION,
-                        "family": [asdict(m) for m in family]})
+    build_key = zoo_key(seed, size)
     manifest = read_json(out / "manifest.json")
     if (not retrain and manifest.get("build_key") == build_key and (out / FAMILY_FILE).is_file()
             and all((out / n / META_FILE).is_file() for n in names)):
