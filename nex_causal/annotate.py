@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from nex_causal.cache import SparseCache
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path
-from nex_causal.nex import analyze_response
+from nex_causal.nex import NexConfig, analyze_response
 
 COLUMNS = ("response", "prompt_id", "sample_index", "row", "token_start", "token_end", "text", "label")
 PHASES = {"E": True, "X": False}
@@ -301,7 +301,7 @@ def agreement(human: np.ndarray, hmm: np.ndarray) -> Agreement:
 
 def hmm_labels(cache: SparseCache, r: int, rho: float = 0.95, min_run: int = 2) -> np.ndarray:
     """Phase of each raw row of response ``r``: "E", "X", or "" for a row the method skips."""
-    trace = analyze_response(cache.response_rows(r), rho, min_run)
+    trace = analyze_response(cache.response_rows(r), NexConfig(rho=rho, min_run=min_run))
     out = np.full(len(window_bounds(cache, r)) - 1, "", dtype=object)
     out[trace.source] = np.where(trace.explore, "E", "X")
     return out

@@ -25,13 +25,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import pandas as pd
 
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RESERVED_LAYER = 255  # keys of this layer may appear and are ignored
 N_LAYERS = 64  # 2**22 keys: 64 layers x 65536 units
@@ -72,14 +74,37 @@ def out_of_range(keys: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ResponseRows:
-    """One response's rows, raw (uncleaned): row j is ``keys[j]`` with ``mass[j]`` over ``tokens[j]`` tokens."""
+    """One response's rows, raw (uncleaned), in CSR form: row j holds the entries
+    ``[row_ptr[j], row_ptr[j + 1])`` of ``keys`` and ``mass`` and covers ``tokens[j]`` tokens."""
 
-    keys: list[np.ndarray]
-    mass: list[np.ndarray]
+    keys: np.ndarray
+    mass: np.ndarray
+    row_ptr: np.ndarray
     tokens: np.ndarray
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple[Any, Any, int]]) -> ResponseRows:
+        """From (keys, mass, n_tokens) triples, one per row."""
+        keys = [np.ravel(np.asarray(k)) for k, _, _ in rows]
+        mass = [np.ravel(np.asarray(m, np.float32)) for _, m, _ in rows]
+        if [len(k) for k in keys] != [len(m) for m in mass]:
+            raise NexError("every row needs as many mass values as keys")
+        sizes = np.array([len(k) for k in keys], np.int64)
+        return cls(np.concatenate(keys).astype(np.int64) if keys else np.empty(0, np.int64),
+                   np.concatenate(mass) if mass else np.empty(0, np.float32),
+                   np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+                   np.array([int(n) for _, _, n in rows], np.int64))
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    def row(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Keys and mass of row ``j``."""
+        return self.keys[self.row_ptr[j]:self.row_ptr[j + 1]], self.mass[self.row_ptr[j]:self.row_ptr[j + 1]]
+
+    def __iter__(self):
+        """(keys, mass, n_tokens) of each row."""
+        return ((*self.row(j), int(self.tokens[j])) for j in range(len(self)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,15 +148,12 @@ class SparseCache:
         return int(r)
 
     def response_rows(self, r: int) -> ResponseRows:
-        """Rows of response ``r``: key arrays (uint32) and mass arrays (float32), raw."""
+        """Rows of response ``r``: uint32 keys and float32 mass, raw."""
         r = self._check_index(r)
         first, stop = self.sample_row_ptr[r], self.sample_row_ptr[r + 1]
         ptr = np.asarray(self.row_ptr[first:stop + 1])
-        bounds = list(zip(ptr[:-1] - ptr[0], ptr[1:] - ptr[0]))
-        keys = np.asarray(self.keys[ptr[0]:ptr[-1]])
-        mass = np.asarray(self.w_sum[ptr[0]:ptr[-1]], np.float32)
-        return ResponseRows([keys[a:b] for a, b in bounds], [mass[a:b] for a, b in bounds],
-                            np.diff(self.token_row_ptr[first:stop + 1]))
+        return ResponseRows(np.asarray(self.keys[ptr[0]:ptr[-1]]), np.asarray(self.w_sum[ptr[0]:ptr[-1]], np.float32),
+                            ptr - ptr[0], np.diff(self.token_row_ptr[first:stop + 1]))
 
     def base(self, r: int) -> tuple[np.ndarray, np.ndarray]:
         """Whole-response keys (uint32) and mass M[n] (float32) of response ``r``, raw."""
@@ -142,6 +164,8 @@ class SparseCache:
     @cached_property
     def responses(self) -> pd.DataFrame | None:
         """The per-response metadata table (``responses.parquet``), or None when the cache has none."""
+        import pandas as pd
+
         file = self.path / RESPONSES_FILE
         return pd.read_parquet(file) if file.is_file() else None
 
@@ -165,7 +189,6 @@ class SparseCache:
             if n_mass != n_keys:
                 raise NexError(f"{name[mass]} holds {n_mass} values but {name[keys]} holds {n_keys} keys; "
                                "the cache is corrupt, re-create it")
-            _check_key_range(name[keys], getattr(self, keys))
         file = self.path / RESPONSES_FILE
         if file.is_file():
             import pyarrow.parquet as pq
@@ -206,16 +229,6 @@ def _check_pointers(file: str, ptr: np.ndarray, *, length: tuple[int, str] | Non
     if into is not None and ptr[-1] < into[1]:
         raise NexError(f"{into[0]} holds {into[1]} entries but {file} covers only {ptr[-1]}; "
                        "the cache is corrupt, re-create it")
-
-
-def _check_key_range(file: str, keys: np.ndarray) -> None:
-    for start in range(0, len(keys), _CHUNK):
-        bad = out_of_range(keys[start:start + _CHUNK])
-        if bad.any():
-            at = start + int(np.argmax(bad))
-            raise NexError(f"{file} holds key {keys[at]} at entry {at} (layer {keys[at] >> 16}): beyond the "
-                           f"2**22 key space (layers < {N_LAYERS}, or {RESERVED_LAYER} reserved); "
-                           "the cache is corrupt, re-create it")
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -260,7 +273,7 @@ class SparseCacheWriter:
         ``responses.parquet`` (give it for every response or for none).
         """
         if isinstance(rows, ResponseRows):
-            rows = list(zip(rows.keys, rows.mass, rows.tokens))
+            rows = list(rows)
         where = f"response {self.n_responses}"
         parts = [_entries(keys, mass, f"{where}, row {j}") for j, (keys, mass, _) in enumerate(rows)]
         tokens = [_count(n, f"{where}, row {j}") for j, (_, _, n) in enumerate(rows)]
@@ -319,6 +332,8 @@ class SparseCacheWriter:
         for attr, values in self._ptr.items():
             (self._tmp / FILES[attr][0]).write_bytes(np.asarray(values, "<i8").tobytes())
         if self._meta:
+            import pandas as pd
+
             pd.DataFrame(self._meta).to_parquet(self._tmp / RESPONSES_FILE, index=False)
         self._stack.close()
         if any(self.saturated.values()):

@@ -31,32 +31,40 @@ def _add_nex(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--min-run", type=int, default=2, help="shortest E/X run in rows (default 2)")
         p.add_argument("--max-responses", type=int, default=0,
                        help="learn from the first N responses only (default 0: all)")
+        p.add_argument("--positive-only", action="store_true",
+                       help="introduce only neurons with positive mass (the reference counts zero-mass entries too)")
+        p.add_argument("--mad-rounding", action="store_true",
+                       help="treat a MAD within float rounding of 0 as 0 (the reference tests mad <= 0)")
+        p.add_argument("--workers", type=int, default=None, help="worker processes (default: every core)")
     train.add_argument("--weights-out", required=True, help="weights .npz to write")
     score.add_argument("--weights", required=True, help="weights .npz (from `nex train` or the reference)")
     for p in (score, run):
         p.add_argument("--output-dir", required=True,
                        help="directory for response_scores.npy and summary.json (and weights.npz for run)")
-        p.add_argument("--log-gap-output", action="store_true", help="also report -log10(1 - NEX)")
+        p.add_argument("--log-gap-output", action="store_true",
+                       help="write -log10(1 - NEX) as nex_score, as the reference does (the mean GMF goes to gmf_mean)")
 
     def learned(args: argparse.Namespace):
         from nex_causal.cache import SparseCache
-        from nex_causal.nex import learn
+        from nex_causal.nex import NexConfig, learn
 
         cache = SparseCache.open(args.cache_dir)
-        cal = learn(cache, args.rho, args.min_run, args.max_responses)
+        config = NexConfig(rho=args.rho, min_run=args.min_run, positive_only=args.positive_only,
+                           mad_rounding=args.mad_rounding)
+        cal = learn(cache, config, max_responses=args.max_responses, workers=args.workers)
         print(f"{args.cache_dir}: learned weights on {cal.n_responses} of {cache.n_responses} responses "
               f"(rho {args.rho}, min_run {args.min_run}): {int((cal.weights > 0).sum())} effective and "
               f"{int((cal.weights < 0).sum())} redundant neurons")
         return cache, cal
 
     def scored(args: argparse.Namespace, cache, weights, **fields) -> None:
-        from nex_causal.nex.score import score_cache, write_scores
+        from nex_causal.nex import log_gap, score_responses, write_scores
 
-        s = write_scores(args.output_dir, score_cache(cache, weights), log_gap_output=args.log_gap_output,
+        s = write_scores(args.output_dir, score_responses(cache, weights), log_gap_output=args.log_gap_output,
                          **fields)
-        gap = f" (log-gap {s['log_gap']:.3f})" if args.log_gap_output else ""
+        nex = s["gmf_mean"] if args.log_gap_output else s["nex_score"]
         print(f"{args.cache_dir}: scored {s['n_scored_responses']} of {s['n_responses']} responses; "
-              f"NEX = {s['nex_score']:.5f}{gap} -> {args.output_dir}")
+              f"NEX = {nex:.6f} (log-gap {log_gap(nex):.4f}) -> {args.output_dir}")
 
     def do_train(args: argparse.Namespace) -> None:
         from nex_causal.nex import save_weights

@@ -46,6 +46,7 @@ import pandas as pd
 
 from nex_causal.errors import NexError
 from nex_causal.io import read_mapping, versions, write_json, write_table
+from nex_causal.nex.config import NexConfig
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 STAGES = ("family", "capture", "nex", "selection", "ranking", "transfer", "ablation", "figures")
@@ -70,14 +71,6 @@ class CaptureSection:
     batch_size: int = 32
     sparsifier: str = "topk:64"
     window: int = 16
-
-
-@dataclass(frozen=True)
-class NexSection:
-    """The HMM's stickiness and minimum run (NEX_METHOD section 3)."""
-
-    rho: float = 0.95
-    min_run: int = 2
 
 
 @dataclass(frozen=True)
@@ -125,7 +118,7 @@ class ExperimentConfig:
     device: str = "cpu"
     dtype: str = "float32"
     capture: CaptureSection = CaptureSection()
-    nex: NexSection = NexSection()
+    nex: NexConfig = NexConfig()
     selection: SelectionSection | None = SelectionSection()
     ranking: RankingSection | None = RankingSection()
     transfer: GridSection | None = None
@@ -327,17 +320,17 @@ class Run:
     def _nex(self) -> None:
         from nex_causal.cache import SparseCache
         from nex_causal.figures import trace_table, weights_table
-        from nex_causal.nex import learn, save_weights
-        from nex_causal.nex.score import score_cache, write_scores
+        from nex_causal.nex import learn, log_gap, save_weights, score_responses, write_scores
 
         c, rows, best = self.config.nex, [], None
         for variant in self.variants():
             cache = SparseCache.open(self.cache(variant))
-            cal = learn(cache, c.rho, c.min_run, progress=self.progress, keep_traces=True)
+            cal = learn(cache, c, progress=self.progress, keep_traces=True)
             save_weights(self.weights(variant), cal.weights)
-            summary = write_scores(self.weights(variant).parent, score_cache(cache, cal.weights, self.progress),
-                                   log_gap_output=True, rho=c.rho, min_run=c.min_run)
-            rows.append({"variant": variant, **summary, "n_effective": int((cal.weights > 0).sum()),
+            summary = write_scores(self.weights(variant).parent, score_responses(cache, cal.weights, self.progress),
+                                   **dataclasses.asdict(c))
+            rows.append({"variant": variant, **summary, "log_gap": log_gap(summary["nex_score"]),
+                         "n_effective": int((cal.weights > 0).sum()),
                          "n_redundant": int((cal.weights < 0).sum())})
             for r, trace in enumerate(cal.traces):
                 if best is None or len(trace.cycles) > len(best[2].cycles):

@@ -18,11 +18,12 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from nex_causal.errors import NexError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TRACKED_PACKAGES = (
     "nex-causal", "torch", "transformer-lens", "transformers", "mergekit", "numpy",

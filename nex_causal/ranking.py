@@ -115,11 +115,11 @@ def n_neurons_of(pool: Pool, config: RankingConfig) -> int:
 
 
 def _nex(pool: Pool, config: RankingConfig) -> Ratio:
-    from nex_causal.nex import learn_weights, score_cache
+    from nex_causal.nex import learn_weights, score_responses
 
     cache = pool.require_cache()
     weights = learn_weights(cache, progress=config.progress) if config.weights is None else config.weights
-    return per_prompt_mean(pool, score_cache(cache, weights, progress=config.progress))
+    return per_prompt_mean(pool, score_responses(cache, weights, progress=config.progress))
 
 
 def _mui(pool: Pool, config: RankingConfig) -> Coverage:

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from nex_causal.cache import SparseCache
 from nex_causal.errors import NexError
-from nex_causal.nex.novelty import clean_row
+from nex_causal.nex.novelty import activated_keys
 from nex_causal.stats import bootstrap, weighted_mean
 
 DEEPCONF_K = 20  # top-k of DeepConf's token confidence; capture stores the sum of the top 20
@@ -187,7 +187,7 @@ class SelectionConfig:
 
 def clean_key_set(keys: np.ndarray, mass: np.ndarray) -> np.ndarray:
     """S: the sorted unique keys left after cleaning (NEX_METHOD 1: positive finite mass, not layer 255)."""
-    return np.unique(clean_row(keys, mass)[0])
+    return activated_keys(keys, mass)
 
 
 class Pool:
@@ -327,10 +327,10 @@ def _nad(choose: Callable[[np.ndarray, np.ndarray, SelectionConfig], int],
 
 
 def _nex_scores(pool: Pool, weights: np.ndarray | None) -> np.ndarray:
-    from nex_causal.nex import learn_weights, score_cache
+    from nex_causal.nex import learn_weights, score_responses
 
     cache, progress = pool.require_cache(), pool.config.progress
-    return score_cache(cache, learn_weights(cache, progress=progress) if weights is None else weights,
+    return score_responses(cache, learn_weights(cache, progress=progress) if weights is None else weights,
                        progress=progress)
 
 

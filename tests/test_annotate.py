@@ -15,7 +15,7 @@ from nex_causal.cache import SparseCacheWriter
 from nex_causal.cli import main
 from nex_causal.errors import NexError
 from nex_causal.io import write_json
-from nex_causal.nex import segment
+from nex_causal.nex.phases import segment
 
 PATTERN = "XXEEXXXEEXXXEEXX"  # planted phases of response 0: E rows recruit 40 new neurons each
 WINDOW = 4
@@ -233,7 +233,7 @@ def test_score_compares_with_the_hmm_at_the_given_rho_and_min_run(cache_dir, tmp
     labels = fill(csv, {(0, j): "E" if j % 3 == 0 else "X" for j in range(16)}, tmp_path / "a.csv")
     _, table = A.score_annotation(cache_dir, labels, rho=0.6, min_run=4)
     slopes = np.array([40 if p == "E" else 1 for p in PATTERN]) / WINDOW
-    expected = segment(slopes, rho=0.6, min_run=4)
+    expected = segment(slopes, rho=0.6, min_run=4).explore
     assert (table["hmm"] == "E").tolist() == expected.tolist()
     assert "".join(np.where(expected, "E", "X")) != PATTERN  # runs of 2 are absorbed at min_run 4
 

@@ -64,8 +64,8 @@ def test_captured_rows_equal_offline_run_with_cache(tmp_path, tiny_qwen3_bridge,
         assert bridge.tokenizer.decode(generated, skip_special_tokens=True) == rec["response"]
         expected = offline_rows(bridge, rec["prompt"], generated, Sparsifier.parse(spec), config.window)
         got = cache.response_rows(r)
-        assert len(got.keys) == len(expected)
-        for keys, mass, tokens, (e_keys, e_mass, e_tokens) in zip(got.keys, got.mass, got.tokens, expected):
+        assert len(got) == len(expected)
+        for (keys, mass, tokens), (e_keys, e_mass, e_tokens) in zip(got, expected):
             np.testing.assert_array_equal(np.sort(keys), e_keys)
             order = np.argsort(keys)
             np.testing.assert_allclose(np.asarray(mass, np.float32)[order],
@@ -76,7 +76,7 @@ def test_captured_rows_equal_offline_run_with_cache(tmp_path, tiny_qwen3_bridge,
 def test_layer_topk_keeps_exactly_k_per_layer(tmp_path, tiny_qwen3_bridge):
     cache, _ = run(tmp_path, tiny_qwen3_bridge, sparsifier="layer-topk:5", window=1)
     for r in range(cache.n_responses):
-        for keys in cache.response_rows(r).keys:
+        for keys, _, _ in cache.response_rows(r):
             assert np.bincount(np.asarray(keys) >> 16, minlength=2).tolist() == [5, 5]
 
 
@@ -88,7 +88,7 @@ def test_windows_partition_the_generated_tokens(tmp_path, tiny_qwen3_bridge):
         assert tokens.sum() == table.iloc[r]["n_tokens"]
         assert (tokens[:-1] == config.window).all() and 0 < tokens[-1] <= config.window
         base_keys, base_mass = cache.base(r)
-        row_keys = np.unique(np.concatenate(cache.response_rows(r).keys))
+        row_keys = np.unique(cache.response_rows(r).keys)
         np.testing.assert_array_equal(np.sort(base_keys), row_keys)
     assert table.groupby("prompt_id").size().eq(config.n_samples).all()
     assert len(table.iloc[0]["token_entropy"]) == table.iloc[0]["n_tokens"]

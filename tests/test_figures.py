@@ -106,7 +106,7 @@ def test_trace_table_of_an_analysed_response_lines_up_with_its_cycles():
         mass.append(np.ones(len(k), np.float32))
     keys.insert(5, np.empty(0, np.uint32))  # an empty row: skipped by the method, a gap in `row`
     mass.insert(5, np.empty(0, np.float32))
-    trace = analyze_response(ResponseRows(keys, mass, np.full(len(keys), 4)))
+    trace = analyze_response(ResponseRows.from_rows(list(zip(keys, mass, [4] * len(keys)))))
     table = F.trace_table(trace)
     assert table["row"].tolist() == [j for j in range(17) if j != 5]
     assert "".join("E" if e else "X" for e in table["explore"]) == pattern

@@ -10,7 +10,7 @@ import pytest
 
 from nex_causal.cache import KEY_SPACE
 from nex_causal.cli import main
-from nex_causal.nex import learn_weights, score_cache
+from nex_causal.nex import NexConfig, learn_weights, score_responses
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFERENCE = SHARED / "reference"
@@ -31,7 +31,7 @@ def test_train_then_score_equals_run(nex_planted, tmp_path, capsys):
                  "--output-dir", str(tmp_path / "scored")]) == 0
     scores = np.load(tmp_path / "scored" / "response_scores.npy")
     assert scores.dtype == np.float32 and scores.shape == (8,)
-    np.testing.assert_array_equal(scores, score_cache(cache, w, progress=False).astype(np.float32))
+    np.testing.assert_array_equal(scores, score_responses(cache, w, progress=False))
     summary = json.loads((tmp_path / "scored" / "summary.json").read_text())
     assert summary["n_responses"] == summary["n_scored_responses"] == 8
     assert summary["nex_score"] == pytest.approx(float(np.mean(scores)), rel=1e-6)
@@ -43,8 +43,8 @@ def test_train_then_score_equals_run(nex_planted, tmp_path, capsys):
         np.testing.assert_array_equal(archive["weights"], w)
     np.testing.assert_array_equal(np.load(tmp_path / "run" / "response_scores.npy"), scores)
     run = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert (run["rho"], run["min_run"], run["nex_score"]) == (0.95, 2, summary["nex_score"])
-    assert run["log_gap"] == pytest.approx(-np.log10(1 - run["nex_score"]))
+    assert (run["rho"], run["min_run"], run["gmf_mean"]) == (0.95, 2, summary["nex_score"])
+    assert run["nex_score"] == pytest.approx(-np.log10(1 - run["gmf_mean"]))  # the reference's summary
     assert "log-gap" in capsys.readouterr().out
 
 
@@ -56,13 +56,14 @@ def test_run_options_reach_the_learning(nex_planted, tmp_path):
     assert (summary["rho"], summary["min_run"], summary["n_calibration_responses"]) == (0.9, 3, 2)
     assert summary["n_responses"] == 8  # every response is scored
     with np.load(tmp_path / "o" / "weights.npz") as archive:
-        expected = learn_weights(nex_planted.cache(), rho=0.9, min_run=3, max_responses=2, progress=False)
+        expected = learn_weights(nex_planted.cache(), NexConfig(rho=0.9, min_run=3), max_responses=2,
+                                 progress=False)
         np.testing.assert_array_equal(archive["weights"], expected)
 
 
 @pytest.mark.parametrize("argv, message", [
     (["nex", "train", "--cache-dir", "/nonexistent", "--weights-out", "w.npz"], "cache directory /nonexistent"),
-    (["nex", "run", "--cache-dir", "{cache}", "--output-dir", "o", "--rho", "1.5"], "rho must be a probability"),
+    (["nex", "run", "--cache-dir", "{cache}", "--output-dir", "o", "--rho", "1.5"], "rho must lie strictly between 0 and 1"),
     (["nex", "score", "--cache-dir", "{cache}", "--weights", "/nonexistent.npz", "--output-dir", "o"],
      "cannot read weights /nonexistent.npz"),
 ])
@@ -81,4 +82,5 @@ def test_score_the_reference_example(tmp_path):
                  str(REFERENCE / "nex_example_weights.npz"), "--output-dir", str(tmp_path), "--log-gap-output"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["n_responses"] == summary["n_scored_responses"] == 1
-    assert 0.9 < summary["nex_score"] < 1 and summary["log_gap"] > 1
+    # the reference's summary of its example: the log-gap as nex_score
+    assert round(summary["nex_score"], 4) == 2.7724 and round(summary["gmf_mean"], 6) == 0.998311

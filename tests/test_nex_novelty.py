@@ -9,15 +9,14 @@ from hypothesis import strategies as st
 
 from nex_causal.cache import ResponseRows, pack_keys
 from nex_causal.errors import NexError
-from nex_causal.nex import clean_row, clean_rows, novelty
+from nex_causal.nex.novelty import activated_keys, clean_mass, clean_rows, novelty
 
 K255 = int(pack_keys(255, 3))
 
 
 def response(*rows):
     """ResponseRows from (keys, mass, n_tokens) triples."""
-    return ResponseRows([np.array(k, np.int64) for k, _, _ in rows], [np.array(m, float) for _, m, _ in rows],
-                        np.array([t for _, _, t in rows]))
+    return ResponseRows.from_rows(rows)
 
 
 def test_novelty_vector_by_hand():
@@ -33,21 +32,28 @@ def test_novelty_vector_by_hand():
     assert nov.first_row.tolist() == [0, 0, 0, 0, 0, 1, 1, 0, 2, 0, 0]
 
 
-def test_cleaning_drops_reserved_layer_and_non_positive_or_non_finite_mass():
-    keys, mass = clean_row(np.array([1, K255, 2, 3, 4, 5]), np.array([1.0, 9.0, np.nan, -2.0, 0.0, np.inf]))
-    assert keys.tolist() == [1] and mass.tolist() == [1.0]
-    assert keys.dtype == np.uint32 and mass.dtype == np.float64
+def test_cleaning_zeroes_non_finite_and_clips_negative_mass_in_float32():
+    mass = clean_mass(np.array([1.0, np.nan, -2.0, 0.0, np.inf, -np.inf]))
+    assert mass.dtype == np.float32 and mass.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    keys = activated_keys(np.array([5, K255, 2, 3, 4, 5, 1]), np.array([1.0, 9.0, np.nan, -2.0, 0.0, 1.0, 2.0]))
+    assert keys.tolist() == [1, 5] and keys.dtype == np.uint32  # positive finite mass, distinct, sorted
 
 
-def test_a_neuron_is_introduced_where_it_first_has_positive_mass():
-    nov = novelty(clean_rows(response(
-        ([1, 2, K255], [1.0, 0.0, 5.0], 32),   # 2 has no mass yet, layer 255 ignored
-        ([2, 3], [np.nan, -1.0], 32),          # nothing usable: row skipped
-        ([2, 1], [0.5, 1.0], 32),              # 2 introduced here
-    )))
-    assert nov.rows.source.tolist() == [0, 2]
-    np.testing.assert_allclose(nov.slopes, [1 / 32, 1 / 32])
-    assert nov.introduced_set(1).tolist() == [2]
+def test_a_retained_neuron_is_introduced_even_without_mass():
+    rows = response(
+        ([1, 2, K255], [1.0, 0.0, 5.0], 32),   # 2 is retained with no mass: introduced (the reference)
+        ([2, 3], [np.nan, -1.0], 32),          # nothing positive: row skipped
+        ([2, 1], [0.5, 1.0], 32),
+    )
+    nov = novelty(clean_rows(rows))
+    assert nov.rows.source.tolist() == [0, 2] and nov.rows.keys.tolist() == [1, 2, 2, 1]
+    np.testing.assert_array_equal(nov.slopes, np.float32([2 / 32, 0.0]))
+    assert nov.introduced_set(0).tolist() == [1, 2] and nov.introduced_set(1).tolist() == []
+    # the named alternative: a neuron is introduced where it first has positive mass
+    strict = novelty(clean_rows(rows, positive_only=True))
+    assert strict.rows.keys.tolist() == [1, 2, 1]
+    np.testing.assert_array_equal(strict.slopes, np.float32([1 / 32, 1 / 32]))
+    assert strict.introduced_set(1).tolist() == [2]
 
 
 def test_rows_without_keys_tokens_or_mass_are_skipped():
@@ -68,23 +74,23 @@ def test_empty_response():
     assert nov.slopes.shape == (0,) and nov.rows.n_rows == 0
 
 
-def test_duplicate_keys_in_a_row_count_once():
+def test_a_key_repeated_in_a_row_counts_once_per_copy():
     nov = novelty(clean_rows(response(([7, 7, 8], [1.0, 2.0, 1.0], 4), ([7, 9], [1.0, 1.0], 4))))
-    np.testing.assert_allclose(nov.slopes, [2 / 4, 1 / 4])
+    np.testing.assert_array_equal(nov.slopes, np.float32([3 / 4, 1 / 4]))
     assert nov.introduced.tolist() == [True, True, True, False, True]
 
 
-@pytest.mark.parametrize("key", [1 << 22, -1])
-def test_keys_outside_the_key_space_are_refused(key):
-    with pytest.raises(NexError, match="outside the 2\\*\\*22 key space"):
-        clean_rows(response(([1, key], [1.0, 1.0], 32)))
+@pytest.mark.parametrize("key", [1 << 22, (200 << 16) | 1])
+def test_a_row_with_a_key_beyond_the_key_space_is_dropped(key):
+    rows = clean_rows(response(([1], [1.0], 32), ([2, key], [1.0, 1.0], 32), ([3], [1.0], 8)))
+    assert rows.source.tolist() == [0, 2] and rows.keys.tolist() == [1, 3]
 
 
 def test_mismatched_rows_are_refused():
-    with pytest.raises(NexError, match="one key array, mass array and token count per row"):
-        clean_rows(ResponseRows([np.array([1])], [np.array([1.0])], np.array([32, 32])))
+    with pytest.raises(NexError, match="a pointer per row"):
+        clean_rows(ResponseRows(np.array([1]), np.array([1.0], np.float32), np.array([0, 1]), np.array([32, 32])))
     with pytest.raises(NexError, match="as many mass values as keys"):
-        clean_rows(ResponseRows([np.array([1, 2])], [np.array([1.0])], np.array([32])))
+        ResponseRows.from_rows([([1, 2], [1.0], 32)])
 
 
 rows_strategy = st.lists(

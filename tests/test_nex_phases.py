@@ -10,8 +10,10 @@ import pytest
 
 from nex_causal.cache import ResponseRows
 from nex_causal.errors import NexError
-from nex_causal.nex import clean_rows, novelty, phases, segment
-from nex_causal.nex.phases import detrend, enforce_min_run, hmm_explore, log_slope, robust_z
+from nex_causal.nex.novelty import clean_rows, novelty
+from nex_causal.nex.phases import detrend, enforce_min_run, fit_mixture, hmm_explore, log_slope, segment, viterbi
+
+phases = segment
 
 T, F = True, False
 
@@ -39,9 +41,10 @@ def test_detrend_falls_back_to_the_median_when_the_fit_fails():
 
 
 def test_robust_z_by_hand():
-    z, mad = robust_z(np.array([0.0, 1.0, 2.0, 3.0, 10.0]))  # median 2, |e - 2| = 2 1 0 1 8: MAD 1
-    assert mad == 1.0
-    np.testing.assert_allclose(z, np.array([-2.0, -1.0, 0.0, 1.0, 8.0]) / (1.0 + 1e-6))
+    out = phases(np.float32([0.5, 0.1, 2.0, 0.05, 0.9, 0.3, 0.2]))
+    e = out.residual - np.median(out.residual)
+    mad = np.median(np.abs(e))
+    np.testing.assert_array_equal(out.z, e / (mad + 1e-6))
 
 
 @pytest.mark.parametrize("labels, min_run, expected", [
@@ -64,11 +67,18 @@ def test_fewer_than_three_rows_are_all_exploit(n):
     assert np.isnan(out.z).all() and out.y.shape == (n,)
 
 
+@pytest.mark.parametrize("n, value", [(4, 0.0), (5, 0.25), (5, 1.0)])
+def test_a_mad_of_exactly_zero_uses_the_sign_of_the_residual(n, value):
+    out = phases(np.full(n, value, np.float32), min_run=1)  # constant slopes: MAD exactly 0 here
+    assert out.method == "sign"
+    assert out.explore.tolist() == (out.residual - np.median(out.residual) > 0).tolist()
+
+
 @pytest.mark.parametrize("y", [np.full(10, 0.4), 0.3 + 0.2 * np.log1p(np.arange(40))])
-def test_zero_mad_uses_the_sign_of_the_residual(y):
-    # the trend fits exactly: residuals are 0 up to rounding, so the sign rule labels no row E
-    # (rounding noise would otherwise reach the HMM as z-scores of +-1e-10)
-    out = phases(np.expm1(y), min_run=1)
+def test_mad_rounding_treats_an_exact_trend_as_constant(y):
+    # the trend fits exactly: residuals are 0 up to rounding; the reference (mad <= 0) may hand
+    # that noise to the HMM, the named alternative labels no row E
+    out = phases(np.expm1(y), min_run=1, mad_rounding=True)
     assert out.method == "sign" and not out.explore.any()
     assert np.abs(out.residual).max() < 1e-12
 
@@ -78,11 +88,15 @@ def test_non_finite_mad_uses_the_sign_rule_and_labels_nothing():
     assert out.method == "sign" and not out.explore.any()
 
 
-def test_mixture_failure_falls_back_to_positive_z():
-    slopes = np.array([0.1, 0.3, 0.2, np.inf, 0.25, 0.15, 0.2])  # inf z: the mixture refuses it
-    out = phases(slopes, min_run=1)
-    assert out.method == "fallback"
-    assert out.explore.tolist() == (out.z > 0).tolist()
+def test_the_mixture_refuses_non_finite_z_as_scikit_learn_does():
+    # segment() catches this and labels E = z > 0 (its "fallback"), as the reference does
+    from sklearn.mixture import GaussianMixture
+
+    z = np.array([0.1, -0.3, 0.2, np.inf, 0.25, -0.15]).reshape(-1, 1)
+    with pytest.raises(ValueError):
+        GaussianMixture(n_components=2, covariance_type="diag", random_state=0).fit(z)
+    with pytest.raises(ValueError):
+        fit_mixture(z)
 
 
 def planted_slopes():
@@ -99,13 +113,11 @@ def test_known_run_structure_is_recovered():
     expected = np.zeros(30, bool)
     expected[[0, 1, 2, 3, 14, 15, 16, 17]] = True
     assert out.explore.tolist() == expected.tolist()
-    assert out.explore.tolist() == segment(planted_slopes()).tolist()
 
 
 def test_planted_response_segments_into_its_bursts(nex_planted):
     rows, labels = nex_planted.response(np.random.default_rng(3), "ABBA")
-    rr = ResponseRows([k for k, _, _ in rows], [m for _, m, _ in rows], np.array([t for _, _, t in rows]))
-    assert segment(novelty(clean_rows(rr)).slopes).tolist() == labels.tolist()
+    assert segment(novelty(clean_rows(ResponseRows.from_rows(rows))).slopes).explore.tolist() == labels.tolist()
 
 
 def test_state_with_the_larger_mean_is_explore():
@@ -129,15 +141,48 @@ def test_same_input_same_labels_and_no_library_warnings():
         warnings.simplefilter("error")
         first = phases(s)
         phases(np.r_[np.zeros(6), 1.0, np.zeros(6)])  # degenerate mixture: one distinct outlier
-        phases(s, rho=1.0)
+        phases(s, rho=0.999)
     assert first.explore.tolist() == phases(s).explore.tolist()
     np.testing.assert_array_equal(first.z, phases(s).z)
 
 
 @pytest.mark.parametrize("rho, min_run, message", [
-    (1.5, 2, "rho must be a probability"), (-0.1, 2, "rho must be a probability"),
+    (1.5, 2, "rho must lie strictly between 0 and 1"), (-0.1, 2, "rho must lie strictly between 0 and 1"),
+    (1.0, 2, "rho must lie strictly between 0 and 1"), (0.0, 2, "rho must lie strictly between 0 and 1"),
     (0.95, 0, "min_run must be a positive integer"), (0.95, 1.5, "min_run must be a positive integer"),
 ])
 def test_bad_parameters(rho, min_run, message):
     with pytest.raises(NexError, match=message):
         phases(planted_slopes(), rho, min_run)
+
+
+def _library_fit(values: np.ndarray, rho: float) -> np.ndarray:
+    """The segmentation's step 6 through the libraries' public API, as the reference writes it."""
+    from hmmlearn.hmm import GaussianHMM
+    from sklearn.mixture import GaussianMixture
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mixture = GaussianMixture(n_components=2, covariance_type="diag", random_state=0, max_iter=50,
+                                  reg_covar=1e-6).fit(values)
+    hmm = GaussianHMM(n_components=2, covariance_type="diag", init_params="", params="")
+    hmm.startprob_, hmm.transmat_ = np.array([0.5, 0.5]), np.array([[rho, 1 - rho], [1 - rho, rho]])
+    hmm.means_ = mixture.means_
+    hmm.covars_ = np.clip(mixture.covariances_.reshape(-1), 1e-6, None).reshape(-1, 1)
+    return mixture.means_, mixture.covariances_, hmm.decode(values, algorithm="viterbi")[1]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_fast_mixture_and_viterbi_equal_the_libraries_public_api(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.choice([3, 4, 7, 30, 120, 300, 700]))
+    kind = seed % 4
+    z = (rng.normal(size=n) if kind == 0 else rng.exponential(size=n) if kind == 1
+         else np.round(rng.normal(size=n), 1) if kind == 2 else np.r_[np.zeros(n - 2), 5.0, -5.0])
+    values = z.reshape(-1, 1)
+    means, variances, states = _library_fit(values, 0.95)
+    fast_means, fast_variances = fit_mixture(values)
+    np.testing.assert_array_equal(fast_means, means)
+    np.testing.assert_array_equal(fast_variances, variances)
+    clipped = np.clip(fast_variances.reshape(-1), 1e-6, None).reshape(-1, 1)
+    np.testing.assert_array_equal(viterbi(values, fast_means, clipped, 0.95), states)

@@ -335,9 +335,9 @@ def test_nex_cross_picks_the_highest_good_mass_fraction(tmp_path):
 
 
 def test_nex_self_picks_the_argmax_of_self_calibrated_gmf(tmp_path):
-    from nex_causal.nex import learn_weights, score_cache
+    from nex_causal.nex import learn_weights, score_responses
 
     cache, correct = planted_nad_cache(tmp_path / "cache", n_prompts=8)
-    gmf = score_cache(cache, learn_weights(cache, progress=False), progress=False).reshape(correct.shape)
+    gmf = score_responses(cache, learn_weights(cache, progress=False), progress=False).reshape(correct.shape)
     expected = correct[np.arange(len(correct)), [argmax_pick(g) for g in gmf]].mean()
     assert select(Pool.from_cache(cache), ["nex-self"], n_boot=20).accuracy.item() == pytest.approx(expected)

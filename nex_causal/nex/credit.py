@@ -7,27 +7,37 @@ cycles of the response (progress), and how much the novelty slope drops after th
 that introduced them times the cycle's scale, to Eff (effective cycles) or Red (redundant
 ones); w_n = tanh(log((Eff + 1e-6) / (Red + 1e-6))) over the calibration set.
 
-Everything is numpy over a response's rows and entries; the only loop over responses is
-the per-response HMM fit, and the only loop inside a response is over its few cycles.
+The arithmetic is the reference release's, operation for operation, so that weights agree
+to the last bit: medians of float32 slopes, float32 row sums added up in float64, the
+median reuse share taken in float32 (so a response with one cycle credits it by the
+rounding residue of its share), float32 Eff/Red, and a key repeated inside a row credited
+once, with the mass of its last copy (the reference's fancy-index ``+=``).
+
+Learning spreads responses over worker processes (``workers``); each returns its
+responses' credit and the parent adds them into Eff/Red in response order, so the result
+does not depend on the number of workers.
 """
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from nex_causal.cache import KEY_SPACE, ResponseRows, SparseCache
 from nex_causal.errors import NexError
-from nex_causal.io import atomic_path
-from nex_causal.nex.novelty import Novelty, clean_rows, novelty
-from nex_causal.nex.phases import check_params, phases
+from nex_causal.nex.config import NexConfig
+from nex_causal.nex.novelty import Novelty, clean_rows, key_scratch, novelty
+from nex_causal.nex.phases import backends, segment
+from nex_causal.runlength import runs
 
 EPS = 1e-6
-WEIGHTS_NAME = "weights"  # the one array of a weights .npz file
+MIN_ROWS = 3  # a response with fewer usable rows adds no credit
+CHUNK = 32  # responses per task of a worker
 
 
 @dataclass(frozen=True)
@@ -50,71 +60,105 @@ class Cycle:
     scale: float
 
 
-def runs(explore: np.ndarray) -> list[tuple[int, int, int, int]]:
+def explore_exploit_runs(explore: np.ndarray) -> list[tuple[int, int, int, int]]:
     """(e_start, e_end, x_start, x_end) of every maximal E run followed by a maximal X run."""
-    explore = np.asarray(explore, bool)
-    bounds = np.flatnonzero(np.diff(explore.astype(np.int8))) + 1
-    starts, ends = np.r_[0, bounds], np.r_[bounds, len(explore)] - 1
-    return [(int(starts[i]), int(ends[i]), int(starts[i + 1]), int(ends[i + 1]))
-            for i in range(len(starts) - 1) if explore[starts[i]]]
-
-
-def reuse_share(nov: Novelty, e_start: int, e_end: int, x_start: int, x_end: int) -> float:
-    """r_c: the share of the X rows' mass on neurons introduced in the E run (NaN if that mass is 0)."""
-    span = nov.rows.span(x_start, x_end)
-    mass, first = nov.rows.mass[span], nov.first_row[span]
-    total = mass.sum()
-    return mass[(first >= e_start) & (first <= e_end)].sum() / (total + EPS) if total > 0 else np.nan
-
-
-def cycles(nov: Novelty, explore: np.ndarray) -> list[Cycle]:
-    """Strength, consolidation, reuse share, progress and credit kind of each cycle of a response."""
-    s = nov.slopes
     found = runs(explore)
-    if not found:
-        return []
-    overall = np.median(s)
-    measured = []
-    for e_start, e_end, x_start, x_end in found:
-        s_e, s_x = np.median(s[e_start:e_end + 1]), np.median(s[x_start:x_end + 1])
-        strength = float(s_e - overall)
-        consolidation = float(np.clip(1.0 - s_x / (s_e + EPS), 0.0, 1.0)) if s_e > 0 else 0.0
-        introduced = nov.introduced[nov.rows.span(e_start, e_end)].any()
-        share = reuse_share(nov, e_start, e_end, x_start, x_end) if strength > 0 and introduced else np.nan
-        measured.append((strength, consolidation, float(share)))
-    shares = np.array([share for _, _, share in measured])
-    defined = shares[np.isfinite(shares)]
-    centre = np.median(defined) if len(defined) else np.nan
-    return [Cycle(*run, strength, consolidation, share, float(share - centre),
-                  *classify(float(share - centre), consolidation))
-            for run, (strength, consolidation, share) in zip(found, measured)]
+    return [(a, b, c, d) for (is_e, a, b), (_, c, d) in zip(found, found[1:]) if is_e]
+
+
+def reuse_share(nov: Novelty, e_start: int, e_end: int, x_start: int, x_end: int,
+                totals: np.ndarray) -> float:
+    """r_c: the share of the X rows' mass on neurons the E run introduced (NaN if that mass is 0).
+
+    ``totals`` are the float32 mass sums of every row, as Python floats in a float64 array.
+    """
+    rows, add = nov.rows, np.add.reduce  # np.sum's own reduction, without its wrapper
+    span = rows.span(x_start, x_end)
+    first, mass = nov.first_row[span], rows.mass[span]
+    in_e = (first >= e_start) & (first <= e_end)
+    bounds = rows.row_ptr[x_start:x_end + 2] - rows.row_ptr[x_start]
+    reused = 0.0
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        reused += float(add(mass[a:b][in_e[a:b]]))
+    total = float(add(totals[x_start:x_end + 1]))
+    return reused / (total + EPS) if total > 0.0 else float("nan")
 
 
 def classify(progress: float, consolidation: float) -> tuple[str, float]:
     """(kind, scale) of a cycle: effective with Delta * kappa when Delta > 0 and kappa > 0,
     none when Delta is 0 or undefined, redundant with |Delta| otherwise."""
-    if not np.isfinite(progress) or progress == 0:
+    if not np.isfinite(progress) or progress == 0.0:
         return "none", 0.0
-    if progress > 0 and consolidation > 0:
-        return "effective", progress * consolidation
-    return "redundant", abs(progress)
+    effective = progress > 0.0 and consolidation > 0.0
+    scale = progress * consolidation if effective else abs(progress)
+    if not np.isfinite(scale) or scale <= 0.0:
+        return "none", 0.0
+    return ("effective" if effective else "redundant"), scale
 
 
-def credit(nov: Novelty, found: list[Cycle]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(keys, eff, red) per credited entry: neurons introduced in a crediting cycle's E run,
-    with m[j, n] * scale in the column of the cycle's kind."""
-    rows = nov.rows
-    keys, eff, red = [np.empty(0, np.uint32)], [np.empty(0)], [np.empty(0)]
+def cycles(nov: Novelty, explore: np.ndarray) -> list[Cycle]:
+    """Strength, consolidation, reuse share, progress and credit kind of each cycle of a response."""
+    s = nov.slopes
+    found = explore_exploit_runs(explore)
+    if not found:
+        return []
+    overall = float(np.median(s))
+    rows, add = nov.rows, np.add.reduce
+    totals = np.asarray([float(add(rows.mass[a:b])) for a, b in zip(rows.row_ptr[:-1], rows.row_ptr[1:])],
+                        np.float64)
+    measured = []
+    for e_start, e_end, x_start, x_end in found:
+        s_e, s_x = float(np.median(s[e_start:e_end + 1])), float(np.median(s[x_start:x_end + 1]))
+        strength = s_e - overall
+        consolidation = float(np.clip(1.0 - s_x / (s_e + EPS), 0.0, 1.0)) if s_e > 0.0 else 0.0
+        introduced = bool(nov.introduced[nov.rows.span(e_start, e_end)].any())
+        share = (reuse_share(nov, e_start, e_end, x_start, x_end, totals) if strength > 0.0 and introduced
+                 else float("nan"))
+        measured.append((strength, consolidation, share))
+    defined = np.asarray([m[2] for m in measured if np.isfinite(m[2])], dtype=np.float32)
+    centre = float(np.median(defined)) if defined.size else float("nan")
+    out = []
+    for run, (strength, consolidation, share) in zip(found, measured):
+        progress = share - centre
+        out.append(Cycle(*run, strength, consolidation, share, progress, *classify(progress, consolidation)))
+    return out
+
+
+@dataclass(frozen=True)
+class Credit:
+    """What one response adds to Eff or Red: distinct keys, float32 amounts, and which go to Eff."""
+
+    keys: np.ndarray
+    amount: np.ndarray
+    effective: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Credit:
+        return cls(np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, bool))
+
+    def add_to(self, eff: np.ndarray, red: np.ndarray) -> None:
+        """Add the amounts into the float32 accumulators (keys are distinct, so ``+=`` is exact)."""
+        eff[self.keys[self.effective]] += self.amount[self.effective]
+        red[self.keys[~self.effective]] += self.amount[~self.effective]
+
+
+def credit(nov: Novelty, found: list[Cycle]) -> Credit:
+    """Neurons introduced in a crediting cycle's E run, with m[j, n] * scale (float32)."""
+    rows, parts = nov.rows, []
     for c in found:
         if c.kind == "none":
             continue
         span = rows.span(c.e_start, c.e_end)
         new = nov.introduced[span]
-        amount = rows.mass[span][new] * c.scale
-        keys.append(rows.keys[span][new])
-        eff.append(amount if c.kind == "effective" else np.zeros_like(amount))
-        red.append(amount if c.kind == "redundant" else np.zeros_like(amount))
-    return np.concatenate(keys), np.concatenate(eff), np.concatenate(red)
+        keys, mass = rows.keys[span][new], rows.mass[span][new]
+        # a key repeated in its row is credited once, with its last copy's mass
+        scratch, order = key_scratch(), np.arange(len(keys), dtype=np.int32)
+        scratch[keys] = order
+        last = scratch[keys] == order
+        parts.append((keys[last], mass[last] * np.float32(c.scale), np.full(int(last.sum()), c.kind == "effective")))
+    if not parts:
+        return Credit.empty()
+    return Credit(*(np.concatenate(p) for p in zip(*parts)))
 
 
 @dataclass(frozen=True)
@@ -122,7 +166,8 @@ class ResponseTrace:
     """Every per-response result of NEX, for notebooks and figures.
 
     Arrays are per usable row (``source``: their raw row indices); ``explore`` is True for E
-    rows; ``credit_keys`` with ``eff``/``red`` is what the response adds to Eff and Red.
+    rows; ``credit`` is what the response adds to Eff and Red (empty when it has fewer
+    than 3 usable rows).
     """
 
     source: np.ndarray
@@ -133,29 +178,21 @@ class ResponseTrace:
     explore: np.ndarray
     method: str
     cycles: list[Cycle]
-    credit_keys: np.ndarray
-    eff: np.ndarray
-    red: np.ndarray
-
-    @property
-    def labels(self) -> np.ndarray:
-        """Alias of ``explore`` (True = E)."""
-        return self.explore
+    credit: Credit
 
 
-def analyze_response(rows: ResponseRows, rho: float = 0.95, min_run: int = 2) -> ResponseTrace:
+def analyze_response(rows: ResponseRows, config: NexConfig = NexConfig()) -> ResponseTrace:
     """Sections 1-4 on one response: clean, novelty, segmentation, cycles and credit."""
-    nov = novelty(clean_rows(rows))
-    seg = phases(nov.slopes, rho, min_run)
-    found = cycles(nov, seg.explore)
-    keys, eff, red = credit(nov, found)
+    nov = novelty(clean_rows(rows, positive_only=config.positive_only))
+    seg = segment(nov.slopes, config.rho, config.min_run, mad_rounding=config.mad_rounding)
+    found = cycles(nov, seg.explore) if nov.rows.n_rows >= MIN_ROWS else []
     return ResponseTrace(nov.rows.source, nov.rows.tokens, nov.slopes, seg.y, seg.z, seg.explore, seg.method,
-                         found, keys, eff, red)
+                         found, credit(nov, found))
 
 
 def neuron_weights(eff: np.ndarray, red: np.ndarray) -> np.ndarray:
-    """Section 5: w_n = tanh(log((Eff[n] + 1e-6) / (Red[n] + 1e-6))) as float32; 0 where uncredited."""
-    eff, red = np.asarray(eff, np.float64), np.asarray(red, np.float64)
+    """Section 5 in float32: w_n = tanh(log((Eff[n] + 1e-6) / (Red[n] + 1e-6))); 0 where uncredited."""
+    eff, red = np.asarray(eff, np.float32), np.asarray(red, np.float32)
     if eff.shape != red.shape or (eff < 0).any() or (red < 0).any():
         raise NexError("Eff and Red must be non-negative arrays of one shape")
     return np.tanh(np.log((eff + EPS) / (red + EPS))).astype(np.float32)
@@ -172,59 +209,73 @@ class Calibration:
     traces: list[ResponseTrace] | None
 
 
-def learn(cache: SparseCache, rho: float = 0.95, min_run: int = 2, max_responses: int = 0,
-          progress: bool = True, keep_traces: bool = False) -> Calibration:
-    """Accumulate Eff/Red over the first ``max_responses`` responses (0: all) and derive the weights."""
-    check_params(rho, min_run)
+_JOB: tuple[SparseCache, NexConfig, bool] | None = None  # what forked workers analyse
+
+
+def _analyze_chunk(start: int, stop: int) -> list[ResponseTrace | Credit]:
+    cache, config, keep = _JOB
+    traces = [analyze_response(cache.response_rows(r), config) for r in range(start, stop)]
+    return traces if keep else [t.credit for t in traces]
+
+
+def _one_thread() -> None:
+    """Worker set-up: one BLAS/OpenMP thread (the mixture fits are tiny; threads cost more than they save)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
+def default_workers() -> int:
+    """The CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def learn(cache: SparseCache, config: NexConfig = NexConfig(), *, max_responses: int = 0,
+          workers: int | None = None, progress: bool = True, keep_traces: bool = False) -> Calibration:
+    """Accumulate Eff/Red over the first ``max_responses`` responses (0: all) and derive the weights.
+
+    ``workers`` processes (default: every core) analyse chunks of responses; one worker, or
+    a cache too small to be worth a pool, runs in this process. The result is the same.
+    """
+    global _JOB
     if int(max_responses) != max_responses or max_responses < 0:
         raise NexError(f"max_responses must be a non-negative integer (0 = all), got {max_responses}")
     n = cache.n_responses if max_responses == 0 else min(int(max_responses), cache.n_responses)
-    eff, red = np.zeros(KEY_SPACE), np.zeros(KEY_SPACE)
-    traces = [] if keep_traces else None
-    # One BLAS/OpenMP thread: the per-response mixture fits are tiny, and thread start-up
-    # costs more than they do (3x slower with the default pool on a 2-core machine).
-    with threadpool_limits(limits=1):
-        for r in tqdm(range(n), desc="nex train", unit="resp", disable=not progress, mininterval=0.5):
-            trace = analyze_response(cache.response_rows(r), rho, min_run)
-            np.add.at(eff, trace.credit_keys, trace.eff)
-            np.add.at(red, trace.credit_keys, trace.red)
-            if traces is not None:
-                traces.append(trace)
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise NexError(f"workers must be at least 1, got {workers}")
+    chunks = [(a, min(a + CHUNK, n)) for a in range(0, n, CHUNK)]
+    eff, red = np.zeros(KEY_SPACE, np.float32), np.zeros(KEY_SPACE, np.float32)
+    traces: list[ResponseTrace] | None = [] if keep_traces else None
+    _JOB, limits = (cache, config, keep_traces), None
+    backends()  # loaded here, so that workers inherit them and the thread limits below apply to them
+    bar = tqdm(total=n, desc="nex train", unit="resp", disable=not progress, mininterval=0.5)
+    try:
+        if workers == 1 or len(chunks) < 2 * workers:
+            from threadpoolctl import threadpool_limits
+
+            pool, limits = None, threadpool_limits(limits=1)
+            results = (_analyze_chunk(a, b) for a, b in chunks)
+        else:
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"), initializer=_one_thread)
+            results = pool.map(_analyze_chunk, *zip(*chunks))
+        for part in results:
+            for item in part:
+                (item.credit if keep_traces else item).add_to(eff, red)
+                if traces is not None:
+                    traces.append(item)
+            bar.update(len(part))
+        if pool is not None:
+            pool.shutdown()
+    finally:
+        if limits is not None:
+            limits.restore_original_limits()
+        _JOB = None
+        bar.close()
     return Calibration(neuron_weights(eff, red), eff, red, n, traces)
 
 
-def learn_weights(cache: SparseCache, rho: float = 0.95, min_run: int = 2, max_responses: int = 0,
-                  progress: bool = True) -> np.ndarray:
+def learn_weights(cache: SparseCache, config: NexConfig = NexConfig(), *, max_responses: int = 0,
+                  workers: int | None = None, progress: bool = True) -> np.ndarray:
     """Neuron weights (float32, length 2**22, indexed by packed key) learned on ``cache``."""
-    return learn(cache, rho, min_run, max_responses, progress).weights
-
-
-def save_weights(path: str | os.PathLike, weights: np.ndarray) -> None:
-    """Write ``weights`` as the reference's ``.npz``: one float32 array named ``weights``."""
-    weights = check_weights(weights)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **{WEIGHTS_NAME: weights})
-
-
-def load_weights(path: str | os.PathLike) -> np.ndarray:
-    """Read and check a weights ``.npz`` (as written here or by the reference release)."""
-    try:
-        with np.load(path) as archive:
-            if WEIGHTS_NAME not in archive.files:
-                raise NexError(f"{path} has no array named '{WEIGHTS_NAME}' (it has {archive.files}); "
-                               "pass a file written by `nex-causal nex train`")
-            weights = archive[WEIGHTS_NAME]
-    except (OSError, ValueError) as err:
-        raise NexError(f"cannot read weights {path}: {err}; pass a .npz written by `nex-causal nex train`") from None
-    return check_weights(weights, str(path))
-
-
-def check_weights(weights: np.ndarray, name: str = "weights") -> np.ndarray:
-    """``weights`` as float32 after checking its shape (2**22) and that every value is finite."""
-    weights = np.asarray(weights)
-    if weights.shape != (KEY_SPACE,):
-        raise NexError(f"{name} has shape {weights.shape}, expected ({KEY_SPACE},): one weight per packed "
-                       "key (layer << 16) | unit")
-    if not np.isfinite(weights).all():
-        raise NexError(f"{name} holds non-finite values; re-learn them with `nex-causal nex train`")
-    return weights.astype(np.float32, copy=False)
+    return learn(cache, config, max_responses=max_responses, workers=workers, progress=progress).weights

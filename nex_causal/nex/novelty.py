@@ -1,10 +1,16 @@
-"""Cleaning rows and the novelty slope (NEX_METHOD sections 1-2).
+"""Cleaning rows and the novelty slope (NEX_METHOD sections 1-2), as the reference computes them.
 
-A row is cleaned before use: layer-255 keys are dropped, non-finite mass counts as 0 and
-negative mass is clipped to 0. Entries left with zero mass carry nothing into any later
-step, so cleaning drops them outright. A row with no entries left, or with no tokens, is
-skipped. Neuron n is introduced in the first usable row where it has positive mass; the
-novelty slope of row j is s_j = |I_j| / T_j, newly recruited neurons per token.
+A raw row is *usable* when it has entries and tokens, keeps an entry after its layer-255
+keys are dropped, holds no key beyond the 2**22 key space (such a row is dropped whole),
+and has positive total mass once non-finite mass is set to 0 and negative mass clipped to 0.
+Every entry of a usable row is kept, zero-mass ones included, in its original order, with
+float32 mass.
+
+Neuron n is introduced in the first usable row where it is retained (whatever its mass),
+and the novelty slope of row j is s_j = |I_j| / T_j in float32, where |I_j| counts a key
+repeated inside a row once per occurrence. ``positive_only`` is the named alternative that
+drops zero-mass entries first (the spec's "first row with positive mass"), so only neurons
+that carried mass are introduced.
 """
 
 from __future__ import annotations
@@ -18,24 +24,25 @@ from nex_causal.cache import KEY_SPACE, RESERVED_LAYER, ResponseRows
 from nex_causal.errors import NexError
 
 
-def usable_entries(keys: np.ndarray, mass: np.ndarray) -> np.ndarray:
-    """Mask of the entries that survive cleaning: not layer 255, finite positive mass."""
+def clean_mass(mass: np.ndarray) -> np.ndarray:
+    """float32 mass with non-finite values set to 0 and negative values clipped to 0."""
+    mass = np.asarray(mass, np.float32)
+    return np.clip(np.where(np.isfinite(mass), mass, 0.0), 0.0, None)
+
+
+def activated_keys(keys: np.ndarray, mass: np.ndarray) -> np.ndarray:
+    """The sorted distinct keys that carry positive finite mass, layer 255 left out (NAD's S_r)."""
     keys, mass = np.asarray(keys), np.asarray(mass)
-    return ((keys >> 16) != RESERVED_LAYER) & np.isfinite(mass) & (mass > 0)
-
-
-def clean_row(keys: np.ndarray, mass: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The cleaned entries (uint32 keys, float64 mass) of a row, or of any set of entries."""
-    keep = usable_entries(keys, mass)
-    return np.asarray(keys)[keep].astype(np.uint32), np.asarray(mass, np.float64)[keep]
+    keep = ((keys >> 16) != RESERVED_LAYER) & np.isfinite(mass) & (mass > 0)
+    return np.unique(keys[keep]).astype(np.uint32)
 
 
 @dataclass(frozen=True)
 class Rows:
     """The usable rows of one response, cleaned, as CSR arrays.
 
-    Row j holds ``keys[row_ptr[j]:row_ptr[j + 1]]`` with their mass over ``tokens[j]``
-    tokens; ``source[j]`` is its index among the response's raw rows.
+    Row j holds ``keys[row_ptr[j]:row_ptr[j + 1]]`` (int64) with their float32 ``mass``
+    over ``tokens[j]`` tokens; ``source[j]`` is its index among the response's raw rows.
     """
 
     keys: np.ndarray
@@ -54,30 +61,28 @@ class Rows:
 
     def span(self, first: int, last: int) -> slice:
         """The entries of rows ``first..last`` (inclusive)."""
-        return slice(self.row_ptr[first], self.row_ptr[last + 1])
+        return slice(int(self.row_ptr[first]), int(self.row_ptr[last + 1]))
 
 
-def clean_rows(rows: ResponseRows) -> Rows:
-    """Clean every row of a response and skip the rows left empty or without tokens."""
+def clean_rows(rows: ResponseRows, *, positive_only: bool = False) -> Rows:
+    """The usable rows of a response (see the module docstring), in order."""
     tokens = np.asarray(rows.tokens, np.int64)
-    if not len(rows.keys) == len(rows.mass) == len(tokens):
-        raise NexError(f"a response needs one key array, mass array and token count per row; got "
-                       f"{len(rows.keys)}, {len(rows.mass)} and {len(tokens)}")
-    sizes = [np.size(k) for k in rows.keys]
-    if sizes != [np.size(m) for m in rows.mass]:
-        raise NexError("every row needs as many mass values as keys")
-    keys = np.concatenate([np.ravel(k) for k in rows.keys]).astype(np.int64) if sizes else np.empty(0, np.int64)
-    mass = np.concatenate([np.ravel(m) for m in rows.mass]).astype(np.float64) if sizes else np.empty(0)
-    row = np.repeat(np.arange(len(tokens)), sizes)
-    keep = usable_entries(keys, mass)
-    counts = np.bincount(row[keep], minlength=len(tokens))
-    usable = (counts > 0) & (tokens > 0)
-    keep &= usable[row]
-    keys = keys[keep]
-    if keys.size and (keys.min() < 0 or keys.max() >= KEY_SPACE):
-        raise NexError(f"key {keys.max() if keys.max() >= KEY_SPACE else keys.min()} is outside the 2**22 "
-                       "key space; keys are packed (layer << 16) | unit with layer < 64 (255 is ignored)")
-    return Rows(keys.astype(np.uint32), mass[keep], np.concatenate([[0], np.cumsum(counts[usable])]),
+    sizes = np.diff(rows.row_ptr)
+    if len(sizes) != len(tokens) or rows.row_ptr[-1] != len(rows.keys) or len(rows.keys) != len(rows.mass):
+        raise NexError(f"a response needs a pointer per row ({len(sizes)}) and a token count per row "
+                       f"({len(tokens)}), over keys and mass of one length ({len(rows.keys)}, {len(rows.mass)})")
+    keys, mass = np.asarray(rows.keys).astype(np.int64), clean_mass(rows.mass)
+    n = len(tokens)
+    row = np.repeat(np.arange(n), sizes)
+    kept = (keys >> 16) != RESERVED_LAYER
+    beyond = np.bincount(row[kept & ((keys < 0) | (keys >= KEY_SPACE))], minlength=n) > 0
+    if positive_only:
+        kept &= mass > 0
+    usable = ((sizes > 0) & (tokens > 0) & (np.bincount(row[kept], minlength=n) > 0) & ~beyond
+              & (np.bincount(row[kept & (mass > 0)], minlength=n) > 0))
+    kept &= usable[row]
+    counts = np.bincount(row[kept], minlength=n)[usable]
+    return Rows(keys[kept], mass[kept], np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
                 tokens[usable], np.flatnonzero(usable))
 
 
@@ -85,8 +90,8 @@ def clean_rows(rows: ResponseRows) -> Rows:
 class Novelty:
     """Newly recruited neurons of each row of ``rows``.
 
-    ``first_row[e]``: the row where entry e's neuron is introduced (its first row with
-    positive mass); ``slopes[j]`` = s_j = |I_j| / T_j.
+    ``first_row[e]``: the row where entry e's neuron is introduced (its first usable row);
+    ``slopes[j]`` = s_j = |I_j| / T_j.
     """
 
     rows: Rows
@@ -99,15 +104,26 @@ class Novelty:
         return self.first_row == self.rows.row_of_entry
 
     def introduced_set(self, j: int) -> np.ndarray:
-        """I_j: the sorted keys introduced in row j."""
+        """I_j: the sorted distinct keys introduced in row j."""
         span = self.rows.span(j, j)
         return np.unique(self.rows.keys[span][self.introduced[span]])
 
 
+_SCRATCH: np.ndarray | None = None  # per-process scratch over the key space (16 MiB), written before read
+
+
+def key_scratch() -> np.ndarray:
+    """An int32 array over the key space, for one-pass lookups by key (contents undefined)."""
+    global _SCRATCH
+    if _SCRATCH is None:
+        _SCRATCH = np.empty(KEY_SPACE, np.int32)
+    return _SCRATCH
+
+
 def novelty(rows: Rows) -> Novelty:
     """First-introduction rows of every entry and the novelty slopes of ``rows``."""
-    # entries are in row order, so a neuron's first entry lies in the row that introduces it
-    _, first_entry, neuron = np.unique(rows.keys, return_index=True, return_inverse=True)
-    first = rows.row_of_entry[first_entry]
-    slopes = np.bincount(first, minlength=rows.n_rows) / rows.tokens
-    return Novelty(rows, first[neuron], slopes)
+    scratch, row = key_scratch(), rows.row_of_entry
+    scratch[rows.keys[::-1]] = row[::-1]  # written back to front: each key holds the row of its first entry
+    first = scratch[rows.keys]
+    counts = np.bincount(first[first == row], minlength=rows.n_rows)
+    return Novelty(rows, first, (counts / rows.tokens).astype(np.float32))
