@@ -15,7 +15,6 @@ skips finished shards. The final cache appears at ``<out>`` only when complete.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 from nex_causal.cache import SparseCache, SparseCacheWriter, concatenate
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path, versions, write_json
+from nex_causal.resume import CLAIM_FILE, claim, mismatch, read_stamp, stamp
 from nex_causal.sampling import Generation, encode_prompts, generate_batch, sequence_seed
 from nex_causal.sparsify import Sparsifier
 from nex_causal.tasks import TaskSet
@@ -154,14 +154,20 @@ def capture_batch(bridge, taskset: TaskSet, prompt_indices: range, config: Captu
     return out
 
 
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
+def partial_dir(out: Path) -> Path:
+    """Where an unfinished capture into ``out`` keeps its finished shards."""
+    return out.with_name(out.name + ".partial")
 
 
-def finished_config(out: str | Path) -> dict | None:
-    """The config of the finished capture at ``out``, or None when there is none."""
-    done = _read_json(Path(out) / CAPTURE_FILE)
-    return None if done is None else done.get("config")
+def discard_stale(config: CaptureConfig, out: str | Path) -> None:
+    """Delete a capture at ``out`` (finished or not) made with another config or other software versions."""
+    out = Path(out)
+    done = read_stamp(out / CAPTURE_FILE)
+    if done is not None and mismatch(done, config.content()) is not None:
+        shutil.rmtree(out)
+    partial = partial_dir(out)
+    if partial.exists() and mismatch(read_stamp(partial / CLAIM_FILE), config.content()) is not None:
+        shutil.rmtree(partial)
 
 
 def capture(config: CaptureConfig, out: str | Path, *, bridge=None, taskset: TaskSet | None = None,
@@ -176,11 +182,11 @@ def capture(config: CaptureConfig, out: str | Path, *, bridge=None, taskset: Tas
     if config.n_samples < 1 or config.window < 1 or config.batch_size < 1:
         raise NexError("n_samples, window and batch_size must all be at least 1")
     wanted = config.content()
-    done = finished_config(out)
+    done = read_stamp(out / CAPTURE_FILE)
     if done is not None:
-        if done != wanted:
-            raise NexError(f"{out} already holds a capture made with another config; "
-                           "choose another --out or delete it")
+        why = mismatch(done, wanted)
+        if why is not None:
+            raise NexError(f"{out} already holds a capture made with {why}; choose another --out or delete it")
         return SparseCache.open(out)
     if out.exists():
         raise NexError(f"{out} exists but is not a finished capture; choose another --out or delete it")
@@ -194,14 +200,10 @@ def capture(config: CaptureConfig, out: str | Path, *, bridge=None, taskset: Tas
         from nex_causal.models import load_bridge
         bridge = load_bridge(config.model, device=config.device, dtype=config.dtype)
 
-    partial = out.with_name(out.name + ".partial")
+    partial = partial_dir(out)
+    claim(partial, wanted, what="capture")
     shards = partial / "shards"
-    previous = _read_json(partial / "config.json")
-    if previous is not None and previous != wanted:
-        raise NexError(f"{partial} holds an unfinished capture with another config; "
-                       "rerun that command to finish it, or delete the directory")
-    shards.mkdir(parents=True, exist_ok=True)
-    write_json(partial / "config.json", wanted)
+    shards.mkdir(exist_ok=True)
 
     per_batch = max(1, config.batch_size // config.n_samples)
     batches = [range(i, min(i + per_batch, len(taskset))) for i in range(0, len(taskset), per_batch)]
@@ -225,7 +227,7 @@ def capture(config: CaptureConfig, out: str | Path, *, bridge=None, taskset: Tas
     with atomic_path(out, is_dir=True) as final:
         concatenate([shards / f"{i:06d}" for i in range(len(batches))], final)
         write_json(final / CAPTURE_FILE, {
-            "config": wanted, "n_layers": bridge.cfg.n_layers, "d_mlp": bridge.cfg.d_mlp,
+            **stamp(wanted), "n_layers": bridge.cfg.n_layers, "d_mlp": bridge.cfg.d_mlp,
             "n_prompts": len(taskset), "versions": versions(),
         })
     shutil.rmtree(partial)

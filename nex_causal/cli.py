@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from nex_causal import __version__
 from nex_causal.errors import NexError
 
+DEGENERATE = 3  # exit status of a run whose results are degenerate (report.degenerate_findings)
+
 
 def _add_nex(sub: argparse._SubParsersAction) -> None:
     """``nex train|score|run``: learn neuron weights and score a cache (NEX_METHOD 2-6)."""
@@ -140,13 +142,16 @@ def _add_zoo(sub: argparse._SubParsersAction) -> None:
         import shutil
         from pathlib import Path
 
-        from nex_causal.zoo.build import TRAINED, recipe_for, train_models
+        from nex_causal.zoo.build import TRAINED, recipe_for, record_accuracy, train_models
 
         for name in TRAINED:
             shutil.rmtree(Path(args.out) / name, ignore_errors=True)
-        metas = train_models(recipe_for(args.size, args.seed), args.out, progress=not args.quiet)
+        recipe = recipe_for(args.size, args.seed)
+        metas = train_models(recipe, args.out, progress=not args.quiet)
         for name, meta in metas.items():
-            print(f"{name}: {meta['train_seconds']} s, weights sha256 {meta['weights_sha256']}")
+            recorded = record_accuracy(Path(args.out) / name, recipe)["recorded_eval"]
+            print(f"{name}: {meta['train_seconds']} s, weights sha256 {meta['weights_sha256']}, "
+                  f"greedy accuracy {recorded['accuracy']:.3f} (recorded with the weights)")
 
     build_cmd.set_defaults(handler=do_build)
     list_cmd.set_defaults(handler=do_list)
@@ -361,11 +366,17 @@ def _add_workflow(sub: argparse._SubParsersAction) -> None:
     for p in (run, demo):
         p.add_argument("--run-dir", help="run directory (default runs/<experiment name>)")
 
-    def do_run(args: argparse.Namespace) -> None:
+    def do_run(args: argparse.Namespace) -> int:
+        import json
+
         from nex_causal.experiment import DEMO_CONFIG, run_experiment
 
         report = run_experiment(getattr(args, "config", DEMO_CONFIG), args.run_dir)
         print(f"report: {report.resolve()}")
+        warnings = json.loads((report.parent / "manifest.json").read_text()).get("warnings", [])
+        for warning in warnings:
+            print(f"warning: degenerate result: {warning}", file=sys.stderr)
+        return DEGENERATE if warnings else 0
 
     run.set_defaults(handler=do_run)
     demo.set_defaults(handler=do_run)
@@ -436,11 +447,28 @@ def _add_workflow(sub: argparse._SubParsersAction) -> None:
     score.set_defaults(handler=do_score)
 
 
+def _add_doctor(sub: argparse._SubParsersAction) -> None:
+    """``doctor``: the versions that determine results, the device, and the self-checks."""
+    p = sub.add_parser("doctor", help="check that this software stack computes right numbers",
+                       description="Print the versions that determine results and the device, then run the "
+                       "self-checks (verified transformers, KV cache, bridge = HF logits, NEX on the reference "
+                       "example); exit 0 only when all of them pass.")
+
+    def run(args: argparse.Namespace) -> int:
+        from nex_causal.doctor import doctor_report
+
+        text, ok = doctor_report()
+        print(text)
+        return 0 if ok else 1
+
+    p.set_defaults(handler=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nex-causal", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"nex-causal {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_nex, _add_zoo, _add_capture, _add_selection, _add_intervene, _add_workflow):
+    for add in (_add_doctor, _add_nex, _add_zoo, _add_capture, _add_selection, _add_intervene, _add_workflow):
         add(sub)
     return parser
 

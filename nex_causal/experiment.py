@@ -47,6 +47,8 @@ import pandas as pd
 from nex_causal.errors import NexError
 from nex_causal.io import read_mapping, versions, write_json, write_table
 from nex_causal.nex.config import NexConfig
+from nex_causal.report import degenerate_findings
+from nex_causal.stack import result_stack
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 STAGES = ("family", "capture", "nex", "selection", "ranking", "transfer", "ablation", "figures")
@@ -195,9 +197,10 @@ class Run:
     def __init__(self, config: ExperimentConfig, run_dir: str | Path, *, progress: bool = True):
         self.config, self.dir, self.progress = config, Path(run_dir), progress
         self.keys: dict[str, str] = {}
+        stack = result_stack()  # a result made under other versions is recomputed, never reused
         for stage in STAGES:
             deps = [self.keys[d] for d in DEPENDS[stage]]
-            self.keys[stage] = _digest({"stage": stage, "config": config.section(stage), "deps": deps})
+            self.keys[stage] = _digest({"stage": stage, "config": config.section(stage), "deps": deps, "stack": stack})
         self.log: list[dict] = []
 
     # paths
@@ -277,15 +280,15 @@ class Run:
             write_json(self.dir / "stages" / f"{stage}.json",
                        {"key": self.keys[stage], "seconds": seconds, "outputs": outputs})
             self.log.append({"stage": stage, "status": "ran", "seconds": seconds})
-        self._write_manifest(started, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        self._write_manifest(started, time.strftime("%Y-%m-%dT%H:%M:%S%z"), degenerate_findings(self.dir))
         return self.dir / "report.md"
 
-    def _write_manifest(self, started: str, finished: str | None) -> None:
+    def _write_manifest(self, started: str, finished: str | None, warnings: list[str] | None = None) -> None:
         c = self.config
         write_json(self.dir / "manifest.json", {
-            "config": dataclasses.asdict(c), "stage_keys": self.keys, "versions": versions(),
-            "seeds": {"zoo": c.zoo_seed, "capture": c.capture.seed},
-            "started": started, "finished": finished, "stages": self.log,
+            "config": dataclasses.asdict(c), "stage_keys": self.keys, "stack": result_stack(),
+            "versions": versions(), "seeds": {"zoo": c.zoo_seed, "capture": c.capture.seed},
+            "started": started, "finished": finished, "stages": self.log, "warnings": warnings or [],
         })
 
     def _family(self) -> dict:
@@ -301,19 +304,18 @@ class Run:
         return {"family_dir": str(family_dir)}
 
     def _capture(self) -> None:
-        from nex_causal.capture import CaptureConfig, capture, finished_config
+        from nex_causal.capture import CAPTURE_FILE, CaptureConfig, capture, discard_stale
         from nex_causal.models import load_bridge
+        from nex_causal.resume import mismatch, read_stamp
 
         c = self.config
         for variant in self.variants():
             config = CaptureConfig(model=variant, tasks=c.tasks, device=c.device, dtype=c.dtype,
                                    **dataclasses.asdict(c.capture))
             out = self.cache(variant)
-            done = finished_config(out)
-            if done == config.content():
+            if mismatch(read_stamp(out / CAPTURE_FILE), config.content()) is None:
                 continue
-            if done is not None:  # made by an earlier config of this experiment
-                shutil.rmtree(out)
+            discard_stale(config, out)  # made by an earlier config of this experiment, or other versions
             bridge = load_bridge(self.variant_path(variant), device=c.device, dtype=c.dtype)
             capture(config, out, bridge=bridge, progress=self.progress)
 
@@ -373,6 +375,7 @@ class Run:
 
     def _grid(self, experiment: str, section: GridSection) -> None:
         from nex_causal.intervene.transfer import GridConfig, run_grid
+        from nex_causal.resume import CLAIM_FILE, mismatch, read_stamp
 
         owner = section.donor if experiment == "transfer" else section.recipient
         fields = dataclasses.asdict(section)
@@ -380,12 +383,8 @@ class Run:
                             family=str(self.family_dir), seed=self.config.capture.seed, device=self.config.device,
                             dtype=self.config.dtype, **fields)
         out = self.dir / ("transfer" if experiment == "transfer" else "ablation")
-        stage = "transfer" if experiment == "transfer" else "ablation"
-        owner_file = self.dir / "stages" / f"{stage}.cells"  # the stage key the cells in ``out`` belong to
-        if out.exists() and (not owner_file.exists() or owner_file.read_text() != self.keys[stage]):
-            shutil.rmtree(out)  # cells of an earlier config or of other weights: never resumed
-        owner_file.parent.mkdir(parents=True, exist_ok=True)
-        owner_file.write_text(self.keys[stage])
+        if out.exists() and mismatch(read_stamp(out / CLAIM_FILE), config.content()) is not None:
+            shutil.rmtree(out)  # cells of an earlier config, other weights or other versions: never resumed
         table, summary = run_grid(config, out, progress=self.progress)
         name = "transfer" if experiment == "transfer" else "ablate"
         write_table(table, self.tables(name), config=fields)

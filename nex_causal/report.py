@@ -24,6 +24,46 @@ def _markdown(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, floatfmt=".3f")
 
 
+def degenerate_findings(run_dir: str | Path) -> list[str]:
+    """The results of a run that are degenerate rather than findings, one line each.
+
+    A family whose every variant scores 0, caches where not one sampled response is correct
+    (the oracle is 0), NEX weights without an effective or without a redundant neuron, and
+    transfer or ablation sets that came out empty: each makes the tables built on it
+    meaningless, whatever their numbers.
+    """
+    run_dir = Path(run_dir)
+    found = []
+    stamp = run_dir / "stages" / "family.json"
+    if stamp.exists():
+        family = Path(json.loads(stamp.read_text())["outputs"]["family_dir"]) / "family.csv"
+        if family.exists() and "accuracy" in (table := pd.read_csv(family)) and (table["accuracy"] == 0).all():
+            found.append(f"every variant of the family ({len(table)}) has accuracy 0: the stack computes "
+                         "garbage or the task is unsolved; run `nex-causal doctor`")
+    if (sel := _table(run_dir, "selection")) is not None:
+        oracle = sel[(sel["selector"] == "oracle") & (sel["status"] == "ok")]
+        zero = oracle[oracle["accuracy"] == 0]
+        if len(zero):
+            found.append(f"oracle accuracy is 0 on {len(zero)} of {len(oracle)} caches "
+                         f"({', '.join(map(str, zero['cache'][:4]))}{', ...' if len(zero) > 4 else ''}): no sampled "
+                         "response is correct, so no selector can be judged there")
+    if (nex := _table(run_dir, "nex")) is not None:
+        for column, kind in (("n_effective", "effective"), ("n_redundant", "redundant")):
+            none = nex.loc[nex[column] == 0, "variant"].astype(str).tolist()
+            if none:
+                found.append(f"NEX credited no {kind} neuron in {len(none)} of {len(nex)} variants "
+                             f"({', '.join(none[:4])}{', ...' if len(none) > 4 else ''}): their traces hold no "
+                             "crediting cycle (see `nex-causal inspect`)")
+    for name in ("transfer", "ablate"):
+        if (grid := _table(run_dir, name)) is not None:
+            empty = grid[grid["set_kind"].isin(["effective", "redundant"]) & (grid["set_size"] == 0)]
+            if len(empty):
+                cells = sorted({f"{r.set_kind} k={r.k}" for r in empty.itertuples()})
+                found.append(f"the {name} grid ran on empty neuron sets ({', '.join(cells)}): its gaps compare "
+                             "the untouched model with itself")
+    return found
+
+
 def headline_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
     """The report's tables, by section title, built from the run's result tables."""
     run_dir = Path(run_dir)
@@ -65,6 +105,9 @@ def write_report(run_dir: str | Path, figures: Sequence[Path] = (),
     manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").exists() else {}
     config = manifest.get("config", {})
     lines = [f"# nex_causal run: {config.get('name', run_dir.name)}", ""]
+    if warnings := degenerate_findings(run_dir):
+        lines += ["> **Warning: degenerate results.** These tables are not findings:", ">"]
+        lines += [f"> - {w}" for w in warnings] + [""]
     if config:
         lines += [f"Family `{config.get('family')}` (zoo seed {config.get('zoo_seed')}), tasks "
                   f"`{config.get('tasks')}`, capture `{json.dumps(config.get('capture'))}`, "

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from nex_causal.errors import NexError
+from nex_causal.models import forward_step
 
 TOP_K_CONFIDENCE = 20  # DeepConf's k (NEX_METHOD section 8)
 
@@ -138,8 +139,8 @@ def generate_batch(bridge, prompt_tokens: Sequence[torch.Tensor], *, max_new_tok
     out_active: list[torch.Tensor] = []
     with bridge.hooks(fwd_hooks=list(fwd_hooks)):
         for step in range(max_new_tokens):
-            logits = bridge(step_input, return_type="logits", attention_mask=mask,
-                            position_ids=step_position, past_key_values=cache, use_cache=True)[:, -1]
+            logits = forward_step(bridge, step_input, attention_mask=mask, position_ids=step_position,
+                                  cache=cache)[:, -1]
             sampled = sample_next(logits, temperature, top_p, generators)
             sampled = torch.where(active, sampled, torch.full_like(sampled, pad))
             out_tokens.append(sampled.cpu())

@@ -126,3 +126,39 @@ def test_shipped_configs_parse():
     for path in [DEMO_CONFIG, *configs]:
         assert load_config(path).name
     assert os.path.samefile(DEMO_CONFIG.parents[1] / "experiments" / "demo.yaml", DEMO_CONFIG)
+
+
+def test_degenerate_results_are_flagged_at_the_top_and_fail_the_command(finished, tmp_path, capsys):
+    # the tiny family is randomly initialised: not one sampled response is correct
+    run_dir, report = finished
+    warnings = json.loads((run_dir / "manifest.json").read_text())["warnings"]
+    assert any(w.startswith("oracle accuracy is 0 on 3 of 3 caches") for w in warnings)
+    text = report.read_text()
+    assert text.index("Warning: degenerate results") < text.index("## ")
+    import yaml
+
+    from nex_causal.cli import DEGENERATE, main
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(manifest["config"]))
+    assert main(["run", str(config_file), "--run-dir", str(run_dir)]) == DEGENERATE
+    assert "warning: degenerate result: oracle accuracy is 0" in capsys.readouterr().err
+
+
+def test_a_result_made_under_other_versions_is_recomputed(tiny_family_dir, tmp_path, monkeypatch):
+    import nex_causal.stack as stack
+
+    config = load_config(tiny_config(tiny_family_dir, selection=None, ranking=None, transfer=None, figures=False,
+                                     variants=["alpha", "beta"]))
+    run_dir = tmp_path / "run"
+    run_experiment(config, run_dir, progress=False)
+    run_experiment(config, run_dir, progress=False)
+    assert set(stage_log(run_dir).values()) == {"skipped (up to date)"}
+    real = stack.installed
+    monkeypatch.setattr(stack, "installed", lambda p: "9.9.9" if p == "torch" else real(p))
+    run_experiment(config, run_dir, progress=False)
+    assert set(stage_log(run_dir).values()) == {"ran"}
+    made = json.loads((run_dir / "caches" / "alpha" / "capture.json").read_text())["stack"]
+    assert made["torch"] == "9.9.9"
+    assert json.loads((run_dir / "manifest.json").read_text())["stack"]["torch"] == "9.9.9"

@@ -20,6 +20,7 @@ effective-minus-random and effective-minus-redundant gaps.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,7 @@ from nex_causal.intervene.patching import (
 )
 from nex_causal.intervene.transplant import Transplant
 from nex_causal.io import atomic_path, read_mapping, write_json, write_table
+from nex_causal.resume import claim
 from nex_causal.models import load_bridge
 from nex_causal.nex import load_weights
 from nex_causal.sampling import encode_prompts, generate, sequence_seed
@@ -49,7 +51,6 @@ from nex_causal.tasks import TaskSet, load_tasks
 
 EXPERIMENTS = {"transfer": ("transplant", "patch"), "ablate": ("zero", "mean")}
 DECODINGS = ("greedy", "sampled")
-CONFIG_FILE = "config.json"
 MEANS_FILE = "means.npy"
 RESUME_FREE = ("device", "batch_size", "n_boot")  # settings that do not change a cell's result
 
@@ -131,8 +132,12 @@ class GridConfig:
         return cls(**values)
 
     def content(self) -> dict:
-        """The fields a finished cell depends on (a resume must agree on them)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUME_FREE}
+        """What a finished cell depends on (a resume must agree on it): the fields that change a
+        result, and the content of the weights file (its path alone does not say which weights)."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUME_FREE}
+        weights = Path(self.weights)
+        return {**fields, "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()
+                if weights.is_file() else None}
 
 
 def command_config(experiment: str, config_file: str | None, options: Mapping
@@ -268,7 +273,7 @@ class Grid:
             neurons = NeuronSet.load(path)
             neurons.check_fits(n_layers, d_mlp)
             grid.append((f"user-{neurons.name}", len(neurons), 0, neurons))
-        self._claim()
+        claim(self.out, self.config.content(), what=f"{c.experiment} grid")
         for _, _, _, neurons in grid:
             if not (self.out / "sets" / f"{neurons.name}.csv").exists():
                 neurons.save(self.out / "sets" / f"{neurons.name}.csv")
@@ -288,17 +293,6 @@ class Grid:
         write_table(summary, self.out / "summary", config=dataclasses.asdict(c))
         return table, summary
 
-    def _claim(self) -> None:
-        """Record the config in ``out``, or check that a resumed run uses the same one."""
-        path = self.out / CONFIG_FILE
-        if path.exists():
-            if json.loads(path.read_text()) != json.loads(json.dumps(self.config.content())):
-                raise NexError(f"{self.out} holds a grid run with another config; rerun with that "
-                               "config to resume it, or choose another --out")
-        elif self.out.exists() and any(self.out.iterdir()):
-            raise NexError(f"{self.out} exists and holds no grid run: choose another --out")
-        else:
-            write_json(path, self.config.content())
 
 
 def _interval(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float]:

@@ -11,6 +11,13 @@ interrupted build resumes, and a finished one is reused at once (``manifest.json
 The trained models of the default recipe are committed under ``zoo/checkpoints/`` and
 copied, not retrained; ``retrain=True`` trains them from scratch and records in the
 manifest whether the weights match the committed ones bit for bit.
+
+Every key also holds the versions that change numbers (``stack.result_stack``), so a zoo
+built under other versions is re-merged and re-evaluated, not reused. Each committed
+checkpoint records the greedy accuracy it had when it was committed (``recorded_eval`` in
+its ``zoo.json``); a build whose evaluation of that checkpoint differs by more than
+``ACCURACY_TOLERANCE`` stops with a one-line error instead of writing a family table: the
+stack it runs on computes other numbers than the one that made the weights.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from tqdm.auto import tqdm
 
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path, write_json, write_table
+from nex_causal.stack import FIX, result_stack
 from nex_causal.zoo.family import BASE, EXPERTS, Merge, default_family, run_merge
 from nex_causal.zoo.recipe import TRAINING_VERSION, Recipe, digest, recipe_for
 from nex_causal.zoo.task import organism_tasks
@@ -37,6 +45,13 @@ CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 TRAINED = (BASE, *EXPERTS)
 FAMILY_FILE = "family.csv"
 META_FILE = "zoo.json"
+# Greedy decoding is deterministic given the logits; across CPUs and BLAS builds float32
+# logits of this size differ by ~1e-5, which flips a greedy choice only when the top two
+# logits are that close. On the committed checkpoints the closest pair over every step of
+# the 3 x 200 evaluation traces is 8.5e-5 apart, and at most 10 of 200 traces hold a step
+# closer than 1e-3, so the expected change is 0 answers; the tolerance lets 4 of 200 move
+# and still catches any broken stack (a KV cache that is ignored scores 0).
+ACCURACY_TOLERANCE = 0.02
 
 
 def weights_hash(model_dir: str | Path) -> str:
@@ -109,14 +124,18 @@ def train_models(recipe: Recipe, out: str | Path, *, progress: bool = True) -> d
     return metas
 
 
-def copy_committed(recipe: Recipe, out: Path) -> bool:
-    """Copy the committed checkpoints into ``out`` when they were trained with ``recipe``."""
-    if any(read_meta(CHECKPOINTS / name).get("key") != recipe.trained_key(name) for name in TRAINED):
+def copy_committed(recipe: Recipe, out: Path, source: Path = CHECKPOINTS) -> bool:
+    """Copy the committed checkpoints in ``source`` into ``out`` when they were trained with ``recipe``,
+    with the accuracy recorded beside them."""
+    if any(read_meta(source / name).get("key") != recipe.trained_key(name) for name in TRAINED):
         return False
     for name in TRAINED:
         if read_meta(out / name).get("key") != recipe.trained_key(name):
             with atomic_path(out / name, is_dir=True) as tmp:
-                shutil.copytree(CHECKPOINTS / name, tmp, dirs_exist_ok=True)
+                shutil.copytree(source / name, tmp, dirs_exist_ok=True)
+        meta, recorded = read_meta(out / name), read_meta(source / name).get("recorded_eval")
+        if meta.get("recorded_eval") != recorded:
+            write_json(out / name / META_FILE, {**meta, "recorded_eval": recorded})
     return True
 
 
@@ -132,11 +151,8 @@ def compare_with_committed(recipe: Recipe, metas: dict[str, dict]) -> dict[str, 
 # --- merges and accuracy --------------------------------------------------------------------
 
 def merge_key(merge: Merge, parents: dict[str, dict], seed: int) -> str:
-    from importlib.metadata import version
-
     return digest({"method": merge.method, "params": merge.params(), "seed": seed,
-                   "parents": [parents[p]["weights_sha256"] for p in merge.parents],
-                   "mergekit": version("mergekit")})
+                   "parents": [parents[p]["weights_sha256"] for p in merge.parents], "stack": result_stack()})
 
 
 def build_merge(merge: Merge, out: Path, parents: dict[str, dict], seed: int) -> dict:
@@ -171,12 +187,38 @@ def evaluate_variant(model_dir: Path, recipe: Recipe) -> dict[str, Any]:
 
 
 def ensure_evaluated(model_dir: Path, recipe: Recipe) -> dict:
-    """The variant's meta with its accuracy, evaluating only when the cached one is stale."""
+    """The variant's meta with its accuracy, evaluating only when the cached one is stale
+    (other weights, settings or software versions)."""
     meta = read_meta(model_dir)
-    key = digest({"weights": meta["weights_sha256"], **recipe.eval_settings()})
+    stack = result_stack()
+    key = digest({"weights": meta["weights_sha256"], **recipe.eval_settings(), "stack": stack})
     if meta.get("eval", {}).get("key") != key:
-        meta["eval"] = {"key": key, **recipe.eval_settings(), **evaluate_variant(model_dir, recipe)}
+        meta["eval"] = {"key": key, **recipe.eval_settings(), **evaluate_variant(model_dir, recipe), "stack": stack}
         write_json(model_dir / META_FILE, meta)
+    check_recorded_accuracy(meta)
+    return meta
+
+
+def check_recorded_accuracy(meta: dict) -> None:
+    """One-line NexError when a checkpoint's accuracy here differs from the one recorded with its weights."""
+    recorded, measured = meta.get("recorded_eval"), meta["eval"]
+    settings = ("tasks", "task_seed", "greedy", "max_new_tokens")
+    if not recorded or any(recorded.get(k) != measured.get(k) for k in settings):
+        return
+    if abs(measured["accuracy"] - recorded["accuracy"]) > ACCURACY_TOLERANCE:
+        made = recorded.get("stack", {})
+        raise NexError(f"zoo checkpoint {meta['name']} scores greedy accuracy {measured['accuracy']:.3f} here but "
+                       f"{recorded['accuracy']:.3f} when its weights were committed (transformers "
+                       f"{made.get('transformers')}, torch {made.get('torch')}; here transformers "
+                       f"{result_stack()['transformers']}, torch {result_stack()['torch']}): this stack computes "
+                       f"other numbers; run `nex-causal doctor`. Fix: {FIX}")
+
+
+def record_accuracy(model_dir: Path, recipe: Recipe) -> dict:
+    """Evaluate a trained checkpoint and record the result in its ``zoo.json`` as ``recorded_eval``."""
+    meta = ensure_evaluated(model_dir, recipe)
+    meta["recorded_eval"] = {k: v for k, v in meta["eval"].items() if k != "key"}
+    write_json(model_dir / META_FILE, meta)
     return meta
 
 
@@ -195,16 +237,16 @@ def family_table(metas: list[dict]) -> pd.DataFrame:
 # --- the whole build --------------------------------------------------------------------------
 
 def zoo_key(seed: int = 0, size: str = "full") -> str:
-    """Content key of a zoo: its recipe, the training code version and the merge family."""
+    """Content key of a zoo: its recipe, the training code version, the merge family and the stack."""
     return digest({"recipe": asdict(recipe_for(size, seed)), "version": TRAINING_VERSION,
-                   "family": [asdict(m) for m in default_family()]})
+                   "family": [asdict(m) for m in default_family()], "stack": result_stack()})
 
 
 def build(out: str | Path | None = None, *, seed: int = 0, size: str = "full",
-          retrain: bool = False, progress: bool = True) -> Path:
+          retrain: bool = False, progress: bool = True, checkpoints: Path = CHECKPOINTS) -> Path:
     """Build (or reuse) the zoo in ``out`` and return that directory.
 
-    Trained models come from the committed checkpoints when the recipe matches, else they
+    Trained models come from the committed ``checkpoints`` when the recipe matches, else they
     are trained here (minutes); ``retrain`` always trains and records in ``manifest.json``
     whether the result matches the committed weights.
     """
@@ -223,7 +265,7 @@ def build(out: str | Path | None = None, *, seed: int = 0, size: str = "full",
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     retrain_report = None
-    if retrain or not copy_committed(recipe, out):
+    if retrain or not copy_committed(recipe, out, checkpoints):
         if retrain:
             for name in TRAINED:
                 shutil.rmtree(out / name, ignore_errors=True)
@@ -231,6 +273,8 @@ def build(out: str | Path | None = None, *, seed: int = 0, size: str = "full",
         retrain_report = compare_with_committed(recipe, trained) if retrain else None
     metas = {name: read_meta(out / name) for name in TRAINED}
     with deterministic_cpu(recipe.threads):
+        for name in tqdm(TRAINED, desc="checking checkpoints", unit="model", disable=not progress):
+            metas[name] = ensure_evaluated(out / name, recipe)  # a stack that computes garbage stops here
         for merge in tqdm(family, desc="merging", unit="variant", disable=not progress):
             metas[merge.name] = build_merge(merge, out, metas, seed)
         for name in tqdm(names, desc="evaluating", unit="variant", disable=not progress):

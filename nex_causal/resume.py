@@ -1,0 +1,73 @@
+"""Resumable work: a directory made for one config, filled with parts that are written atomically.
+
+Capture shards, grid cells and experiment stages all follow it:
+
+- ``claim(directory, config)`` records in ``directory/claim.json`` the config that determines
+  the result and the software versions that change numbers (``stack.result_stack``), or
+  checks that an existing claim is the same; a directory claimed for another config, or
+  made under other versions, is refused with one line naming the difference;
+- each finished part is written with ``io.atomic_path``, so a part that exists is complete
+  and a rerun skips it;
+- ``mismatch(recorded, config)`` says why a finished result (its recorded stamp) is not the
+  current one, so that it is recomputed rather than reused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nex_causal.errors import NexError
+from nex_causal.io import write_json
+from nex_causal.stack import result_stack
+
+CLAIM_FILE = "claim.json"
+
+
+def _plain(config: Any) -> Any:
+    """``config`` as it reads back from JSON (tuples become lists), for comparison."""
+    return json.loads(json.dumps(config, sort_keys=True, default=str))
+
+
+def stamp(config: Any) -> dict[str, Any]:
+    """What a finished result records: its config and the versions that made it."""
+    return {"config": _plain(config), "stack": result_stack()}
+
+
+def mismatch(recorded: Mapping[str, Any] | None, config: Any) -> str | None:
+    """Why ``recorded`` (a ``stamp``) is not a result of ``config`` under this stack; None when it is."""
+    if recorded is None:
+        return "nothing recorded"
+    if recorded.get("config") != _plain(config):
+        return "another config"
+    here = result_stack()
+    made = recorded.get("stack") or {}
+    changed = [f"{name} {made.get(name)} (now {version})" for name, version in here.items()
+               if made.get(name) != version]
+    return f"other software versions: {', '.join(changed)}" if changed else None
+
+
+def read_stamp(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when there is no such file."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def claim(directory: str | Path, config: Any, *, what: str) -> None:
+    """Claim ``directory`` for ``config`` (creating it), or check that its claim is the same.
+
+    ``what`` names the work in the error ("capture", "transfer grid", ...).
+    """
+    directory = Path(directory)
+    path = directory / CLAIM_FILE
+    if path.is_file():
+        why = mismatch(read_stamp(path), config)
+        if why is not None:
+            raise NexError(f"{directory} holds an unfinished {what} made with {why}; rerun the command that "
+                           "made it to finish it, or delete the directory")
+        return
+    if directory.exists() and any(directory.iterdir()):
+        raise NexError(f"{directory} exists and holds no {what}: choose another directory or delete it")
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(path, stamp(config))
