@@ -26,7 +26,9 @@ from scipy import stats as sps
 
 from nex_causal.cache import SparseCacheWriter
 from nex_causal.ranking import agreement
-from nex_causal.selectors import SELECTORS, Pool, jaccard_distances, select
+from nex_causal.pool import Pool
+from nex_causal.selectors import SELECTORS, SelectionConfig, select
+from nex_causal.selectors.neurons import jaccard_distances
 
 
 def best_of(repeats: int, fn) -> float:
@@ -107,7 +109,7 @@ def main() -> None:
             if name == "nex-cross":
                 continue  # needs weights from elsewhere
             fresh = Pool.from_cache(pool.cache)  # no features cached from the previous selector
-            rows.append({"selector": name, "seconds": best_of(1, lambda: select(fresh, [name], n_boot=1000))})
+            rows.append({"selector": name, "seconds": best_of(1, lambda: select(fresh, SelectionConfig(selectors=[name], n_boot=1000)))})
         print(f"select on {args.prompts} prompts x {args.n} responses x 8 rows x ~300 keys, 1000 resamples "
               "(each selector from a fresh pool, so shared features are counted every time):")
         print(pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.3f}"))

@@ -13,7 +13,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from nex_causal.zoo.build import CHECKPOINTS, TRAINED, build, load_family, read_meta
+from nex_causal.variants import load_family
+from nex_causal.zoo.build import CHECKPOINTS, TRAINED, build, read_meta
 from nex_causal.zoo.recipe import recipe_for
 from nex_causal.zoo.train import deterministic_cpu, init_model, train_stage
 

@@ -17,16 +17,17 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from nex_causal.cache import SparseCache, SparseCacheWriter, concatenate
+from nex_causal.cache import SparseCache, SparseCacheWriter, concatenate, pack_keys
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path, versions, write_json
+from nex_causal.geometry import mlp_hook
 from nex_causal.resume import CLAIM_FILE, claim, mismatch, read_stamp, stamp
 from nex_causal.sampling import Generation, encode_prompts, generate_batch, sequence_seed
 from nex_causal.sparsify import Sparsifier
@@ -39,19 +40,20 @@ CAPTURE_FILE = "capture.json"
 class CaptureConfig:
     """Everything that determines a cache's content (and so whether a resume is valid)."""
 
-    model: str
-    tasks: str
-    n_samples: int = 4
-    max_new_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.95
-    seed: int = 0
-    batch_size: int = 16
-    sparsifier: str = "topk:500"
-    window: int = 32
-    chat: bool = False
-    device: str = "cpu"
-    dtype: str = "float32"
+    model: str = field(metadata={"help": "zoo variant name, smollm2-135m, a local HF directory, or a cached HF id"})
+    tasks: str = field(metadata={"help": "task spec: organism:200, rg:<dataset>:100, or a .jsonl file"})
+    n_samples: int = field(default=4, metadata={"help": "responses per prompt"})
+    max_new_tokens: int = field(default=256, metadata={"help": "tokens generated per response at most"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (0: greedy)"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus mass"})
+    seed: int = field(default=0, metadata={"help": "sampling seed (each sequence draws from its own generator)"})
+    batch_size: int = field(default=16, metadata={"help": "sequences per forward pass"})
+    sparsifier: str = field(default="topk:500", metadata={
+        "help": "which neurons enter a row: topk:K | layer-topk:K | threshold:T | mui:K"})
+    window: int = field(default=32, metadata={"help": "generated tokens per cache row"})
+    chat: bool = field(default=False, metadata={"help": "wrap prompts in the tokenizer's chat template"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    dtype: str = field(default="float32", metadata={"help": "float32 or bfloat16"})
 
     def content(self) -> dict:
         """The fields that change the cache (device/dtype do not on CPU; they are kept anyway)."""
@@ -92,7 +94,7 @@ class ActivationRecorder:
         self.n_layers, self.d_mlp = bridge.cfg.n_layers, bridge.cfg.d_mlp
         self.buffer: list[torch.Tensor | None] = [None] * self.n_layers
         self.windows = [WindowAccumulator(window) for _ in range(batch)]
-        if sparsifier.kind == "mui":
+        if sparsifier.needs_contributions:
             self.w_out = bridge.W_out.detach()  # [L, D, d_model]
             self.w_u = bridge.W_U.detach()  # [d_model, V]
 
@@ -102,17 +104,17 @@ class ActivationRecorder:
                 self.buffer[layer] = act[:, -1]
                 return act
             return hook
-        return [(f"blocks.{layer}.mlp.hook_post", keep(layer)) for layer in range(self.n_layers)]
+        return [(mlp_hook(layer), keep(layer)) for layer in range(self.n_layers)]
 
     def on_step(self, step: int, sampled: torch.Tensor, active: torch.Tensor) -> None:
         acts = torch.stack(self.buffer, dim=1).float()  # [B, L, D]
         contribution = None
-        if self.sparsifier.kind == "mui":
+        if self.sparsifier.needs_contributions:
             direction = torch.einsum("ldm,mb->bld", self.w_out.float(), self.w_u[:, sampled].float())
             contribution = acts * direction
         rows, flat, score = self.sparsifier.select(acts, contribution)
         rows, flat, score = rows.cpu().numpy(), flat.cpu().numpy(), score.cpu().numpy()
-        keys = ((flat // self.d_mlp) << 16 | (flat % self.d_mlp)).astype(np.uint32)
+        keys = pack_keys(flat // self.d_mlp, flat % self.d_mlp)
         order = np.argsort(rows, kind="stable")
         bounds = np.searchsorted(rows[order], np.arange(len(self.windows) + 1))
         for b in np.flatnonzero(active.cpu().numpy()):

@@ -56,6 +56,11 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def nex_home() -> Path:
+    """The toolkit's cache directory: ``$NEX_CAUSAL_HOME``, default ``~/.cache/nex_causal``."""
+    return Path(os.environ.get("NEX_CAUSAL_HOME") or Path.home() / ".cache" / "nex_causal").expanduser()
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:

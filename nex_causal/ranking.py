@@ -34,6 +34,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -42,11 +43,11 @@ from tqdm.auto import tqdm
 
 from nex_causal.cache import SparseCache
 from nex_causal.errors import NexError
-from nex_causal.selectors import Pool, trace_mean
+from nex_causal.pool import Pool, trace_mean
+from nex_causal.registry import Registry
 from nex_causal.stats import QuadraticFit, bootstrap, quadratic_fit, rank_correlations
 
 CAPTURE_FILE = "capture.json"  # written by nex_causal.capture beside the cache arrays
-FAMILY_FILE = "family.csv"
 METRICS = ("spearman", "kendall", "top1", "regret")
 
 
@@ -95,17 +96,32 @@ def per_prompt_mean(pool: Pool, values: np.ndarray) -> Ratio:
 
 @dataclass(frozen=True)
 class RankingConfig:
-    """How model-level scores are computed (see the module docstring)."""
+    """Which model-level scores rank the family, against which accuracy, and the statistics' knobs."""
 
+    scores: list[str] | None = field(default=None, metadata={"help": "scores to compute (default: all)"})
+    accuracy: Literal["cache", "family"] = field(default="cache", metadata={
+        "help": "cache: each cache's sampled accuracy; family: the family table's (greedy) accuracy"})
+    n_bins: int = field(default=10, metadata={"help": "proxy bins of the inverted-U"})
+    n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples of prompts"})
+    level: float = field(default=0.95, metadata={"help": "confidence level of the intervals"})
+    seed: int = field(default=0, metadata={"help": "bootstrap seed"})
+    n_neurons: int | None = field(default=None, metadata={
+        "help": "MLP neurons (n_layers * d_mlp) for MUI (default: from each cache's capture.json)"})
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a score may read besides the pool: the settings and NEX weights learned elsewhere."""
+
+    config: RankingConfig = RankingConfig()
     weights: np.ndarray | None = None  # NEX weights for every variant; None = self-calibrated
-    n_neurons: int | None = None  # MLP neurons of the architecture; None = from capture.json
     progress: bool = False  # progress bars while NEX learns and scores
 
 
-def n_neurons_of(pool: Pool, config: RankingConfig) -> int:
+def n_neurons_of(pool: Pool, context: Context) -> int:
     """n_layers * d_mlp: given in the config, else read from the capture's ``capture.json``."""
-    if config.n_neurons is not None:
-        return config.n_neurons
+    if context.config.n_neurons is not None:
+        return context.config.n_neurons
     info = pool.cache.path / CAPTURE_FILE if pool.cache is not None else None
     if info is None or not info.is_file():
         raise NexError("the number of MLP neurons is unknown (no capture.json); pass --n-neurons "
@@ -114,41 +130,56 @@ def n_neurons_of(pool: Pool, config: RankingConfig) -> int:
     return int(meta["n_layers"]) * int(meta["d_mlp"])
 
 
-def _nex(pool: Pool, config: RankingConfig) -> Ratio:
+@dataclass(frozen=True)
+class Score:
+    """A model-level score: the direction in which it is claimed to track accuracy, and how to compute it."""
+
+    direction: int
+    compute: Callable[[Pool, Context], ModelScore]
+
+
+SCORES: Registry[Score] = Registry("score")
+
+
+def score(name: str, direction: int) -> Callable[[Callable[[Pool, Context], ModelScore]], Score]:
+    """Register the decorated function as the score ``name`` with its claimed ``direction``."""
+    return lambda compute: SCORES.add(name, Score(direction, compute))
+
+
+@score("nex", +1)
+def _nex(pool: Pool, context: Context) -> Ratio:
     from nex_causal.nex import learn_weights, score_responses
 
     cache = pool.require_cache()
-    weights = learn_weights(cache, progress=config.progress) if config.weights is None else config.weights
-    return per_prompt_mean(pool, score_responses(cache, weights, progress=config.progress))
+    weights = learn_weights(cache, progress=context.progress) if context.weights is None else context.weights
+    return per_prompt_mean(pool, score_responses(cache, weights, progress=context.progress))
 
 
-def _mui(pool: Pool, config: RankingConfig) -> Coverage:
+def _token_mean(column: str) -> Callable[[Pool, Context], Ratio]:
+    return lambda pool, context: per_prompt_mean(pool, pool.per_response(trace_mean, column))
+
+
+SCORES.add("entropy", Score(-1, _token_mean("token_entropy")))
+SCORES.add("self-certainty", Score(+1, _token_mean("token_kl_uniform")))
+
+
+@score("mui", -1)
+def _mui(pool: Pool, context: Context) -> Coverage:
     sets = [np.unique(np.concatenate([pool.key_sets[r] for r in g])) for g in pool.groups]
     keys, columns = np.unique(np.concatenate(sets), return_inverse=True)
     rows = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
     member = sparse.csr_matrix((np.ones(len(columns), np.int64), (rows, columns)), shape=(len(sets), len(keys)))
-    return Coverage(member, n_neurons_of(pool, config))
+    return Coverage(member, n_neurons_of(pool, context))
 
 
-def _perplexity(pool: Pool, config: RankingConfig) -> Ratio:
+SCORES.add("activated", Score(-1, lambda pool, context: per_prompt_mean(pool, [len(s) for s in pool.key_sets])))
+
+
+@score("perplexity", -1)
+def _perplexity(pool: Pool, context: Context) -> Ratio:
     logprob = pool.token_column("token_logprob")
     return Ratio(np.array([-sum(logprob[r].sum() for r in g) for g in pool.groups]),
                  np.array([sum(len(logprob[r]) for r in g) for g in pool.groups], dtype=np.float64), np.exp)
-
-
-def _token_mean(column: str) -> Callable[[Pool, RankingConfig], Ratio]:
-    return lambda pool, config: per_prompt_mean(pool, pool.per_response(trace_mean, column))
-
-
-# name -> (direction in which the score is expected to track accuracy, how to compute it)
-SCORES: dict[str, tuple[int, Callable[[Pool, RankingConfig], ModelScore]]] = {
-    "nex": (+1, _nex),
-    "entropy": (-1, _token_mean("token_entropy")),
-    "self-certainty": (+1, _token_mean("token_kl_uniform")),
-    "mui": (-1, _mui),
-    "activated": (-1, lambda pool, config: per_prompt_mean(pool, [len(s) for s in pool.key_sets])),
-    "perplexity": (-1, _perplexity),
-}
 
 
 def agreement(scores: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
@@ -186,18 +217,17 @@ def common_prompts(pools: Mapping[str, Pool]) -> tuple[np.ndarray, list[str]]:
     return common.to_numpy(), notes
 
 
-def rank(pools: Mapping[str, Pool], *, accuracy: Mapping[str, float] | None = None,
-         config: RankingConfig = RankingConfig(), scores: Sequence[str] | None = None, n_boot: int = 1000,
-         level: float = 0.95, seed: int = 0, progress: bool = False) -> Ranking:
+def rank(pools: Mapping[str, Pool], config: RankingConfig = RankingConfig(), *,
+         accuracy: Mapping[str, float] | None = None, weights: np.ndarray | None = None,
+         progress: bool = False) -> Ranking:
     """Score every variant (``pools``: name -> its cache's pool) and measure agreement with accuracy.
 
     ``accuracy`` (name -> accuracy, e.g. the family table's) replaces the caches' mean
-    ``correct``. A score that cannot be computed for some variant is reported as skipped.
+    ``correct``; ``weights`` replace each variant's self-calibrated NEX weights. A score that
+    cannot be computed for some variant is reported as skipped.
     """
-    names = list(SCORES) if scores is None else list(scores)
-    unknown = sorted(set(names) - set(SCORES))
-    if unknown:
-        raise NexError(f"unknown score(s) {', '.join(unknown)}; choose from {', '.join(SCORES)}")
+    names = SCORES.check(config.scores if config.scores is not None else SCORES)
+    context = Context(config, weights, progress)
     if len(pools) < 2:
         raise NexError(f"ranking needs at least two variants, got {len(pools)}")
     prompts, notes = common_prompts(pools)
@@ -219,9 +249,9 @@ def rank(pools: Mapping[str, Pool], *, accuracy: Mapping[str, float] | None = No
 
     computed, rows = {}, []
     for name in tqdm(names, desc="scores", disable=not progress):
-        direction, make = SCORES[name]
+        direction = SCORES[name].direction
         try:
-            computed[name] = [make(pool, config).subset(index[v]) for v, pool in pools.items()]
+            computed[name] = [SCORES[name].compute(pool, context).subset(index[v]) for v, pool in pools.items()]
         except NexError as err:
             rows.append({"score": name, "direction": direction, "status": f"skipped: {err}"})
             continue
@@ -229,14 +259,14 @@ def rank(pools: Mapping[str, Pool], *, accuracy: Mapping[str, float] | None = No
 
     def statistic(counts: np.ndarray) -> np.ndarray:
         a = acc(counts)
-        return np.stack([agreement(SCORES[n][0] * np.column_stack([s(counts) for s in computed[n]]), a)
+        return np.stack([agreement(SCORES[n].direction * np.column_stack([s(counts) for s in computed[n]]), a)
                          for n in computed], axis=1).reshape(len(counts), -1)
 
     table = pd.DataFrame(rows)
     for metric in METRICS:
         table[[metric, f"{metric}_low", f"{metric}_high"]] = np.nan
     if computed:
-        ci = bootstrap(statistic, len(prompts), n_boot=n_boot, level=level, seed=seed)
+        ci = bootstrap(statistic, len(prompts), n_boot=config.n_boot, level=config.level, seed=config.seed)
         at = table.score.isin(list(computed)).to_numpy()
         for j, metric in enumerate(METRICS):
             for suffix, values in (("", ci.estimate), ("_low", ci.low), ("_high", ci.high)):
@@ -252,18 +282,6 @@ def rank(pools: Mapping[str, Pool], *, accuracy: Mapping[str, float] | None = No
 
 
 # --- inputs: a family table and one cache per variant --------------------------------------
-
-def load_family(path: str | Path) -> pd.DataFrame:
-    """The zoo's family table: ``path`` is ``family.csv`` or the directory holding it."""
-    path = Path(path)
-    file = path / FAMILY_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise NexError(f"no family table at {file}; pass the zoo's family directory or its {FAMILY_FILE}")
-    family = pd.read_csv(file)
-    if "name" not in family:
-        raise NexError(f"{file} has no `name` column; it must list one variant per row")
-    return family
-
 
 def family_pools(family: pd.DataFrame, caches: str | Path) -> tuple[dict[str, Pool], list[str]]:
     """The pool of every variant with a cache at ``caches/<name>/``; notes name those without."""
@@ -353,23 +371,30 @@ def inverted_u_table(curves: Mapping[str, InvertedU | str]) -> tuple[pd.DataFram
     return pd.DataFrame(rows), bins
 
 
-def ranking_tables(family: pd.DataFrame, caches: Sequence[str | Path], *,
-                   accuracy: Mapping[str, float] | None = None, config: RankingConfig = RankingConfig(),
-                   scores: Sequence[str] | None = None, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                   n_bins: int = 10, progress: bool = False) -> tuple[dict[str, pd.DataFrame], list[str]]:
+def family_accuracy(family: pd.DataFrame) -> dict[str, float]:
+    """The family table's accuracy of each variant (``RankingConfig.accuracy == "family"``)."""
+    if "accuracy" not in family:
+        raise NexError("the family table has no accuracy column; rank against the caches' accuracy "
+                       "(accuracy: cache)")
+    return dict(zip(family["name"].astype(str), family["accuracy"]))
+
+
+def ranking_tables(family: pd.DataFrame, caches: Sequence[str | Path], config: RankingConfig = RankingConfig(), *,
+                   weights: np.ndarray | None = None, progress: bool = False
+                   ) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Ranking and inverted-U tables for each directory of per-variant caches, and the notes.
 
     Tables: ``ranking`` (agreement per score), ``ranking_scores`` (per variant),
     ``inverted_u`` (fit per level) and ``inverted_u_bins``; each has a ``caches`` column.
     """
+    accuracy = family_accuracy(family) if config.accuracy == "family" else None
     out: dict[str, list[pd.DataFrame]] = {"ranking": [], "ranking_scores": [], "inverted_u": [],
                                           "inverted_u_bins": []}
     notes: list[str] = []
     for directory in caches:
         pools, missing = family_pools(family, directory)
-        result = rank(pools, accuracy=accuracy, config=config, scores=scores, n_boot=n_boot, level=level,
-                      seed=seed, progress=progress)
-        summary, bins = inverted_u_table(exploration_curves(pools, variant_accuracy=accuracy, n_bins=n_bins))
+        result = rank(pools, config, accuracy=accuracy, weights=weights, progress=progress)
+        summary, bins = inverted_u_table(exploration_curves(pools, variant_accuracy=accuracy, n_bins=config.n_bins))
         for key, table in zip(out, (result.table, result.variants, summary, bins)):
             out[key].append(table.assign(caches=str(directory)))
         notes += [*missing, *result.notes]

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from importlib import metadata
 
-from nex_causal import __version__
 from nex_causal.errors import NexError
 
 # package -> (lowest verified, first unverified); the same bound as pyproject.toml
@@ -69,6 +69,20 @@ def check_transformers() -> None:
                    f"pip install 'transformers>={low},<{high}' or {FIX}")
 
 
+@contextlib.contextmanager
+def unverified_allowed() -> Iterator[None]:
+    """Inside the block, an unverified transformers is not refused (the self-checks still run)."""
+    before = os.environ.get(ALLOW_UNVERIFIED)
+    os.environ[ALLOW_UNVERIFIED] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[ALLOW_UNVERIFIED]
+        else:
+            os.environ[ALLOW_UNVERIFIED] = before
+
+
 def result_stack() -> dict[str, str | None]:
     """The versions that change numbers (``RESULT_PACKAGES``) and this toolkit's own."""
-    return {"nex-causal": __version__, **{p: installed(p) for p in RESULT_PACKAGES}}
+    return {"nex-causal": installed("nex-causal"), **{p: installed(p) for p in RESULT_PACKAGES}}

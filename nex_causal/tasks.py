@@ -4,13 +4,13 @@ A ``TaskSet`` is a list of ``Problem`` s plus the two functions that make answer
 checkable without a person: ``extract`` pulls the final answer out of a response and
 ``check`` says whether a response answers a problem correctly.
 
-Three families, chosen by ``load_tasks(spec)``:
+Families of task sets are registered in ``TASK_FAMILIES`` and chosen by ``load_tasks(spec)``:
 
-- ``organism:N`` / ``organism-<skill>:N``: the model organism's own task (``nex_causal.zoo.task``);
 - ``rg:<dataset>:N``: procedural problems from ``reasoning-gym``, scored by its own
   ``score_answer`` (full credit counts as correct);
 - ``path.jsonl``: user problems in the usual math formats (GSM8K ``#### N``, MATH
-  ``\\boxed{...}``), compared after answer normalisation.
+  ``\\boxed{...}``), compared after answer normalisation;
+- ``organism:N`` and the like: the model organisms' own tasks, which the zoo registers.
 
 Prompts of the last two ask for a final ``Answer: X`` line; ``final_answer`` also accepts
 ``\\boxed{X}``, ``<answer>X</answer>``, ``#### X`` and "the answer is X", whichever comes last.
@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from nex_causal.errors import NexError
+from nex_causal.registry import Registry
 
 ANSWER_INSTRUCTION = 'Think step by step, then give your final answer on the last line as "Answer: <answer>".'
 QUESTION_FIELDS = ("question", "problem", "prompt")
@@ -57,9 +58,6 @@ class TaskSet:
 
     def prompts(self) -> list[str]:
         return [p.prompt for p in self.problems]
-
-    def subset(self, indices: Sequence[int]) -> "TaskSet":
-        return TaskSet(self.name, [self.problems[i] for i in indices], self.extract, self.check)
 
 
 def with_instruction(question: str) -> str:
@@ -266,22 +264,34 @@ def reasoning_gym_tasks(dataset: str, n: int, seed: int = 0) -> TaskSet:
     return TaskSet(f"rg:{dataset}", problems, final_answer, check)
 
 
-SPEC_FORMS = '"organism:N", "organism-<skill>:N", "rg:<dataset>:N" or a path ending in .jsonl'
+@dataclass(frozen=True)
+class TaskFamily:
+    """A family of task sets named by a spec: ``pattern`` (matched against the whole spec),
+    ``load(match, seed)`` building the TaskSet, and ``form``, how the spec is written."""
+
+    pattern: re.Pattern
+    load: Callable[[re.Match, int], TaskSet]
+    form: str
+
+
+TASK_FAMILIES: Registry[TaskFamily] = Registry("task family")
+TASK_FAMILIES.add("reasoning-gym", TaskFamily(re.compile(r"rg:([\w-]+):(\d+)"),
+                                               lambda m, seed: reasoning_gym_tasks(m[1], int(m[2]), seed=seed),
+                                               '"rg:<dataset>:N"'))
 
 
 def load_tasks(spec: str, *, seed: int = 0) -> TaskSet:
-    """The task set named by ``spec`` (one of ``SPEC_FORMS``), the same for the same seed."""
+    """The task set named by ``spec`` (a registered family's form, or a .jsonl path), the same for the same seed."""
     spec = str(spec)
     if spec.endswith(".jsonl"):
         tasks = load_jsonl(spec)
-    elif m := re.fullmatch(r"organism(?:-(\w+))?:(\d+)", spec):
-        from nex_causal.zoo.task import organism_tasks
-
-        tasks = organism_tasks(int(m[2]), seed=seed, skill=m[1] or "mixed")
-    elif m := re.fullmatch(r"rg:([\w-]+):(\d+)", spec):
-        tasks = reasoning_gym_tasks(m[1], int(m[2]), seed=seed)
     else:
-        raise NexError(f"unknown task spec {spec!r}: use {SPEC_FORMS}")
+        found = [(f, m) for f in TASK_FAMILIES.values() if (m := f.pattern.fullmatch(spec))]
+        if not found:
+            forms = ", ".join(f.form for f in TASK_FAMILIES.values())
+            raise NexError(f"unknown task spec {spec!r}: use {forms} or a path ending in .jsonl")
+        family, match = found[0]
+        tasks = family.load(match, seed)
     if len(tasks) == 0:
         raise NexError(f"task spec {spec!r} gives no problems: ask for at least one")
     return tasks

@@ -35,7 +35,7 @@ def offline_rows(bridge, prompt, generated, sparsifier, window):
     acts = torch.stack([cache[f"blocks.{l}.mlp.hook_post"][0, start:start + n_gen]
                         for l in range(bridge.cfg.n_layers)], dim=1)  # [G, L, D]
     contribution = None
-    if sparsifier.kind == "mui":
+    if sparsifier.needs_contributions:
         direction = torch.stack([bridge.W_out[l] @ bridge.W_U[:, torch.as_tensor(generated)]
                                  for l in range(bridge.cfg.n_layers)], dim=0)  # [L, D, G]
         contribution = acts * direction.permute(2, 0, 1)

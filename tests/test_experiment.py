@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 
@@ -5,7 +6,8 @@ import pandas as pd
 import pytest
 
 from nex_causal.errors import NexError
-from nex_causal.experiment import DEMO_CONFIG, Run, load_config, run_experiment
+from nex_causal.experiment import DEMO_CONFIG, load_config, run_experiment
+from nex_causal.stages import STAGES
 
 
 def tiny_config(family_dir, **overrides) -> dict:
@@ -92,10 +94,10 @@ def test_a_killed_run_resumes(tiny_family_dir, tmp_path, monkeypatch):
     run_dir = tmp_path / "killed"
     config = load_config(tiny_config(tiny_family_dir, transfer=None, ranking=None))
 
-    def killed(self):
+    def killed(run):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Run, "_selection", killed)
+    monkeypatch.setitem(STAGES._items, "selection", dataclasses.replace(STAGES["selection"], run=killed))
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config, run_dir, progress=False)
     assert (run_dir / "stages" / "nex.json").exists() and not (run_dir / "stages" / "selection.json").exists()

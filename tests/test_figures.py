@@ -11,6 +11,8 @@ import pytest
 from matplotlib.image import imread
 
 from nex_causal import figures as F
+from nex_causal.figures.selection import REFERENCE_SELECTORS
+from nex_causal.nex.tables import trace_table, weights_table
 from nex_causal.cache import ResponseRows
 from nex_causal.cli import main
 from nex_causal.errors import NexError
@@ -107,7 +109,7 @@ def test_trace_table_of_an_analysed_response_lines_up_with_its_cycles():
     keys.insert(5, np.empty(0, np.uint32))  # an empty row: skipped by the method, a gap in `row`
     mass.insert(5, np.empty(0, np.float32))
     trace = analyze_response(ResponseRows.from_rows(list(zip(keys, mass, [4] * len(keys)))))
-    table = F.trace_table(trace)
+    table = trace_table(trace)
     assert table["row"].tolist() == [j for j in range(17) if j != 5]
     assert "".join("E" if e else "X" for e in table["explore"]) == pattern
     for i, c in enumerate(trace.cycles):
@@ -198,7 +200,7 @@ def test_best_of_n_orders_selectors_and_draws_intervals_and_baselines(tmp_path):
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["medoid", "entropy", "nex-self"]
     assert legend_texts(ax) == ["random", "avg@n", "oracle"]
-    assert sorted(line.get_xdata()[0] for line in ax.lines if line.get_label() in F.REFERENCE_SELECTORS) == \
+    assert sorted(line.get_xdata()[0] for line in ax.lines if line.get_label() in REFERENCE_SELECTORS) == \
         [0.50, 0.51, 0.80]
     bars = [seg for coll in ax.collections for seg in coll.get_segments()]
     assert sorted((round(s[0][0], 6), round(s[1][0], 6)) for s in bars) == [(0.5, 0.61), (0.52, 0.64), (0.55, 0.7)]
@@ -267,7 +269,7 @@ def test_weights_table_lists_the_credited_neurons_of_a_weight_vector():
 
     weights = np.zeros(KEY_SPACE, np.float32)
     weights[pack_keys([0, 0, 2, 63], [1, 700, 5, 65535])] = [0.5, -0.25, 0.75, -1.0]
-    table = F.weights_table(weights)
+    table = weights_table(weights)
     assert table.values.tolist() == [[1, 0, 1, 0.5], [700, 0, 700, -0.25], [(2 << 16) | 5, 2, 5, 0.75],
                                      [(63 << 16) | 65535, 63, 65535, -1.0]]
     heights = [p.get_height() for p in F.plot_neuron_weights(table).axes[0].patches]

@@ -15,9 +15,10 @@ import torch
 from conftest import CHARS, save_char_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import nex_causal.zoo
+import nex_causal.variants
 from nex_causal.errors import NexError
-from nex_causal.models import MLPGeometry, load_bridge, resolve_model
+from nex_causal.geometry import MLPGeometry, mlp_hook
+from nex_causal.models import load_bridge, resolve_model
 
 TOKENS = torch.tensor([[1, 5, 9, 14, 3, 22, 40, 7, 11]])
 
@@ -130,8 +131,8 @@ def test_bfloat16_bridge_is_close_to_float32(tiny_qwen3_dir):
 def test_zoo_variant_names_resolve_before_directories(tiny_qwen3_dir, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "organism-v1").mkdir()  # a same-named directory in the working dir loses
-    monkeypatch.setattr(nex_causal.zoo, "find_variant",
-                        lambda name: tiny_qwen3_dir if name == "organism-v1" else None, raising=False)
+    monkeypatch.setattr(nex_causal.variants, "RESOLVERS",
+                        [lambda name: tiny_qwen3_dir if name == "organism-v1" else None])
     assert resolve_model("organism-v1") == tiny_qwen3_dir
 
 
@@ -192,7 +193,7 @@ def test_geometry_describes_both_mlp_styles(tiny_qwen3_dir, tiny_gpt2_dir):
         2, 64, 128, True, ("gate", "in", "out"))
     assert (gpt2.n_layers, gpt2.d_model, gpt2.d_mlp, gpt2.gated, gpt2.keys) == (
         2, 32, 128, False, ("in", "out", "in_bias"))
-    assert qwen.activation_hook(1) == "blocks.1.mlp.hook_post"
+    assert mlp_hook(1) == "blocks.1.mlp.hook_post"
 
 
 def test_neuron_weights_match_the_hf_modules(tiny_qwen3_dir, tiny_gpt2_dir):
@@ -225,7 +226,7 @@ def test_neuron_weights_explain_the_mlp_forward_pass(model_dir):
             expected = act(x @ w["gate"].T) * (x @ w["in"].T)
         else:
             expected = act(x @ w["in"].T + w["in_bias"])
-        post = cache[geometry.activation_hook(layer)][0]
+        post = cache[mlp_hook(layer)][0]
         torch.testing.assert_close(post, expected, rtol=1e-5, atol=1e-6)
         out_bias = bridge.blocks[layer].mlp.out.original_component.bias
         output = post @ w["out"] + (0 if out_bias is None else out_bias)

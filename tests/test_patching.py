@@ -11,7 +11,8 @@ from nex_causal.intervene.neuron_sets import NeuronSet
 from nex_causal.intervene.patching import (
     DonorPatch, MeanAblation, Scaling, ZeroAblation, activation_means, intervened,
 )
-from nex_causal.models import MLPGeometry, load_bridge
+from nex_causal.geometry import MLPGeometry
+from nex_causal.models import load_bridge
 from nex_causal.sampling import encode_prompts, generate_batch
 
 PROMPTS = ["p=11 a=3 b=4 c=5 d=7 e=2|x0:4", "p=7 a=2|"]

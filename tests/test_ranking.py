@@ -6,9 +6,9 @@ import pytest
 
 from nex_causal.cache import SparseCacheWriter
 from nex_causal.errors import NexError
-from nex_causal.ranking import (RankingConfig, agreement, exploration_curves, family_pools, inverted_u,
-                                load_family, rank)
-from nex_causal.selectors import Pool
+from nex_causal.pool import Pool
+from nex_causal.ranking import RankingConfig, agreement, exploration_curves, family_pools, inverted_u, rank
+from nex_causal.variants import load_family
 
 ACCURACY = {"v0": 0.15, "v1": 0.35, "v2": 0.55, "v3": 0.75, "v4": 0.9}
 N_PROMPTS, N_SAMPLES, N_LAYERS, D_MLP = 24, 4, 2, 3000
@@ -63,7 +63,7 @@ def test_agreement_on_a_hand_worked_family():
 def test_rank_a_score_equal_to_accuracy_agrees_perfectly(family):
     pools, notes = family_pools(load_family(family), family / "caches")
     assert notes == [f"v5: no cache at {family / 'caches' / 'v5'}; left out"]
-    out = rank(pools, scores=["self-certainty"], n_boot=200)
+    out = rank(pools, RankingConfig(scores=["self-certainty"], n_boot=200))
     row = out.table.set_index("score").loc["self-certainty"]
     # per-variant self-certainty = mean of 0/1 correct = the cache's accuracy, in every resample
     assert out.variants["self-certainty"].to_numpy() == pytest.approx(out.variants.accuracy.to_numpy())
@@ -74,7 +74,7 @@ def test_rank_a_score_equal_to_accuracy_agrees_perfectly(family):
 
 def test_rank_recovers_planted_orderings_with_honest_intervals(family):
     pools, _ = family_pools(load_family(family), family / "caches")
-    out = rank(pools, scores=["entropy", "activated", "perplexity", "mui"], n_boot=300, seed=1)
+    out = rank(pools, RankingConfig(scores=["entropy", "activated", "perplexity", "mui"], n_boot=300, seed=1))
     table = out.table.set_index("score")
     assert (table.status == "ok").all()
     assert (table.direction == -1).all()
@@ -93,13 +93,13 @@ def test_rank_against_the_family_accuracy_column(family):
     table = load_family(family)
     pools, _ = family_pools(table, family / "caches")
     reversed_acc = dict(zip(ACCURACY, reversed(ACCURACY.values())))
-    out = rank(pools, accuracy=reversed_acc, scores=["self-certainty"], n_boot=100)
+    out = rank(pools, RankingConfig(scores=["self-certainty"], n_boot=100), accuracy=reversed_acc)
     row = out.table.iloc[0]
     assert row.spearman == pytest.approx(-1.0)
     assert row.regret == pytest.approx(0.9 - 0.15)  # picks v4, whose given accuracy is 0.15
     assert out.variants.accuracy.tolist() == list(reversed_acc.values())
     with pytest.raises(NexError, match="no accuracy for v4"):
-        rank(pools, accuracy={k: v for k, v in ACCURACY.items() if k != "v4"}, scores=["entropy"])
+        rank(pools, RankingConfig(scores=["entropy"]), accuracy={k: v for k, v in ACCURACY.items() if k != "v4"})
 
 
 def test_rank_nex_is_the_mean_gmf_of_self_calibrated_weights(family):
@@ -107,7 +107,7 @@ def test_rank_nex_is_the_mean_gmf_of_self_calibrated_weights(family):
 
     pools, _ = family_pools(load_family(family), family / "caches")
     pools = {k: pools[k] for k in ("v0", "v4")}
-    out = rank(pools, scores=["nex"], n_boot=50)
+    out = rank(pools, RankingConfig(scores=["nex"], n_boot=50))
     assert out.table.status.item() == "ok"
     for name, pool in pools.items():
         expected = score_cache(pool.cache, learn_weights(pool.cache, progress=False), progress=False)
@@ -117,12 +117,12 @@ def test_rank_nex_is_the_mean_gmf_of_self_calibrated_weights(family):
 def test_rank_reports_scores_that_cannot_run(family):
     pools, _ = family_pools(load_family(family), family / "caches")
     bare = {name: Pool(pool.responses.drop(columns=["token_kl_uniform"])) for name, pool in pools.items()}
-    out = rank(bare, scores=["self-certainty", "activated", "entropy"], n_boot=50).table.set_index("score")
+    out = rank(bare, RankingConfig(scores=["self-certainty", "activated", "entropy"], n_boot=50)).table.set_index("score")
     assert out.loc["entropy", "status"] == "ok"
     assert "token_kl_uniform" in out.loc["self-certainty", "status"]
     assert "cache" in out.loc["activated", "status"]
     assert np.isnan(out.loc["activated", "spearman"])
-    out = rank(bare, scores=["mui"], config=RankingConfig(n_neurons=100), n_boot=10).table
+    out = rank(bare, RankingConfig(scores=["mui"], n_neurons=100, n_boot=10)).table
     assert out.status.item().startswith("skipped")
 
 
@@ -130,7 +130,7 @@ def test_rank_uses_only_prompts_every_variant_answered(family):
     pools, _ = family_pools(load_family(family), family / "caches")
     first = pools["v0"].responses
     pools["v0"] = Pool(first[first.prompt_id != "q3"].reset_index(drop=True))
-    out = rank(pools, scores=["entropy"], n_boot=20)
+    out = rank(pools, RankingConfig(scores=["entropy"], n_boot=20))
     assert out.table.n_prompts.item() == N_PROMPTS - 1
     assert out.notes == [f"{v}: 1 prompts not shared by every variant were left out" for v in list(ACCURACY)[1:]]
 
@@ -140,7 +140,7 @@ def test_rank_needs_two_variants_and_known_scores(family):
     with pytest.raises(NexError, match="two variants"):
         rank({"v0": pools["v0"]})
     with pytest.raises(NexError, match="unknown score"):
-        rank(pools, scores=["vibes"])
+        rank(pools, RankingConfig(scores=["vibes"]))
 
 
 def test_load_family_errors_name_the_fix(tmp_path):

@@ -3,10 +3,20 @@ import pandas as pd
 import pytest
 
 from nex_causal.errors import NexError
-from nex_causal.selectors import (Pool, SelectionConfig, argmax_pick, bottom_group_confidence,
-                                  clean_key_set, consensus_min, dbscan_medoid, group_confidences,
-                                  jaccard_distances, knn_medoid, lowest_group_confidence,
-                                  majority_vote, medoid, min_act, select, tail_confidence)
+from nex_causal.nex.novelty import activated_keys as clean_key_set
+from nex_causal.pool import Pool
+from nex_causal.selectors import SelectionConfig, select
+from nex_causal.selectors.answers import majority_vote
+from nex_causal.selectors.base import argmax_pick
+from nex_causal.selectors.confidence import (bottom_group_confidence, group_confidences, lowest_group_confidence,
+                                             tail_confidence)
+from nex_causal.selectors.neurons import consensus_min, dbscan_medoid, jaccard_distances, knn_medoid, medoid, min_act
+
+
+def run(pool, names, **config):
+    """``select`` with the selectors ``names`` and the other settings of ``config``."""
+    weights = config.pop("weights", None)
+    return select(pool, SelectionConfig(selectors=list(names), **config), weights=weights)
 
 
 def line_distances(positions):
@@ -109,7 +119,7 @@ def test_self_certainty_of_a_uniform_distribution_is_zero():
     scores = pool.per_response(np.mean, "token_kl_uniform")
     assert scores[0] == pytest.approx(0.0, abs=1e-6)
     assert scores[1] > 1.0
-    assert select(pool, ["self-certainty"]).accuracy.item() == 1.0
+    assert run(pool, ["self-certainty"]).accuracy.item() == 1.0
 
 
 # --- majority vote -----------------------------------------------------------------------
@@ -153,7 +163,7 @@ def planted_table(n_prompts=40, n=4, seed=0):
 
 def test_select_recovers_a_planted_signal_and_the_reference_rows():
     responses, correct = planted_table()
-    out = select(Pool(responses), ["entropy", "logprob", "majority-vote", "random", "avg@n", "oracle"],
+    out = run(Pool(responses), ["entropy", "logprob", "majority-vote", "random", "avg@n", "oracle"],
                  n_boot=200).set_index("selector")
     oracle = correct.any(axis=1).mean()
     assert out.loc["entropy", "accuracy"] == pytest.approx(oracle)  # the correct one is always picked
@@ -177,7 +187,7 @@ def test_select_recovers_a_planted_signal_and_the_reference_rows():
 def test_select_reports_selectors_that_cannot_run():
     responses, _ = planted_table(n_prompts=5)
     responses["answer"] = None
-    out = select(Pool(responses), ["majority-vote", "nad-medoid", "nex-cross", "self-certainty", "entropy"],
+    out = run(Pool(responses), ["majority-vote", "nad-medoid", "nex-cross", "self-certainty", "entropy"],
                  n_boot=50).set_index("selector")
     assert out.loc["entropy", "status"] == "ok"
     for name, reason in [("majority-vote", "answers"), ("nad-medoid", "cache"), ("nex-cross", "weights"),
@@ -189,10 +199,10 @@ def test_select_reports_selectors_that_cannot_run():
 def test_select_is_deterministic_and_rejects_unknown_names():
     responses, _ = planted_table(n_prompts=10)
     pool = Pool(responses)
-    first = select(pool, ["random", "entropy"], n_boot=100, seed=3)
-    pd.testing.assert_frame_equal(first, select(Pool(responses), ["random", "entropy"], n_boot=100, seed=3))
+    first = run(pool, ["random", "entropy"], n_boot=100, seed=3)
+    pd.testing.assert_frame_equal(first, run(Pool(responses), ["random", "entropy"], n_boot=100, seed=3))
     with pytest.raises(NexError, match="unknown selector"):
-        select(pool, ["best-guess"])
+        run(pool, ["best-guess"])
 
 
 def test_pool_groups_by_prompt_in_first_seen_order_and_needs_labels():
@@ -203,18 +213,17 @@ def test_pool_groups_by_prompt_in_first_seen_order_and_needs_labels():
     assert [g.tolist() for g in pool.groups] == [[0, 2], [1]]
     responses = table([[True, None]])
     with pytest.raises(NexError, match="correct"):
-        select(Pool(responses), ["avg@n"])
+        run(Pool(responses), ["avg@n"])
 
 
 def test_selection_config_windows_change_the_deepconf_pick():
     # response 0 is confident except for a two-token dip; response 1 is uniformly middling
     top20 = [-20 * np.array([5.0, 5.0, 0.0, 0.0, 5.0, 5.0]), -20 * np.full(6, 2.0)]
     responses = table([[True, False]], token_top20_logprob_sum=top20)
-    whole = Pool(responses, config=SelectionConfig(deepconf_window=2048))
-    short = Pool(responses, config=SelectionConfig(deepconf_window=2))
-    assert select(whole, ["deepconf-lowest"]).accuracy.item() == 1.0  # one group each: 10/3 vs 2
-    assert select(short, ["deepconf-lowest"]).accuracy.item() == 0.0  # lowest windows 0 vs 2
-    assert select(short, ["deepconf-tail"]).accuracy.item() == 1.0  # last two tokens 5 vs 2
+    pool = Pool(responses)
+    assert run(pool, ["deepconf-lowest"], deepconf_window=2048).accuracy.item() == 1.0  # one group each: 10/3 vs 2
+    assert run(pool, ["deepconf-lowest"], deepconf_window=2).accuracy.item() == 0.0  # lowest windows 0 vs 2
+    assert run(pool, ["deepconf-tail"], deepconf_window=2).accuracy.item() == 1.0  # last two tokens 5 vs 2
 
 
 # --- neuron-based selectors on a real SparseCache -----------------------------------------
@@ -258,7 +267,7 @@ def test_nad_selectors_recover_planted_agreement(tmp_path):
     cache, correct = planted_nad_cache(tmp_path / "cache")
     pool = Pool.from_cache(cache)
     names = NAD + [f"{name}@early" for name in NAD]
-    out = select(pool, names, n_boot=100).set_index("selector")
+    out = run(pool, names, n_boot=100).set_index("selector")
     assert (out.status == "ok").all()
     assert out.accuracy.to_numpy() == pytest.approx(correct.any(axis=1).mean())
     assert (out.loc[NAD, "tokens_per_prompt"] == 5 * 64).all()
@@ -276,10 +285,10 @@ def test_early_rows_lie_within_the_first_tokens(tmp_path):
             [row(1, 7)]]
     responses = table([[True, False, True, False]])
     cache = write_cache(tmp_path / "cache", responses, rows)
-    sets, tokens = Pool.from_cache(cache).early
+    sets, tokens = Pool.from_cache(cache).early(32)
     assert [s.tolist() for s in sets] == [[1, 2], [1], [1], [1]]
     assert tokens.tolist() == [32, 40, 32, 7]
-    sets, tokens = Pool.from_cache(cache, SelectionConfig(early_tokens=48)).early
+    sets, tokens = Pool.from_cache(cache).early(48)
     assert [s.tolist() for s in sets] == [[1, 2, 3], [1], [1], [1]]
     assert tokens.tolist() == [48, 40, 32, 7]
 
@@ -327,8 +336,8 @@ def planted_weights():
 
 def test_nex_cross_picks_the_highest_good_mass_fraction(tmp_path):
     cache, correct = planted_nad_cache(tmp_path / "cache")
-    pool = Pool.from_cache(cache, SelectionConfig(weights=planted_weights()))
-    out = select(pool, ["nex-cross", "oracle"], n_boot=50).set_index("selector")
+    pool = Pool.from_cache(cache)
+    out = run(pool, ["nex-cross", "oracle"], n_boot=50, weights=planted_weights()).set_index("selector")
     # correct responses: GMF 1; wrong: core mass 4 x 20 over that plus 4 rows x 8 extras, 80 / 112
     assert out.loc["nex-cross", "accuracy"] == pytest.approx(correct.any(axis=1).mean())
     assert out.loc["nex-cross", "accuracy"] == out.loc["oracle", "accuracy"]
@@ -340,4 +349,4 @@ def test_nex_self_picks_the_argmax_of_self_calibrated_gmf(tmp_path):
     cache, correct = planted_nad_cache(tmp_path / "cache", n_prompts=8)
     gmf = score_responses(cache, learn_weights(cache, progress=False), progress=False).reshape(correct.shape)
     expected = correct[np.arange(len(correct)), [argmax_pick(g) for g in gmf]].mean()
-    assert select(Pool.from_cache(cache), ["nex-self"], n_boot=20).accuracy.item() == pytest.approx(expected)
+    assert run(Pool.from_cache(cache), ["nex-self"], n_boot=20).accuracy.item() == pytest.approx(expected)

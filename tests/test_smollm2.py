@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import nex_causal.models as models
-from nex_causal.models import SMOLLM2, MLPGeometry, load_bridge, resolve_model
+from nex_causal.geometry import MLPGeometry
+from nex_causal.models import SMOLLM2, load_bridge, resolve_model
 
 pytestmark = [
     pytest.mark.smollm2,

@@ -12,9 +12,11 @@ from nex_causal.cache import KEY_SPACE
 from nex_causal.errors import NexError
 from nex_causal.evaluate import evaluate
 from nex_causal.intervene.neuron_sets import NeuronSet
-from nex_causal.intervene.transfer import Grid, GridConfig, neuron_grid
+from nex_causal.intervene.grid import Grid, GridConfig, neuron_grid
+from nex_causal.cli.intervene import command_config
 from nex_causal.io import read_mapping
-from nex_causal.models import MLPGeometry, load_bridge
+from nex_causal.geometry import MLPGeometry
+from nex_causal.models import load_bridge
 from nex_causal.tasks import Problem, TaskSet
 
 STEPS = 6
@@ -76,7 +78,7 @@ def task(intact):
 
 
 def transfer_config(**changes) -> GridConfig:
-    base = dict(experiment="transfer", model="corrupted", donor="intact", weights="W.npz",
+    base = dict(experiment="transfer", recipient="corrupted", donor="intact", weights="W.npz",
                 tasks="continuation", k=(len(PLANTED),), seeds=3, decodings=("greedy",),
                 max_new_tokens=STEPS, n_boot=500)
     return GridConfig(**{**base, **changes})
@@ -150,7 +152,7 @@ def test_planted_ablation_hurts_only_through_neurons_that_matter(tiny_qwen3_dir,
             weights = geometry.neuron_weights(layer, units)
             geometry.set_neuron_weights(layer, units, {part: scale * w for part, w in weights.items()})
     task = continuation_task(model)
-    config = GridConfig(experiment="ablate", model="m", weights="W.npz", tasks="continuation",
+    config = GridConfig(experiment="ablate", recipient="m", weights="W.npz", tasks="continuation",
                         k=(len(PLANTED),), seeds=2, decodings=("greedy",), max_new_tokens=STEPS,
                         n_boot=500)
     table, summary = Grid(model, task, config, tmp_path, progress=False).run(planted_weights())
@@ -205,11 +207,15 @@ def test_configs_from_files(tmp_path):
     (tmp_path / "t.yaml").write_text(
         "experiment: transfer\nmodel: b\ndonor: a\nweights: W.npz\ntasks: organism:50\nk: 8,32\n"
         "interventions: [patch]\n")
-    config = GridConfig.from_mapping(read_mapping(tmp_path / "t.yaml"))
-    assert config.k == (8, 32) and config.interventions == ("patch",) and config.seeds == 5
-    (tmp_path / "bad.yaml").write_text("experiment: transfer\nmodel: b\nwieghts: W.npz\n")
+    (tmp_path / "t.yaml").write_text((tmp_path / "t.yaml").read_text().replace("model: b", "recipient: b")
+                                     + "out: o\n")
+    config, out = command_config("transfer", str(tmp_path / "t.yaml"), {})
+    assert config.k == (8, 32) and config.interventions == ("patch",) and config.seeds == 5 and out.name == "o"
+    (tmp_path / "bad.yaml").write_text("experiment: transfer\nrecipient: b\nwieghts: W.npz\nout: o\n")
+    with pytest.raises(NexError, match="no 'weights' given"):
+        command_config("transfer", str(tmp_path / "bad.yaml"), {})
     with pytest.raises(NexError, match="unknown config key 'wieghts'"):
-        GridConfig.from_mapping(read_mapping(tmp_path / "bad.yaml"))
+        command_config("transfer", str(tmp_path / "bad.yaml"), {"weights": "W.npz", "tasks": "organism:5"})
     with pytest.raises(NexError, match="does not exist"):
         read_mapping(tmp_path / "none.yaml")
     (tmp_path / "list.yaml").write_text("- a\n- b\n")

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from nex_causal.errors import NexError
 from nex_causal.tasks import Problem
-from nex_causal.zoo import build, find_variant, load_family, organism_tasks, train_models
+from nex_causal.variants import load_family
+from nex_causal.zoo import build, find_variant, organism_tasks, train_models
 from nex_causal.zoo.build import CHECKPOINTS, TRAINED, read_meta, weights_hash
 from nex_causal.zoo.family import default_family
 from nex_causal.zoo.recipe import recipe_for
@@ -254,7 +255,7 @@ def test_cli_build_and_list(zoo, tmp_path, capsys):
     assert listed in built
     assert main(["zoo", "list", "--out", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: no zoo family table") and err.count("\n") == 1
+    assert err.startswith("error: no family table") and err.count("\n") == 1
 
 
 # --- the committed checkpoints ------------------------------------------------------------------

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -35,19 +34,11 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from nex_causal.errors import NexError
+from nex_causal.intervene.base import INTERVENTIONS, Intervention, InterventionKind
 from nex_causal.intervene.neuron_sets import NeuronSet
+from nex_causal.geometry import mlp_hook
 
 Hook = tuple[str, Callable]
-
-
-def hook_name(layer: int) -> str:
-    return f"blocks.{layer}.mlp.hook_post"
-
-
-class Intervention(Protocol):
-    """Anything :func:`intervened` can apply: a reversible change to a bridge."""
-
-    def applied(self, bridge) -> contextlib.AbstractContextManager: ...
 
 
 class UnitEdit:
@@ -70,7 +61,7 @@ class UnitEdit:
                 return act.index_copy(-1, idx, new.to(act.dtype))
             return hook
 
-        return [(hook_name(layer), edit(layer, torch.as_tensor(units)))
+        return [(mlp_hook(layer), edit(layer, torch.as_tensor(units)))
                 for layer, units in self.neurons.by_layer().items()]
 
     def applied(self, bridge) -> contextlib.AbstractContextManager:
@@ -137,7 +128,7 @@ class DonorPatch(UnitEdit):
                 return act
             return hook
 
-        return [(hook_name(layer), keep(layer, torch.as_tensor(units)))
+        return [(mlp_hook(layer), keep(layer, torch.as_tensor(units)))
                 for layer, units in self.neurons.by_layer().items()]
 
     def applied(self, bridge) -> contextlib.AbstractContextManager:
@@ -183,6 +174,13 @@ class LockStep:
         return self._bridge(*args, **kwargs)
 
 
+INTERVENTIONS.add("patch", InterventionKind("transfer", lambda neurons, r: DonorPatch(r.donor, neurons),
+                                            needs_donor=True))
+INTERVENTIONS.add("zero", InterventionKind("ablate", lambda neurons, r: ZeroAblation(neurons)))
+INTERVENTIONS.add("mean", InterventionKind("ablate", lambda neurons, r: MeanAblation(neurons, r.means),
+                                           needs_means=True))
+
+
 @contextlib.contextmanager
 def intervened(bridge, interventions: Sequence[Intervention]) -> Iterator:
     """Apply ``interventions`` in order; yield the model to run; undo them all on exit.
@@ -218,7 +216,7 @@ def activation_means(bridge, sequences: Sequence[torch.Tensor], *, batch_size: i
             return act
         return hook
 
-    hooks = [(hook_name(layer), accumulate(layer)) for layer in range(n_layers)]
+    hooks = [(mlp_hook(layer), accumulate(layer)) for layer in range(n_layers)]
     for start in tqdm(range(0, len(sequences), batch_size), desc="mean activations", disable=not progress):
         batch = [torch.as_tensor(t).reshape(-1) for t in sequences[start:start + batch_size]]
         tokens = torch.zeros(len(batch), max(len(t) for t in batch), dtype=torch.long)

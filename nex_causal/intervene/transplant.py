@@ -22,9 +22,11 @@ from pathlib import Path
 import torch
 
 from nex_causal.errors import NexError
+from nex_causal.intervene.base import INTERVENTIONS, InterventionKind
 from nex_causal.intervene.neuron_sets import NeuronSet
 from nex_causal.io import atomic_path, write_json
-from nex_causal.models import MLPGeometry, load_bridge
+from nex_causal.geometry import MLPGeometry
+from nex_causal.models import load_bridge
 
 PROVENANCE_FILE = "nex_transplant.json"
 
@@ -66,6 +68,10 @@ class Transplant:
 
     def applied(self, bridge) -> contextlib.AbstractContextManager:
         return transplanted(bridge, self.donor, self.neurons)
+
+
+INTERVENTIONS.add("transplant", InterventionKind("transfer", lambda neurons, r: Transplant(r.donor, neurons),
+                                                 needs_donor=True))
 
 
 def _save_pretrained(bridge, directory: Path) -> None:

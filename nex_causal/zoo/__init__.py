@@ -6,9 +6,15 @@
 - ``train``: deterministic training of the base model and the experts;
 - ``family``: the mergekit merges over the experts;
 - ``build``: the zoo directory, its cache by content, and the family table.
+
+Importing the package registers the organism's task family (``organism:N``) with
+``nex_causal.tasks`` and its variant names with ``nex_causal.variants``.
 """
 
-from nex_causal.zoo.build import build, default_zoo_dir, find_variant, load_family, train_models
+from nex_causal.variants import register_resolver
+from nex_causal.zoo.build import build, default_zoo_dir, describe, find_variant, train_models
 from nex_causal.zoo.task import organism_tasks
 
-__all__ = ["build", "default_zoo_dir", "find_variant", "load_family", "organism_tasks", "train_models"]
+register_resolver(find_variant)
+
+__all__ = ["build", "default_zoo_dir", "describe", "find_variant", "organism_tasks", "train_models"]

@@ -28,22 +28,24 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from tqdm.auto import tqdm
 
 from nex_causal.errors import NexError
-from nex_causal.io import atomic_path, write_json, write_table
+from nex_causal.io import atomic_path, nex_home, write_json, write_table
 from nex_causal.stack import FIX, result_stack
+from nex_causal.variants import FAMILY_FILE, load_family
 from nex_causal.zoo.family import BASE, EXPERTS, Merge, default_family, run_merge
 from nex_causal.zoo.recipe import TRAINING_VERSION, Recipe, digest, recipe_for
 from nex_causal.zoo.task import organism_tasks
 from nex_causal.zoo.tokenizer import save_tokenizer
+
+if TYPE_CHECKING:
+    import pandas as pd
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 TRAINED = (BASE, *EXPERTS)
-FAMILY_FILE = "family.csv"
 META_FILE = "zoo.json"
 # Greedy decoding is deterministic given the logits; across CPUs and BLAS builds float32
 # logits of this size differ by ~1e-5, which flips a greedy choice only when the top two
@@ -70,8 +72,6 @@ def weights_hash(model_dir: str | Path) -> str:
 
 def default_zoo_dir() -> Path:
     """``$NEX_CAUSAL_HOME/zoo`` (``~/.cache/nex_causal/zoo`` by default)."""
-    from nex_causal.models import nex_home
-
     return nex_home() / "zoo"
 
 
@@ -224,6 +224,8 @@ def record_accuracy(model_dir: Path, recipe: Recipe) -> dict:
 
 def family_table(metas: list[dict]) -> pd.DataFrame:
     """One row per variant: name, path (relative to the zoo), method, params, parents, accuracy."""
+    import pandas as pd
+
     rows = [{
         "name": m["name"], "path": m["name"], "role": m["role"], "method": m["method"],
         "params": json.dumps(m["params"], sort_keys=True), "parents": ";".join(m["parents"]),
@@ -303,17 +305,6 @@ def find_variant(name: str, zoo_dir: str | Path | None = None) -> Path | None:
     if zoo_dir is None and name in TRAINED:
         candidates.append(CHECKPOINTS / name)
     return next((c.resolve() for c in candidates if (c / META_FILE).is_file()), None)
-
-
-def load_family(zoo_dir: str | Path | None = None) -> pd.DataFrame:
-    """The family table of a built zoo, with ``path`` made absolute."""
-    root = Path(zoo_dir).expanduser() if zoo_dir is not None else default_zoo_dir()
-    file = root / FAMILY_FILE
-    if not file.is_file():
-        raise NexError(f"no zoo family table at {file}: build it with `nex-causal zoo build --out {root}`")
-    table = pd.read_csv(file)
-    table["path"] = [str((root / p).resolve()) for p in table["path"]]
-    return table
 
 
 def describe(zoo_dir: str | Path | None = None) -> str:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nex_causal.errors import NexError
-from nex_causal.tasks import Problem, TaskSet
+from nex_causal.tasks import TASK_FAMILIES, Problem, TaskFamily, TaskSet
 
 
 @dataclass(frozen=True)
@@ -172,3 +172,8 @@ def organism_tasks(n: int, seed: int = 0, skill: str = "mixed", split: str = "te
     name = "organism" if skill == "mixed" else f"organism-{skill}"
     problems = [as_problem(p) for p in sample_problems(n, seed=seed, skill=skill, split=split)]
     return TaskSet(name, problems, extract, check)
+
+
+TASK_FAMILIES.add("organism", TaskFamily(re.compile(r"organism(?:-(\w+))?:(\d+)"),
+                                          lambda m, seed: organism_tasks(int(m[2]), seed=seed, skill=m[1] or "mixed"),
+                                          '"organism:N", "organism-<skill>:N"'))

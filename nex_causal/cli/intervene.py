@@ -1,0 +1,78 @@
+"""``transfer`` and ``ablate``: the causal neuron experiments as resumable grids."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from nex_causal.errors import NexError
+from nex_causal.intervene.grid import GridConfig
+from nex_causal.io import read_mapping
+from nex_causal.settings import add_options, from_mapping, given_options, split_lists
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    for experiment, help_text, description in (
+        ("transfer", "transplant/patch effective vs redundant neurons from donor to recipient",
+         "Give the recipient the donor's top-k effective, bottom-k redundant and layer-matched random neurons "
+         "(weight transplant and activation patching), measure accuracy on held-out prompts, and report deltas "
+         "and gaps with bootstrap intervals."),
+        ("ablate", "zero/mean-ablate effective vs redundant neurons inside one model",
+         "Ablate the top-k effective, bottom-k redundant and layer-matched random neurons of one model (zero "
+         "and mean ablation) and report accuracy deltas and gaps."),
+    ):
+        p = sub.add_parser(experiment, help=help_text, description=description)
+        p.add_argument("--config", help="YAML/JSON file of settings (keys as the options below, with "
+                       "underscores); options given here override it")
+        p.add_argument("--out", help="run directory (resumable: finished cells are kept)")
+        add_options(p, GridConfig, exclude=("experiment",))
+        p.set_defaults(handler=run, experiment=experiment)
+
+
+def command_config(experiment: str, config_file: str | None, options: dict) -> tuple[GridConfig, Path]:
+    """The config and output directory of a grid command: the file's settings (if any) with
+    the command line's ``options`` on top."""
+    values = split_lists(GridConfig, read_mapping(config_file)) if config_file else {}
+    values.update(options)
+    if values.setdefault("experiment", experiment) != experiment:
+        raise NexError(f"the config describes a {values['experiment']!r} run: use `nex-causal "
+                       f"{values['experiment']}`, or change its experiment to {experiment!r}")
+    out = values.pop("out", None)
+    if not out:
+        raise NexError("no output directory: pass --out or give 'out' in the config file")
+    missing = [f for f in ("recipient", "weights", "tasks") if not values.get(f)]
+    if missing:
+        raise NexError(f"no {missing[0]!r} given: pass --{missing[0]} or give it in the config file")
+    return from_mapping(GridConfig, values), Path(out)
+
+
+def format_report(table: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """The outcome table and the gap summary as plain text, for the terminal."""
+    def with_interval(df: pd.DataFrame, column: str) -> pd.Series:
+        return df.apply(lambda r: f"{r[column]:+.3f} [{r[column + '_low']:+.3f}, "
+                                  f"{r[column + '_high']:+.3f}]", axis=1)
+
+    outcomes = table[["intervention", "set_kind", "k", "seed", "set_size", "decoding", "accuracy"]].copy()
+    outcomes["delta [95% CI]"] = with_interval(table, "delta")
+    gaps = summary[["intervention", "k", "decoding", "effective_delta", "redundant_delta"]].copy()
+    if "random_delta" in summary:
+        gaps["random_delta"] = summary["random_delta"]
+        gaps["eff-random [95% CI]"] = with_interval(summary, "effective_minus_random")
+    gaps["eff-redundant [95% CI]"] = with_interval(summary, "effective_minus_redundant")
+    return (outcomes.to_string(index=False, float_format="{:.3f}".format) + "\n\n"
+            + gaps.to_string(index=False, float_format="{:+.3f}".format))
+
+
+def run(args: argparse.Namespace) -> None:
+    from nex_causal.intervene.grid import run_grid
+
+    options = given_options(args, GridConfig)
+    options.pop("experiment", None)
+    if args.out:
+        options["out"] = args.out
+    config, out = command_config(args.experiment, args.config, options)
+    table, summary = run_grid(config, out)
+    print(format_report(table, summary))
+    print(f"tables written to {out}/{config.experiment}.csv and {out}/summary.csv")

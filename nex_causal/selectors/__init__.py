@@ -1,0 +1,77 @@
+"""Best-of-N selection: pick one of a prompt's N sampled responses without labels.
+
+Each selector sees the N responses of one prompt (the rows of ``responses.parquet`` that
+share a ``prompt_id``, with their activation cache) and keeps one; its accuracy is the mean
+over prompts of ``correct`` of the kept response, with a percentile-bootstrap interval over
+prompts (one resample shared by all selectors). The definitions are NEX_METHOD sections 6
+and 8, one family a module:
+
+    neurons      nex-self, nex-cross; NAD minact / medoid / knn-medoid / dbscan-medoid /
+                 consensus-min, each also @early
+    confidence   entropy, self-certainty, deepconf-lowest / -bottom10 / -tail, logprob
+    answers      majority-vote
+    references   random, avg@n, oracle
+
+A new selector is one function registered in ``SELECTORS`` (``selectors.base``) by the
+module of its family. "Tokens" are the generated tokens a selector reads to make its pick,
+averaged over prompts. A selector whose input is missing (no token statistics, no
+extracted answers, no weights) is reported as skipped with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from nex_causal.cache import SparseCache
+from nex_causal.errors import NexError
+from nex_causal.pool import Pool
+from nex_causal.selectors import answers, confidence, neurons, references  # noqa: F401  (registration)
+from nex_causal.selectors.base import SELECTORS, Context, SelectionConfig
+from nex_causal.stats import bootstrap, weighted_mean
+
+__all__ = ["SELECTORS", "Pool", "SelectionConfig", "select", "selection_table"]
+
+
+def select(pool: Pool, config: SelectionConfig = SelectionConfig(), *, weights: np.ndarray | None = None,
+           progress: bool = False) -> pd.DataFrame:
+    """Run ``config.selectors`` (default: all) on ``pool``; one table row per selector.
+
+    Columns: selector, accuracy, ci_low, ci_high, tokens_per_prompt, n_prompts, status
+    (``ok`` or ``skipped: <reason>``). The bootstrap draws the same prompt resamples for
+    every selector (``config.seed``), so their intervals are comparable. ``weights`` are NEX
+    weights learned elsewhere, for ``nex-cross``.
+    """
+    names = SELECTORS.check(config.selectors if config.selectors is not None else SELECTORS)
+    pool.correct  # fail early, once, when the cache cannot be evaluated
+    context = Context(config, weights, progress)
+    rows = []
+    for name in tqdm(names, desc="selectors", disable=not progress):
+        row = {"selector": name, "accuracy": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+               "tokens_per_prompt": np.nan, "n_prompts": len(pool), "status": "ok"}
+        try:
+            outcome = SELECTORS[name](pool, context)
+        except NexError as err:
+            row["status"] = f"skipped: {err}"
+        else:
+            ci = bootstrap(weighted_mean(outcome.value), len(pool), n_boot=config.n_boot, level=config.level,
+                           seed=config.seed)
+            row.update(accuracy=float(ci.estimate), ci_low=float(ci.low), ci_high=float(ci.high),
+                       tokens_per_prompt=float(outcome.tokens.mean()))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def selection_table(caches: Sequence[str | Path], config: SelectionConfig = SelectionConfig(), *,
+                    weights: np.ndarray | None = None, progress: bool = False) -> pd.DataFrame:
+    """``select`` on each cache directory; the rows of every cache, with a leading ``cache`` column."""
+    tables = []
+    for cache_dir in caches:
+        pool = Pool.from_cache(SparseCache.open(cache_dir))
+        tables.append(select(pool, config, weights=weights, progress=progress).assign(cache=str(cache_dir)))
+    table = pd.concat(tables, ignore_index=True)
+    return table[["cache", *table.columns.drop("cache")]]

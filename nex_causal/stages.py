@@ -1,0 +1,208 @@
+"""The experiment runner's stages, each one registered definition.
+
+A stage declares its name, the stages whose results it reads (``needs``), the dataclass of
+its config section (``section``, with ``default``: an instance turns it on unless the
+config says ``null``, ``None`` leaves it off unless configured; ``bool`` sections are
+switches), and the function that does its work on a ``Run`` (``experiment.Run``). The
+runner derives the order from ``needs``, keys each stage by its section and the keys it
+reads, and builds the experiment config's sections from this registry, so a new stage is
+one decorated function here:
+
+    @stage("inspect", needs=("capture",), section=InspectConfig, default=None)
+    def inspect(run): ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from nex_causal.capture import CAPTURE_FILE, CaptureConfig
+from nex_causal.errors import NexError
+from nex_causal.intervene.grid import GridConfig
+from nex_causal.io import write_table
+from nex_causal.nex import NexConfig
+from nex_causal.ranking import RankingConfig
+from nex_causal.registry import Registry
+from nex_causal.resume import CLAIM_FILE, mismatch, read_stamp
+from nex_causal.selectors import SelectionConfig
+from nex_causal.settings import section as section_of
+
+if TYPE_CHECKING:
+    from nex_causal.experiment import Run
+
+RUN_LEVEL = ("model", "tasks", "device", "dtype")  # set by the experiment for every variant at once
+CaptureSection = section_of(CaptureConfig, RUN_LEVEL, "CaptureSection")
+GridSection = section_of(GridConfig, ("experiment", "weights", "family", "device", "dtype"), "GridSection")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A runner stage (see the module docstring)."""
+
+    run: Callable[[Run], dict | None]
+    needs: tuple[str, ...] = ()
+    section: type | None = None
+    default: Any = None
+    run_level: tuple[str, ...] = ()  # experiment-wide config fields its result also depends on
+
+
+STAGES: Registry[Stage] = Registry("stage")
+
+
+def stage(name: str, *, needs: tuple[str, ...] = (), section: type | None = None, default: Any = None,
+          run_level: tuple[str, ...] = ()) -> Callable[[Callable], Stage]:
+    """Register the decorated function as the stage ``name``."""
+    return lambda run: STAGES.add(name, Stage(run, needs, section, default, run_level))
+
+
+def order() -> list[str]:
+    """The stages in an order where each comes after the stages it needs (registration order otherwise)."""
+    done: list[str] = []
+    pending = list(STAGES)
+    while pending:
+        ready = [n for n in pending if all(d in done for d in STAGES[n].needs)]
+        if not ready:
+            raise NexError(f"stages {', '.join(pending)} need each other (or an unknown stage): break the cycle")
+        done.append(ready[0])
+        pending.remove(ready[0])
+    return done
+
+
+@stage("family", run_level=("family", "zoo_seed"))
+def family(run: Run) -> dict:
+    """The merge family: the embedded zoo, built or reused, or a directory with a family.csv."""
+    if run.config.family == "zoo":
+        from nex_causal.zoo import build
+
+        family_dir = build(seed=run.config.zoo_seed, progress=run.progress)
+    else:
+        family_dir = Path(run.config.family).resolve()
+        if not (family_dir / "family.csv").is_file():
+            raise NexError(f"family directory {family_dir} has no family.csv; build it with "
+                           "`nex-causal zoo build --out DIR` or point `family` at one")
+    return {"family_dir": str(family_dir)}
+
+
+@stage("capture", needs=("family",), section=CaptureSection, default=CaptureSection(),
+       run_level=("variants", "tasks", "dtype"))
+def capture(run: Run) -> None:
+    """One SparseCache per variant: sampled responses with sparse MLP activations."""
+    from nex_causal.capture import capture as capture_cache
+    from nex_causal.capture import discard_stale
+    from nex_causal.models import load_bridge
+
+    c = run.config
+    for variant in run.variants():
+        config = CaptureConfig(model=variant, tasks=c.tasks, device=c.device, dtype=c.dtype,
+                               **dataclasses.asdict(c.capture))
+        out = run.cache(variant)
+        if mismatch(read_stamp(out / CAPTURE_FILE), config.content()) is None:
+            continue
+        discard_stale(config, out)  # made by an earlier config of this experiment, or other versions
+        bridge = load_bridge(run.variant_path(variant), device=c.device, dtype=c.dtype)
+        capture_cache(config, out, bridge=bridge, progress=run.progress)
+
+
+@stage("nex", needs=("capture",), section=NexConfig, default=NexConfig())
+def nex(run: Run) -> None:
+    """Per variant, NEX weights self-calibrated on its own cache, and GMF scores."""
+    from nex_causal.cache import SparseCache
+    from nex_causal.nex import learn, log_gap, save_weights, score_responses, write_scores
+    from nex_causal.nex.tables import trace_table, weights_table
+
+    c, rows, best = run.config.nex, [], None
+    for variant in run.variants():
+        cache = SparseCache.open(run.cache(variant))
+        cal = learn(cache, c, progress=run.progress, keep_traces=True)
+        save_weights(run.weights(variant), cal.weights)
+        summary = write_scores(run.weights(variant).parent, score_responses(cache, cal.weights, run.progress),
+                               **dataclasses.asdict(c))
+        rows.append({"variant": variant, **summary, "log_gap": log_gap(summary["nex_score"]),
+                     "n_effective": int((cal.weights > 0).sum()), "n_redundant": int((cal.weights < 0).sum())})
+        for r, trace in enumerate(cal.traces):
+            if best is None or len(trace.cycles) > len(best[2].cycles):
+                best = (variant, r, trace)
+    config = run.section_config("nex")
+    write_table(pd.DataFrame(rows), run.tables("nex"), config=config)
+    grid = run.config.transfer or run.config.ablation
+    focus = (grid.donor or grid.recipient) if grid else run.variants()[0]
+    weights = np.load(run.weights(focus))["weights"]
+    write_table(weights_table(weights).assign(variant=focus), run.tables("neuron_weights"), config=config)
+    variant, r, trace = best
+    write_table(trace_table(trace).assign(variant=variant, response=r), run.tables("trace"), config=config)
+
+
+@stage("selection", needs=("nex",), section=SelectionConfig, default=SelectionConfig())
+def selection(run: Run) -> None:
+    """Best-of-N accuracy of every selector on every variant's cache."""
+    from nex_causal.selectors import selection_table
+
+    table = selection_table([run.cache(v) for v in run.variants()], run.config.selection, progress=run.progress)
+    table["cache"] = [Path(p).name for p in table["cache"]]
+    write_table(table, run.tables("selection"), config=run.section_config("selection"))
+
+
+@stage("ranking", needs=("nex",), section=RankingConfig, default=RankingConfig())
+def ranking(run: Run) -> None:
+    """Label-free model scores against accuracy, and the inverted-U."""
+    from nex_causal.ranking import ranking_tables
+
+    family = run.family()
+    family = family[family["name"].astype(str).isin(run.variants())]
+    tables, notes = ranking_tables(family, [run.dir / "caches"], run.config.ranking, progress=run.progress)
+    for name, table in tables.items():
+        write_table(table.assign(caches="caches"), run.tables(name), config=run.section_config("ranking"))
+    for note in notes:
+        print(f"note: {note}")
+
+
+def _grid(run: Run, experiment: str, section: Any, out: Path, table: str) -> None:
+    """A transfer or ablation grid from its section, on the NEX weights of the variant that gives the neurons."""
+    from nex_causal.intervene.grid import run_grid
+
+    owner = section.donor if experiment == "transfer" else section.recipient
+    fields = dataclasses.asdict(section)
+    config = GridConfig(experiment=experiment, weights=str(run.weights(owner)), family=str(run.family_dir),
+                        device=run.config.device, dtype=run.config.dtype, **fields)
+    if out.exists() and mismatch(read_stamp(out / CLAIM_FILE), config.content()) is not None:
+        shutil.rmtree(out)  # cells of an earlier config, other weights or other versions: never resumed
+    outcomes, summary = run_grid(config, out, progress=run.progress)
+    write_table(outcomes, run.tables(table), config=fields)
+    write_table(summary, run.tables(f"{table}_summary"), config=fields)
+
+
+@stage("transfer", needs=("nex",), section=GridSection, default=None)
+def transfer(run: Run) -> None:
+    """Effective-vs-redundant neuron transfer from the donor into the recipient."""
+    _grid(run, "transfer", run.config.transfer, run.dir / "transfer", "transfer")
+
+
+@stage("ablation", needs=("nex",), section=GridSection, default=None)
+def ablation(run: Run) -> None:
+    """Effective-vs-redundant ablation inside one variant."""
+    _grid(run, "ablate", run.config.ablation, run.dir / "ablation", "ablate")
+
+
+@stage("figures", needs=("nex", "selection", "ranking", "transfer", "ablation"), section=bool, default=True)
+def figures(run: Run) -> dict:
+    """The paper's figures from the tables, and report.md with the headline tables."""
+    from nex_causal.figures import FIGURES, make_figures
+    from nex_causal.report import write_report
+
+    drawn, skipped = [], {}
+    for name in FIGURES:
+        try:
+            drawn += make_figures(run.dir, names=[name])
+        except NexError as err:  # e.g. no neuron was credited: nothing to plot
+            skipped[name] = str(err)
+            print(f"[figures] skipped {name}: {err}")
+    write_report(run.dir, drawn, skipped)
+    return {"figures": [str(f) for f in drawn], "skipped": skipped}
