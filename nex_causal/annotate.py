@@ -55,7 +55,7 @@ def load_tokenizer(cache_dir: str | os.PathLike, model: str | None = None):
     """The tokenizer of ``model``, default the model named in ``cache_dir/capture.json``."""
     from transformers import AutoTokenizer
 
-    from nex_causal.capture import CAPTURE_FILE
+    from nex_causal.cache import CAPTURE_FILE
     from nex_causal.models import resolve_model
 
     if model is None:

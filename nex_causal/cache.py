@@ -40,6 +40,8 @@ N_LAYERS = 64  # 2**22 keys: 64 layers x 65536 units
 KEY_SPACE = N_LAYERS << 16
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 RESPONSES_FILE = "responses.parquet"
+CAPTURE_FILE = "capture.json"  # how a capture made the cache: its config, stack, the model's MLP shape
+TOKEN_ORDER = "descending score"  # how a one-token row of a capture orders its entries
 
 # attribute -> (file inside the cache directory, little-endian dtype)
 FILES = {
@@ -160,6 +162,20 @@ class SparseCache:
         r = self._check_index(r)
         lo, hi = self.base_row_ptr[r], self.base_row_ptr[r + 1]
         return np.asarray(self.base_keys[lo:hi]), np.asarray(self.base_w_sum[lo:hi], np.float32)
+
+    @cached_property
+    def capture_info(self) -> dict | None:
+        """The ``capture.json`` a capture wrote beside the arrays, or None for a cache made elsewhere."""
+        import json
+
+        file = self.path / CAPTURE_FILE
+        return json.loads(file.read_text()) if file.is_file() else None
+
+    @property
+    def n_neurons(self) -> int | None:
+        """The capturing model's MLP neurons (n_layers * d_mlp), from ``capture.json``; None when unknown."""
+        info = self.capture_info
+        return int(info["n_layers"]) * int(info["d_mlp"]) if info else None
 
     @cached_property
     def responses(self) -> pd.DataFrame | None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from nex_causal.cache import SparseCache, SparseCacheWriter, concatenate, pack_keys
+from nex_causal.cache import CAPTURE_FILE, TOKEN_ORDER, SparseCache, SparseCacheWriter, concatenate, pack_keys
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path, versions, write_json
 from nex_causal.geometry import mlp_hook
@@ -33,7 +33,6 @@ from nex_causal.sampling import Generation, encode_prompts, generate_batch, sequ
 from nex_causal.sparsify import Sparsifier
 from nex_causal.tasks import TaskSet
 
-CAPTURE_FILE = "capture.json"
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,13 @@ class CaptureConfig:
 
 
 class WindowAccumulator:
-    """Sums one sequence's per-token sparse scores into rows of ``window`` tokens."""
+    """Sums one sequence's per-token sparse scores into rows of ``window`` tokens.
+
+    A row of one token (``window == 1``) keeps the token's selection as it is, in descending
+    score (the float32 order, which float16 storage may tie), so that a stricter top-k can
+    later be derived from it exactly (``nex_causal.rewindow``); wider rows sum each neuron's
+    scores and are ordered by key.
+    """
 
     def __init__(self, window: int):
         self.window = window
@@ -80,9 +85,14 @@ class WindowAccumulator:
     def close_row(self) -> None:
         if self._tokens == 0:
             return
-        keys, inverse = np.unique(np.concatenate(self._keys), return_inverse=True)
-        mass = np.bincount(inverse, weights=np.concatenate(self._mass), minlength=len(keys))
-        self.rows.append((keys.astype(np.uint32), mass.astype(np.float32), self._tokens))
+        if self._tokens == 1 and self.window == 1:
+            keys, mass = self._keys[0].astype(np.uint32), self._mass[0].astype(np.float32)
+            order = np.argsort(-mass, kind="stable")
+            self.rows.append((keys[order], mass[order], 1))
+        else:
+            keys, inverse = np.unique(np.concatenate(self._keys), return_inverse=True)
+            mass = np.bincount(inverse, weights=np.concatenate(self._mass), minlength=len(keys))
+            self.rows.append((keys.astype(np.uint32), mass.astype(np.float32), self._tokens))
         self._keys, self._mass, self._tokens = [], [], 0
 
 
@@ -230,7 +240,7 @@ def capture(config: CaptureConfig, out: str | Path, *, bridge=None, taskset: Tas
         concatenate([shards / f"{i:06d}" for i in range(len(batches))], final)
         write_json(final / CAPTURE_FILE, {
             **stamp(wanted), "n_layers": bridge.cfg.n_layers, "d_mlp": bridge.cfg.d_mlp,
-            "n_prompts": len(taskset), "versions": versions(),
+            "n_prompts": len(taskset), "versions": versions(), "token_rows": TOKEN_ORDER,
         })
     shutil.rmtree(partial)
     return SparseCache.open(out)

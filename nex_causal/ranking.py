@@ -30,7 +30,6 @@ token entropy) per response or per variant and fits a quadratic (peak, test of t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,6 @@ from nex_causal.pool import Pool, trace_mean
 from nex_causal.registry import Registry
 from nex_causal.stats import QuadraticFit, bootstrap, quadratic_fit, rank_correlations
 
-CAPTURE_FILE = "capture.json"  # written by nex_causal.capture beside the cache arrays
 METRICS = ("spearman", "kendall", "top1", "regret")
 
 
@@ -116,18 +114,18 @@ class Context:
     config: RankingConfig = RankingConfig()
     weights: np.ndarray | None = None  # NEX weights for every variant; None = self-calibrated
     progress: bool = False  # progress bars while NEX learns and scores
+    notes: list[str] = field(default_factory=list)  # what scores found worth saying (degenerate caches)
 
 
 def n_neurons_of(pool: Pool, context: Context) -> int:
     """n_layers * d_mlp: given in the config, else read from the capture's ``capture.json``."""
     if context.config.n_neurons is not None:
         return context.config.n_neurons
-    info = pool.cache.path / CAPTURE_FILE if pool.cache is not None else None
-    if info is None or not info.is_file():
+    n = pool.cache.n_neurons if pool.cache is not None else None
+    if n is None:
         raise NexError("the number of MLP neurons is unknown (no capture.json); pass --n-neurons "
                        "(n_layers * d_mlp)")
-    meta = json.loads(info.read_text())
-    return int(meta["n_layers"]) * int(meta["d_mlp"])
+    return n
 
 
 @dataclass(frozen=True)
@@ -148,10 +146,17 @@ def score(name: str, direction: int) -> Callable[[Callable[[Pool, Context], Mode
 
 @score("nex", +1)
 def _nex(pool: Pool, context: Context) -> Ratio:
-    from nex_causal.nex import learn_weights, score_responses
+    from nex_causal.nex import learn, score_responses
+    from nex_causal.profile import degeneracy_warning, profile_of
 
     cache = pool.require_cache()
-    weights = learn_weights(cache, progress=context.progress) if context.weights is None else context.weights
+    if context.weights is None:
+        cal = learn(cache, progress=context.progress, keep_traces=True)
+        weights = cal.weights
+        if warning := degeneracy_warning(profile_of(cache, cal.traces)):
+            context.notes.append(warning)
+    else:
+        weights = context.weights
     return per_prompt_mean(pool, score_responses(cache, weights, progress=context.progress))
 
 
@@ -278,7 +283,7 @@ def rank(pools: Mapping[str, Pool], config: RankingConfig = RankingConfig(), *,
         variants[name] = [float(s(full)[0]) for s in per_variant]
     order = ["score", "direction", *[m + s for m in METRICS for s in ("", "_low", "_high")],
              "n_variants", "n_prompts", "status"]
-    return Ranking(table[order], variants, notes)
+    return Ranking(table[order], variants, notes + context.notes)
 
 
 # --- inputs: a family table and one cache per variant --------------------------------------

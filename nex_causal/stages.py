@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from nex_causal.capture import CAPTURE_FILE, CaptureConfig
+from nex_causal.cache import CAPTURE_FILE
+from nex_causal.capture import CaptureConfig
 from nex_causal.errors import NexError
 from nex_causal.intervene.grid import GridConfig
 from nex_causal.io import write_table
@@ -34,6 +35,7 @@ from nex_causal.registry import Registry
 from nex_causal.resume import CLAIM_FILE, mismatch, read_stamp
 from nex_causal.selectors import SelectionConfig
 from nex_causal.settings import section as section_of
+from nex_causal.sweep import SweepConfig
 
 if TYPE_CHECKING:
     from nex_causal.experiment import Run
@@ -140,6 +142,46 @@ def nex(run: Run) -> None:
     write_table(trace_table(trace).assign(variant=variant, response=r), run.tables("trace"), config=config)
 
 
+@stage("profile", needs=("capture",), section=NexConfig, default=NexConfig())
+def profile(run: Run) -> None:
+    """What NEX can read in each variant's cache: medians per variant, every response, the slope curve."""
+    from nex_causal.cache import SparseCache
+    from nex_causal.doctor import shared_dir
+    from nex_causal.nex import learn
+    from nex_causal.profile import diagnose, profile_of, reference_profile, slope_curve
+
+    medians, responses, curves = [], [], []
+    for variant in run.variants():
+        cache = SparseCache.open(run.cache(variant))
+        traces = learn(cache, run.config.profile, progress=False, keep_traces=True).traces
+        p = profile_of(cache, traces)
+        medians.append({"variant": variant, **p.summary(), "diagnosis": "; ".join(diagnose(p))})
+        responses.append(p.responses.assign(variant=variant))
+        curves.append(slope_curve(traces).assign(variant=variant))
+    if (reference := reference_profile(shared_dir())) is not None:
+        from nex_causal.nex import analyze_response
+
+        trace = analyze_response(SparseCache.open(reference.path).response_rows(0))
+        curves.append(slope_curve([trace]).assign(variant="reference"))
+        medians.append({"variant": "reference", **reference.summary(), "diagnosis": ""})
+    config = run.section_config("profile")
+    write_table(pd.DataFrame(medians), run.tables("profile"), config=config)
+    write_table(pd.concat(responses, ignore_index=True), run.tables("profile_responses"), config=config)
+    write_table(pd.concat(curves, ignore_index=True), run.tables("profile_curve"), config=config)
+
+
+@stage("sweep", needs=("family", "capture"), section=SweepConfig, default=None)
+def sweep(run: Run) -> None:
+    """Which window, sparsifier and HMM settings let NEX rank the family (token-level captures only)."""
+    from nex_causal.sweep import run_sweep
+
+    table, choice = run_sweep(run.family(), run.dir / "caches", run.config.sweep, run.dir / "sweep",
+                              progress=run.progress)
+    config = run.section_config("sweep")
+    write_table(table, run.tables("sweep"), config=config)
+    write_table(choice, run.tables("sweep_choice"), config=config)
+
+
 @stage("selection", needs=("nex",), section=SelectionConfig, default=SelectionConfig())
 def selection(run: Run) -> None:
     """Best-of-N accuracy of every selector on every variant's cache."""
@@ -191,7 +233,8 @@ def ablation(run: Run) -> None:
     _grid(run, "ablate", run.config.ablation, run.dir / "ablation", "ablate")
 
 
-@stage("figures", needs=("nex", "selection", "ranking", "transfer", "ablation"), section=bool, default=True)
+@stage("figures", needs=("nex", "profile", "sweep", "selection", "ranking", "transfer", "ablation"), section=bool,
+       default=True)
 def figures(run: Run) -> dict:
     """The paper's figures from the tables, and report.md with the headline tables."""
     from nex_causal.figures import FIGURES, make_figures

@@ -298,8 +298,10 @@ def test_make_figures_draws_what_exists_and_names_the_rest(tmp_path, capsys):
     assert [p.name for p in paths] == ["trace.pdf", "trace.png", "transfer.pdf", "transfer.png",
                                        "ablation.pdf", "ablation.png"]
     assert json.loads((run / "figures" / "trace.json").read_text())["config"]["tables"] == {"trace": {"response": 4}}
-    assert F.missing_tables(run) == {"inverted_u": ["inverted_u_bins"], "nex_vs_accuracy": ["ranking_scores"],
-                                     "best_of_n": ["selection"], "neuron_weights": ["neuron_weights"]}
+    assert F.missing_tables(run) == {"profile": ["profile_curve", "profile_responses"],
+                                     "inverted_u": ["inverted_u_bins"], "nex_vs_accuracy": ["ranking_scores"],
+                                     "best_of_n": ["selection"], "sweep": ["sweep", "sweep_choice"],
+                                     "neuron_weights": ["neuron_weights"]}
     assert main(["figures", str(run), "--readme", "--out", str(tmp_path / "readme")]) == 0
     out = capsys.readouterr().out
     assert "skipped best_of_n: no table selection" in out and "skipped inverted_u" not in out

@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from nex_causal import __version__
-from nex_causal.cli import capture, doctor, intervene, nex, selection, workflow, zoo
+from nex_causal.cli import capture, doctor, inspect, intervene, nex, selection, workflow, zoo
 from nex_causal.cli.workflow import DEGENERATE
 from nex_causal.errors import NexError
 
 __all__ = ["DEGENERATE", "build_parser", "main"]
-GROUPS = (doctor, nex, zoo, capture, selection, intervene, workflow)
+GROUPS = (doctor, nex, zoo, capture, inspect, selection, intervene, workflow)
 
 
 def build_parser() -> argparse.ArgumentParser:

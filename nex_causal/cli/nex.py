@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from nex_causal.nex import NexConfig
@@ -39,13 +40,16 @@ def add(sub: argparse._SubParsersAction) -> None:
 def _learned(args: argparse.Namespace):
     from nex_causal.cache import SparseCache
     from nex_causal.nex import learn
+    from nex_causal.profile import degeneracy_warning, profile_of
 
     cache = SparseCache.open(args.cache_dir)
     config = from_mapping(NexConfig, given_options(args, NexConfig))
-    cal = learn(cache, config, max_responses=args.max_responses, workers=args.workers)
+    cal = learn(cache, config, max_responses=args.max_responses, workers=args.workers, keep_traces=True)
     print(f"{args.cache_dir}: learned weights on {cal.n_responses} of {cache.n_responses} responses "
           f"(rho {config.rho}, min_run {config.min_run}): {int((cal.weights > 0).sum())} effective and "
           f"{int((cal.weights < 0).sum())} redundant neurons")
+    if cal.n_responses and (warning := degeneracy_warning(profile_of(cache, cal.traces))):
+        print(f"warning: {warning}", file=sys.stderr)
     return cache, config, cal
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 
 from nex_causal.errors import NexError
 from nex_causal.figures import trace  # noqa: F401,I001  (registration, in the order figures are drawn)
-from nex_causal.figures import ranking, selection, transfer  # noqa: F401,I001
+from nex_causal.figures import profile, ranking, selection, sweep, transfer  # noqa: F401,I001
 from nex_causal.figures.ranking import plot_inverted_u, plot_scores_vs_accuracy
 from nex_causal.figures.registry import FIGURES, FigureSpec
 from nex_causal.figures.selection import plot_best_of_n
@@ -89,9 +89,18 @@ def make_figures(run_dir: str | Path, out_dir: str | Path | None = None,
             continue
         used = [t for t in (*spec.tables, *spec.optional) if _table_path(run_dir, t).exists()]
         tables = {t: pd.read_parquet(_table_path(run_dir, t)) for t in used}
-        fig = spec.draw(*[tables.get(t) for t in (*spec.tables, *spec.optional)])
         config = {"run_dir": str(run_dir), "tables": {t: _table_config(run_dir, t) for t in used}}
-        paths += save_figure(fig, out_dir / name, config=config)
+        paths += draw_to(name, tables, out_dir, config=config)
     return paths
+
+
+def draw_to(name: str, tables: dict[str, pd.DataFrame], out_dir: str | Path, *, config: dict | None = None
+            ) -> list[Path]:
+    """Draw the registered figure ``name`` from ``tables`` (by table name) and save it into ``out_dir``."""
+    spec = FIGURES[name]
+    if lacking := [t for t in spec.tables if t not in tables]:
+        raise NexError(f"figure {name} needs the table(s) {', '.join(lacking)}")
+    fig = spec.draw(*[tables.get(t) for t in (*spec.tables, *spec.optional)])
+    return save_figure(fig, Path(out_dir) / name, config=config)
 
 

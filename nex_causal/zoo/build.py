@@ -107,7 +107,7 @@ def train_models(recipe: Recipe, out: str | Path, *, progress: bool = True) -> d
                 model = Qwen3ForCausalLM.from_pretrained(out / BASE)
             start = time.perf_counter()
             losses = train_stage(model, stage, recipe.seed, index, progress=progress,
-                                 desc=f"training {name}")
+                                 desc=f"training {name}", task=recipe.task)
             seconds = time.perf_counter() - start
             with atomic_path(out / name, is_dir=True) as tmp:
                 model.save_pretrained(tmp)
@@ -174,7 +174,7 @@ def evaluate_variant(model_dir: Path, recipe: Recipe) -> dict[str, Any]:
     from nex_causal.evaluate import evaluate
     from nex_causal.models import load_bridge
 
-    tasks = organism_tasks(recipe.n_eval, seed=0, skill="mixed", split="test")
+    tasks = organism_tasks(recipe.n_eval, seed=0, skill="mixed", split="test", task=recipe.task)
     bridge = load_bridge(model_dir)
     result = evaluate(bridge, tasks, max_new_tokens=recipe.max_new_tokens, temperature=0.0,
                       batch_size=recipe.eval_batch)

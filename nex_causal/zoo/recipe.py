@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nex_causal.errors import NexError
 from nex_causal.zoo.family import BASE, EXPERTS
-from nex_causal.zoo.task import SKILLS
+from nex_causal.zoo.task import TASKS
 from nex_causal.zoo.tokenizer import ALPHABET, EOS_ID, PAD_ID, VOCAB
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ class Recipe:
     shape: Shape
     base: Stage  # trained from scratch on the mixture
     experts: tuple[Stage, Stage]  # fine-tuned from the base, one per skill, in EXPERTS order
+    task: str = "seek"  # which organism task (nex_causal.zoo.task.TASKS) it learns
     seed: int = 0
     threads: int = 1  # CPU threads for the whole build (fixes float summation order)
     n_eval: int = 200  # held-out mixed prompts for the accuracy column
@@ -88,12 +89,16 @@ class Recipe:
     def trained_key(self, name: str) -> str:
         """Content key of a trained model: what it was trained with, and from what."""
         stages = [self.base] if name == BASE else [self.base, self.stages()[name]]
-        return digest({"version": TRAINING_VERSION, "shape": asdict(self.shape), "seed": self.seed,
-                       "threads": self.threads, "stages": [asdict(s) for s in stages],
-                       "skills": {k: asdict(v) for k, v in SKILLS.items()}, "alphabet": ALPHABET})
+        kind = TASKS[self.task]
+        content = {"version": TRAINING_VERSION, "shape": asdict(self.shape), "seed": self.seed,
+                   "threads": self.threads, "stages": [asdict(s) for s in stages],
+                   "skills": {k: asdict(v) for k, v in kind.skills.items()}, "alphabet": ALPHABET}
+        if self.task != "seek":  # the seek organism's keys predate the task field and stay as they were
+            content["task"] = self.task
+        return digest(content)
 
     def eval_settings(self) -> dict[str, Any]:
-        return {"tasks": f"organism:{self.n_eval}", "task_seed": 0, "greedy": True,
+        return {"tasks": f"{TASKS[self.task].spec}:{self.n_eval}", "task_seed": 0, "greedy": True,
                 "max_new_tokens": self.max_new_tokens, "batch_size": self.eval_batch}
 
 
@@ -114,6 +119,16 @@ RECIPES = {
         experts=(Stage("search", steps=4, lr=1e-3, batch_size=8, warmup=1),
                  Stage("compute", steps=4, lr=1e-3, batch_size=8, warmup=1)),
         n_eval=6, max_new_tokens=16, eval_batch=6,
+    ),
+    # the default organism: longer traces (median ~210 tokens) of 3-6 searches with
+    # backtracking and re-checks, a wider MLP (6 x 512 = 3,072 neurons), so that a response
+    # touches a small share of the model and still has several explore-to-exploit cycles
+    "trek": Recipe(
+        shape=Shape(hidden=64, layers=6, heads=4, kv_heads=2, intermediate=512, max_positions=448),
+        base=Stage("mixed", steps=1500, lr=3e-3, decay_steps=3000),
+        experts=(Stage("search", steps=500, lr=1e-3, warmup=20),
+                 Stage("compute", steps=500, lr=1e-3, warmup=20)),
+        task="trek", max_new_tokens=320,
     ),
 }
 

@@ -1,4 +1,8 @@
-"""Seek-and-compute: the organism's task, whose chains of thought explore and then exploit.
+"""The organisms' tasks: modular searches whose chains of thought explore, then exploit.
+
+Two tasks share one problem family and differ in how the chain of thought is written:
+``seek`` (seek-and-compute, the small organism's) and ``trek`` (longer searches with
+backtracking and re-checks between computations, the default organism's; see ``Trek``).
 
 A problem gives a prime ``p``, ``a`` in 1..p-1, ``b, c`` in [0, p), a number of rounds
 ``r`` and two numbers ``d, e``. Round 1 finds the unique ``x`` in [0, p) with
@@ -29,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -50,7 +55,7 @@ SKILLS = {
     "search": Skill(rounds=(4, 5), d=(2, 9), e=(0, 9)),
     "compute": Skill(rounds=(2, 3), d=(12, 99), e=(10, 99)),
 }
-SKILL_NAMES = ("mixed", *SKILLS)
+SKILL_NAMES = ("mixed", *SKILLS)  # the same skill names for every task
 SPLITS = ("train", "test")
 TEST_FRACTION = 1 / 8
 ANSWER = re.compile(r"#(\d+)")
@@ -68,6 +73,8 @@ class SeekCompute:
     d: int
     e: int
     skill: str = "mixed"
+    skills: ClassVar[dict[str, Skill]] = SKILLS
+    spec: ClassVar[str] = "organism"  # the task spec's name: organism:N, organism-<skill>:N
 
     @property
     def prompt(self) -> str:
@@ -115,21 +122,23 @@ class SeekCompute:
         return "test" if int.from_bytes(digest, "little") / 2**64 < TEST_FRACTION else "train"
 
 
-def sample_problem(rng: np.random.Generator, skill: str) -> SeekCompute:
-    """Draw one problem of ``skill`` (``mixed`` picks search or compute with equal odds)."""
+def sample_problem(rng: np.random.Generator, skill: str, task: str = "seek") -> SeekCompute:
+    """Draw one problem of ``skill`` (``mixed`` picks search or compute with equal odds) for ``task``."""
     if skill == "mixed":
         skill = ("search", "compute")[int(rng.integers(2))]
-    ranges = SKILLS[skill]
+    kind = TASKS[task]
+    ranges = kind.skills[skill]
     p = int(rng.choice(ranges.primes))
-    return SeekCompute(
+    return kind(
         p=p, a=int(rng.integers(1, p)), b=int(rng.integers(p)), c=int(rng.integers(p)),
         r=int(rng.integers(ranges.rounds[0], ranges.rounds[1] + 1)), d=int(rng.integers(ranges.d[0], ranges.d[1] + 1)),
         e=int(rng.integers(ranges.e[0], ranges.e[1] + 1)), skill=skill,
     )
 
 
-def sample_problems(n: int, seed: int = 0, skill: str = "mixed", split: str = "test") -> list[SeekCompute]:
-    """``n`` distinct problems of ``skill`` from ``split``, the same for the same seed."""
+def sample_problems(n: int, seed: int = 0, skill: str = "mixed", split: str = "test",
+                    task: str = "seek") -> list[SeekCompute]:
+    """``n`` distinct problems of ``skill`` from ``split`` for ``task``, the same for the same seed."""
     if skill not in SKILL_NAMES:
         raise NexError(f"unknown organism skill {skill!r}: use one of {', '.join(SKILL_NAMES)}")
     if split not in SPLITS:
@@ -140,7 +149,7 @@ def sample_problems(n: int, seed: int = 0, skill: str = "mixed", split: str = "t
     seen: set[str] = set()
     out: list[SeekCompute] = []
     while len(out) < n:
-        problem = sample_problem(rng, skill)
+        problem = sample_problem(rng, skill, task)
         if problem.split() == split and problem.prompt not in seen:
             seen.add(problem.prompt)
             out.append(problem)
@@ -167,13 +176,80 @@ def as_problem(instance: SeekCompute) -> Problem:
                    meta=meta)
 
 
-def organism_tasks(n: int, seed: int = 0, skill: str = "mixed", split: str = "test") -> TaskSet:
-    """``n`` seek-and-compute problems as a TaskSet (``organism`` or ``organism-<skill>``)."""
-    name = "organism" if skill == "mixed" else f"organism-{skill}"
-    problems = [as_problem(p) for p in sample_problems(n, seed=seed, skill=skill, split=split)]
+def organism_tasks(n: int, seed: int = 0, skill: str = "mixed", split: str = "test", task: str = "seek") -> TaskSet:
+    """``n`` problems of ``task`` as a TaskSet (named ``<spec>`` or ``<spec>-<skill>``)."""
+    spec = TASKS[task].spec
+    name = spec if skill == "mixed" else f"{spec}-{skill}"
+    problems = [as_problem(p) for p in sample_problems(n, seed=seed, skill=skill, split=split, task=task)]
     return TaskSet(name, problems, extract, check)
 
 
-TASK_FAMILIES.add("organism", TaskFamily(re.compile(r"organism(?:-(\w+))?:(\d+)"),
-                                          lambda m, seed: organism_tasks(int(m[2]), seed=seed, skill=m[1] or "mixed"),
-                                          '"organism:N", "organism-<skill>:N"'))
+
+
+
+TREK_SKILLS = {
+    "search": Skill(rounds=(4, 6), d=(2, 9), e=(0, 9)),
+    "compute": Skill(rounds=(3, 4), d=(12, 99), e=(10, 99)),
+}
+
+
+@dataclass(frozen=True)
+class Trek(SeekCompute):
+    """The default organism's task: the same problems, searched longer and re-checked.
+
+    Each round searches for ``x`` with ``(a*x + b) mod p == c`` in strides of two (x = s,
+    s+2, ...), and when it runs off the end without a hit, backtracks (``;``) to the other
+    parity; the hit is re-checked (``?a*x+b=v=c``); the next round's offset is computed from
+    it, ``b' = (x + c) mod p`` (``b=x+c=v=b'``). The answer is ``y = x*d + e`` for the last
+    round's ``x``, so every search must have gone right::
+
+        p=7 a=3 b=4 c=5 r=2 d=6 e=2|x0:4 x2:3 x4:2 x6:1; x1:0 x3:6 x5:5! ?3*5+4=19=5 b=5+5=10=3
+        x0:3 x2:2 x4:1 x6:0; x1:6 x3:5! ?3*3+3=12=5 3*6=18 18+2=20 #20
+
+    Training draws the starting parity of each round at random (``rng``); without it every
+    round starts at 0.
+    """
+
+    skills: ClassVar[dict[str, Skill]] = TREK_SKILLS
+    spec: ClassVar[str] = "trek"
+
+    def offsets_and_roots(self) -> list[tuple[int, int]]:
+        """Per round, its ``b`` and the unique root; the next ``b`` is ``(x + c) mod p``."""
+        rounds, b = [], self.b
+        for _ in range(self.r):
+            x = (self.c - b) * pow(self.a, -1, self.p) % self.p
+            rounds.append((b, x))
+            b = (x + self.c) % self.p
+        return rounds
+
+    def chain_of_thought(self, rng: np.random.Generator | None = None) -> str:
+        parts = []
+        rounds = self.offsets_and_roots()
+        for k, (b, x) in enumerate(rounds):
+            start = int(rng.integers(2)) if rng is not None else 0
+            first = [i for i in range(start, self.p, 2)]
+            order = first[:first.index(x) + 1] if x in first else first + [";"] + [
+                i for i in range(1 - start, x + 1, 2)]
+            trials = " ".join(t if t == ";" else f"x{t}:{(self.a * t + b) % self.p}" for t in order)
+            value = self.a * x + b
+            check = f"?{self.a}*{x}+{b}={value}={value % self.p}"
+            step = ""
+            if k + 1 < len(rounds):
+                step = f" b={x}+{self.c}={x + self.c}={(x + self.c) % self.p}"
+            parts.append(f"{trials.replace(' ; ', '; ')}! {check}{step}")
+        x, y = rounds[-1][1], self.answer()
+        product = x * self.d
+        if self.d >= 10:
+            tens, units = divmod(self.d, 10)
+            multiply = f"{x}*{self.d}={x * tens * 10}+{x * units}={product}"
+        else:
+            multiply = f"{x}*{self.d}={product}"
+        return f"{' '.join(parts)} {multiply} {product}+{self.e}={y} #{y}"
+
+
+TASKS: dict[str, type[SeekCompute]] = {"seek": SeekCompute, "trek": Trek}
+for _task, _kind in TASKS.items():
+    TASK_FAMILIES.add(_kind.spec, TaskFamily(
+        re.compile(rf"{_kind.spec}(?:-(\w+))?:(\d+)"),
+        lambda m, seed, task=_task: organism_tasks(int(m[2]), seed=seed, skill=m[1] or "mixed", task=task),
+        f'"{_kind.spec}:N", "{_kind.spec}-<skill>:N"'))

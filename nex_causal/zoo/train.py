@@ -54,11 +54,11 @@ def training_batch(problems: Sequence[SeekCompute], rng: np.random.Generator
     return ids, labels
 
 
-def draw_batch(rng: np.random.Generator, skill: str, size: int) -> list[SeekCompute]:
-    """``size`` train-split problems of ``skill``."""
+def draw_batch(rng: np.random.Generator, skill: str, size: int, task: str = "seek") -> list[SeekCompute]:
+    """``size`` train-split problems of ``skill`` for ``task``."""
     batch: list[SeekCompute] = []
     while len(batch) < size:
-        problem = sample_problem(rng, skill)
+        problem = sample_problem(rng, skill, task)
         if problem.split() == "train":
             batch.append(problem)
     return batch
@@ -71,8 +71,8 @@ def init_model(shape: Shape, seed: int) -> Qwen3ForCausalLM:
 
 
 def train_stage(model: Qwen3ForCausalLM, stage: Stage, seed: int, stage_index: int,
-                progress: bool = True, desc: str = "training") -> list[float]:
-    """Train ``model`` in place for one stage; returns the loss of every step."""
+                progress: bool = True, desc: str = "training", task: str = "seek") -> list[float]:
+    """Train ``model`` in place for one stage on ``task``; returns the loss of every step."""
     rng = np.random.default_rng([seed, stage_index])
     optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr, betas=(0.9, 0.98),
                                   weight_decay=stage.weight_decay)
@@ -82,7 +82,7 @@ def train_stage(model: Qwen3ForCausalLM, stage: Stage, seed: int, stage_index: i
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = stage.lr_at(step)
-        ids, labels = training_batch(draw_batch(rng, stage.skill, stage.batch_size), rng)
+        ids, labels = training_batch(draw_batch(rng, stage.skill, stage.batch_size, task), rng)
         loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,0 +1,58 @@
+"""A cache's profile: how fast novelty decays along a trace, and how many cycles responses have."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from nex_causal.figures.registry import FIGURES, FigureSpec
+from nex_causal.figures.style import DASHES, DOUBLE, INK, require, styled
+
+REFERENCE = "reference"  # the variant label of the reference example's rows, when present
+
+
+@styled
+def plot_profile(curve: pd.DataFrame, responses: pd.DataFrame) -> Figure:
+    """Left: the median novelty slope (interquartile band) in each tenth of a response's rows,
+    pooled over the caches, the reference example dashed when present. Right: cycles per response.
+
+    ``curve``: ``variant``, ``position``, ``q25``, ``median``, ``q75`` (``profile.slope_curve``
+    per variant, or pooled); ``responses``: ``variant``, ``cycles``, ``crediting_cycles``.
+    """
+    require(curve, "profile_curve", ["variant", "position", "q25", "median", "q75"])
+    require(responses, "profile_responses", ["variant", "cycles", "crediting_cycles"])
+    fig = Figure(figsize=(DOUBLE, 2.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    ours = curve[curve["variant"] != REFERENCE]
+    pooled = ours.groupby("position")[["q25", "median", "q75"]].median()
+    left.fill_between(pooled.index, pooled["q25"], pooled["q75"], facecolor=INK[2], alpha=0.5, linewidth=0,
+                      label="interquartile range")
+    left.plot(pooled.index, pooled["median"], color=INK[0], marker="o", markersize=2.5, label="median")
+    reference = curve[curve["variant"] == REFERENCE]
+    if not reference.empty:
+        scale = pooled["median"].iloc[0] / reference["median"].iloc[0] if reference["median"].iloc[0] else 1.0
+        left.plot(reference["position"], reference["median"] * scale, color=INK[1], linestyle=DASHES[1],
+                  label="reference example (scaled to the first tenth)")
+    left.set_xlim(0, 1)
+    left.set_ylim(bottom=0)
+    left.set_xlabel("position in the response (share of its rows)")
+    left.set_ylabel("new neurons / token")
+    left.legend(loc="upper right")
+    cycles = responses.loc[responses["variant"] != REFERENCE, "cycles"].to_numpy()
+    crediting = responses.loc[responses["variant"] != REFERENCE, "crediting_cycles"].to_numpy()
+    top = int(max(cycles.max(initial=0), crediting.max(initial=0)))
+    edges = np.arange(top + 2) - 0.5
+    right.hist([cycles, crediting], bins=edges, color=[INK[0], "white"], edgecolor=INK[0], linewidth=0.6,
+               hatch=None, label=["cycles", "crediting cycles"])
+    right.axvline(np.median(cycles), color=INK[1], linestyle=DASHES[1], linewidth=0.8,
+                  label=f"median cycles {np.median(cycles):g}")
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.set_xlabel("per response")
+    right.set_ylabel("responses")
+    right.legend(loc="upper right")
+    return fig
+
+
+FIGURES.add("profile", FigureSpec(("profile_curve", "profile_responses"), plot_profile))
