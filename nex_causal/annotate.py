@@ -53,10 +53,8 @@ PHASES = {"E": True, "X": False}
 
 def load_tokenizer(cache_dir: str | os.PathLike, model: str | None = None):
     """The tokenizer of ``model``, default the model named in ``cache_dir/capture.json``."""
-    from transformers import AutoTokenizer
-
     from nex_causal.cache import CAPTURE_FILE
-    from nex_causal.models import resolve_model
+    from nex_causal.models import tokenizer_of
 
     if model is None:
         config = Path(cache_dir) / CAPTURE_FILE
@@ -64,7 +62,7 @@ def load_tokenizer(cache_dir: str | os.PathLike, model: str | None = None):
         if model is None:
             raise NexError(f"{config} does not name the capturing model: pass --tokenizer "
                            "(a model name or directory)")
-    return AutoTokenizer.from_pretrained(resolve_model(model))
+    return tokenizer_of(model)
 
 
 def window_bounds(cache: SparseCache, r: int) -> np.ndarray:

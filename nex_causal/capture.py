@@ -1,174 +1,268 @@
-"""Sample N responses per prompt while recording sparse MLP activations into a SparseCache.
+"""Capture: responses with their sparse MLP activations, recorded into a SparseCache.
 
-During generation a hook on every ``blocks.{l}.mlp.hook_post`` keeps the activations of
-the position that predicts the next token (see ``nex_causal.sampling`` for the alignment
-convention). After each step the sparsifier keeps a few neurons per token, and their
-scores are summed into token windows of ``window`` generated tokens (the cache's rows);
-the base view is the sum over all rows. Dense activations of a whole response are never
-held: only the current window's sparse entries are.
+Three routes give the same cache (rows per ``window`` generated tokens under one
+sparsifier, ``nex_causal.recording``) and the same responses.parquet:
 
-A capture is resumable: prompts are processed in batches of whole prompts, each finished
-batch is written as a shard under ``<out>.partial/``, and a rerun of the same command
-skips finished shards. The final cache appears at ``<out>`` only when complete.
+- ``method="replay"`` (the default): sample each batch with the sampling backend
+  (``nex_causal.sample``), then replay the finished sequences through the bridge in
+  teacher-forced batches (``nex_causal.replay``), 3x and more faster than stepping;
+- ``method="stepwise"``: sample through the bridge token by token with hooks on every
+  ``blocks.{l}.mlp.hook_post``, recording each step as it happens (what lock-step
+  patching during generation needs);
+- ``capture_traces``: replay traces made elsewhere (``nex-causal sample``, a cache's
+  responses.parquet, JSONL from any engine; ``nex_causal.traces``).
+
+The per-token output statistics come from the pass that records the activations. Work is
+sharded (``nex_causal.shards``): each finished shard is a small cache written atomically
+under ``<out>.partial/``, a rerun computes only the missing ones (on this process or on Ray
+workers), and the cache at ``<out>`` is their ordered concatenation, the same byte for byte
+however the shards ran.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import shutil
-import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from nex_causal.cache import CAPTURE_FILE, TOKEN_ORDER, SparseCache, SparseCacheWriter, concatenate, pack_keys
+from nex_causal.cache import CAPTURE_FILE, TOKEN_ORDER, SparseCache, SparseCacheWriter, concatenate
+from nex_causal.distributed import RayOptions
 from nex_causal.errors import NexError
-from nex_causal.io import atomic_path, versions, write_json
 from nex_causal.geometry import mlp_hook
-from nex_causal.resume import CLAIM_FILE, claim, mismatch, read_stamp, stamp
-from nex_causal.sampling import Generation, encode_prompts, generate_batch, sequence_seed
+from nex_causal.io import atomic_path, versions, write_json
+from nex_causal.recording import Row, RowRecorder
+from nex_causal.replay import DEFAULT_MAX_TOKENS, replay
+from nex_causal.resume import CLAIM_FILE, mismatch, read_stamp, stamp
+from nex_causal.sample import (SampleConfig, load_sampler, prompt_shards, resolve_backend, sample_shard, scored,
+                               trace_record)
+from nex_causal.sampling import encode_prompts
+from nex_causal.settings import same_field
+from nex_causal.shards import Work, partial_dir, run_shards
 from nex_causal.sparsify import Sparsifier
-from nex_causal.tasks import TaskSet
-
+from nex_causal.tasks import TaskSet, check_answer, extract_answer, load_tasks
+from nex_causal.traces import Trace, read_traces, traces_meta
 
 
 @dataclass(frozen=True)
-class CaptureConfig:
-    """Everything that determines a cache's content (and so whether a resume is valid)."""
+class RecordConfig:
+    """How activations become cache rows, whichever route feeds them."""
 
-    model: str = field(metadata={"help": "zoo variant name, smollm2-135m, a local HF directory, or a cached HF id"})
-    tasks: str = field(metadata={"help": "task spec: organism:200, rg:<dataset>:100, or a .jsonl file"})
-    n_samples: int = field(default=4, metadata={"help": "responses per prompt"})
-    max_new_tokens: int = field(default=256, metadata={"help": "tokens generated per response at most"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (0: greedy)"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus mass"})
-    seed: int = field(default=0, metadata={"help": "sampling seed (each sequence draws from its own generator)"})
-    batch_size: int = field(default=16, metadata={"help": "sequences per forward pass"})
-    sparsifier: str = field(default="topk:500", metadata={
+    sparsifier: str = field(default="topk:500", kw_only=True, metadata={
         "help": "which neurons enter a row: topk:K | layer-topk:K | threshold:T | mui:K"})
-    window: int = field(default=32, metadata={"help": "generated tokens per cache row"})
-    chat: bool = field(default=False, metadata={"help": "wrap prompts in the tokenizer's chat template"})
-    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
-    dtype: str = field(default="float32", metadata={"help": "float32 or bfloat16"})
+    window: int = field(default=32, kw_only=True, metadata={"help": "generated tokens per cache row"})
+    replay_tokens: int = field(default=DEFAULT_MAX_TOKENS, kw_only=True, metadata={
+        "help": "tokens per teacher-forced forward pass of a replay (bounds its memory)"})
+
+    def check_recording(self) -> Sparsifier:
+        if self.window < 1 or self.replay_tokens < 1:
+            raise NexError("window and replay_tokens must be at least 1")
+        return Sparsifier.parse(self.sparsifier)
+
+
+@dataclass(frozen=True)
+class CaptureConfig(SampleConfig, RecordConfig):
+    """Everything that determines a sampled capture's content (and so whether a resume is valid)."""
+
+    method: Literal["replay", "stepwise"] = field(default="replay", kw_only=True, metadata={
+        "help": "replay: sample with the backend, then replay the sequences (fast); stepwise: record while "
+                "stepping the bridge (for lock-step patching)"})
 
     def content(self) -> dict:
-        """The fields that change the cache (device/dtype do not on CPU; they are kept anyway)."""
-        return dataclasses.asdict(self)
+        content = {**dataclasses.asdict(self), "backend": resolve_backend(self.sampling())}
+        if self.method == "stepwise":
+            del content["replay_tokens"]  # stepwise capture never replays
+        return content
+
+    def sampling(self) -> SampleConfig:
+        """The sampling part of this capture (stepwise capture samples through the bridge)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(SampleConfig)}
+        return SampleConfig(**{**values, "backend": "bridge" if self.method == "stepwise" else self.backend})
 
 
-class WindowAccumulator:
-    """Sums one sequence's per-token sparse scores into rows of ``window`` tokens.
+@dataclass(frozen=True)
+class ReplayConfig(RecordConfig):
+    """Everything that determines a capture of existing traces."""
 
-    A row of one token (``window == 1``) keeps the token's selection as it is, in descending
-    score (the float32 order, which float16 storage may tie), so that a stricter top-k can
-    later be derived from it exactly (``nex_causal.rewindow``); wider rows sum each neuron's
-    scores and are ordered by key.
-    """
+    traces: str = field(metadata={"help": "traces to replay: a .parquet from `nex-causal sample` or a cache, "
+                                          "or a .jsonl with prompt and response (or response_token_ids)"})
+    model: str = same_field(SampleConfig, "model")
+    chat: bool = field(default=False, metadata={
+        "help": "wrap prompts in the chat template (for traces that do not record their prompt token ids)"})
+    batch_size: int = same_field(SampleConfig, "batch_size")
+    device: str = same_field(SampleConfig, "device")
+    dtype: str = same_field(SampleConfig, "dtype")
 
-    def __init__(self, window: int):
-        self.window = window
-        self.rows: list[tuple[np.ndarray, np.ndarray, int]] = []
-        self._keys: list[np.ndarray] = []
-        self._mass: list[np.ndarray] = []
-        self._tokens = 0
-
-    def add_token(self, keys: np.ndarray, mass: np.ndarray) -> None:
-        self._keys.append(keys)
-        self._mass.append(mass)
-        self._tokens += 1
-        if self._tokens == self.window:
-            self.close_row()
-
-    def close_row(self) -> None:
-        if self._tokens == 0:
-            return
-        if self._tokens == 1 and self.window == 1:
-            keys, mass = self._keys[0].astype(np.uint32), self._mass[0].astype(np.float32)
-            order = np.argsort(-mass, kind="stable")
-            self.rows.append((keys[order], mass[order], 1))
-        else:
-            keys, inverse = np.unique(np.concatenate(self._keys), return_inverse=True)
-            mass = np.bincount(inverse, weights=np.concatenate(self._mass), minlength=len(keys))
-            self.rows.append((keys.astype(np.uint32), mass.astype(np.float32), self._tokens))
-        self._keys, self._mass, self._tokens = [], [], 0
+    def content(self) -> dict:
+        """The settings and the traces file's digest (a changed file is another capture)."""
+        return {**dataclasses.asdict(self), "traces_sha256": _sha256(Path(self.traces))}
 
 
-class ActivationRecorder:
-    """Hooks that keep each step's last-position MLP activations and sparsify them per sequence."""
+def _sha256(path: Path) -> str:
+    if not path.is_file():
+        raise NexError(f"traces file {path} does not exist: check the path")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
-    def __init__(self, bridge, sparsifier: Sparsifier, window: int, batch: int):
-        self.sparsifier = sparsifier
-        self.n_layers, self.d_mlp = bridge.cfg.n_layers, bridge.cfg.d_mlp
-        self.buffer: list[torch.Tensor | None] = [None] * self.n_layers
-        self.windows = [WindowAccumulator(window) for _ in range(batch)]
-        if sparsifier.needs_contributions:
-            self.w_out = bridge.W_out.detach()  # [L, D, d_model]
-            self.w_u = bridge.W_U.detach()  # [d_model, V]
 
-    def hooks(self) -> list[tuple[str, callable]]:
+class StepHooks:
+    """Hooks for stepwise capture: keep each step's last-position activations, record them after sampling."""
+
+    def __init__(self, bridge, recorder: RowRecorder):
+        self.recorder = recorder
+        self.buffer: list[torch.Tensor | None] = [None] * int(bridge.cfg.n_layers)
+
+    def fwd_hooks(self) -> list[tuple[str, callable]]:
         def keep(layer: int):
             def hook(act: torch.Tensor, hook) -> torch.Tensor:
                 self.buffer[layer] = act[:, -1]
                 return act
             return hook
-        return [(mlp_hook(layer), keep(layer)) for layer in range(self.n_layers)]
+        return [(mlp_hook(layer), keep(layer)) for layer in range(len(self.buffer))]
 
     def on_step(self, step: int, sampled: torch.Tensor, active: torch.Tensor) -> None:
-        acts = torch.stack(self.buffer, dim=1).float()  # [B, L, D]
-        contribution = None
-        if self.sparsifier.needs_contributions:
-            direction = torch.einsum("ldm,mb->bld", self.w_out.float(), self.w_u[:, sampled].float())
-            contribution = acts * direction
-        rows, flat, score = self.sparsifier.select(acts, contribution)
-        rows, flat, score = rows.cpu().numpy(), flat.cpu().numpy(), score.cpu().numpy()
-        keys = pack_keys(flat // self.d_mlp, flat % self.d_mlp)
-        order = np.argsort(rows, kind="stable")
-        bounds = np.searchsorted(rows[order], np.arange(len(self.windows) + 1))
-        for b in np.flatnonzero(active.cpu().numpy()):
-            part = order[bounds[b]:bounds[b + 1]]
-            self.windows[b].add_token(keys[part], score[part].astype(np.float32))
+        acts = torch.stack(self.buffer, dim=1)  # [B, L, D]
+        self.recorder.add(acts[active], sampled[active], np.flatnonzero(active.cpu().numpy()))
 
 
-def response_record(gen: Generation, problem, sample_index: int, config: CaptureConfig,
-                    taskset: TaskSet) -> dict:
-    """One row of responses.parquet (columns in docs/architecture.md)."""
-    return {
-        "prompt_id": problem.id, "sample_index": sample_index, "model": config.model,
-        "task": taskset.name, "prompt": problem.prompt, "response": gen.text,
-        "n_tokens": gen.n_tokens, "finish_reason": gen.finish_reason,
-        "token_ids": gen.tokens.astype(np.int32),
-        "answer": taskset.extract(gen.text), "target": problem.target,
-        "correct": bool(taskset.check(problem, gen.text)),
-        "token_logprob": gen.token_logprob, "token_entropy": gen.token_entropy,
-        "token_top20_logprob_sum": gen.token_top20_logprob_sum,
-        "token_kl_uniform": gen.token_kl_uniform,
-    }
+def write_shard(path: Path, rows: list[list[Row]], records: list[dict]) -> None:
+    with SparseCacheWriter(path) as writer:
+        for response_rows, record in zip(rows, records):
+            writer.append(response_rows, meta=record)
 
 
-def capture_batch(bridge, taskset: TaskSet, prompt_indices: range, config: CaptureConfig,
-                  sparsifier: Sparsifier, encoded: list[torch.Tensor]
-                  ) -> list[tuple[list[tuple[np.ndarray, np.ndarray, int]], dict]]:
-    """Generate ``n_samples`` responses for each prompt in ``prompt_indices``, recording rows."""
-    slots = [(p, s) for p in prompt_indices for s in range(config.n_samples)]
-    recorder = ActivationRecorder(bridge, sparsifier, config.window, len(slots))
-    gens = generate_batch(
-        bridge, [encoded[p] for p, _ in slots], max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature, top_p=config.top_p,
-        seeds=[sequence_seed(config.seed, p, s) for p, s in slots],
-        fwd_hooks=recorder.hooks(), on_step=recorder.on_step)
-    out = []
-    for (p, s), gen, acc in zip(slots, gens, recorder.windows):
-        acc.close_row()
-        out.append((acc.rows, response_record(gen, taskset.problems[p], s, config, taskset)))
-    return out
+class CaptureWork:
+    """A sampled capture's shards: sample a batch of prompts, record it (stepwise or by replay)."""
+
+    what = "capture"
+
+    def __init__(self, config: CaptureConfig, taskset: TaskSet, bridge=None):
+        self.config, self.taskset, self.bridge = config, taskset, bridge
+        self.sparsifier = config.check_recording()
+        self.shards = prompt_shards(len(taskset), config)
+        self.n_shards = len(self.shards)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "bridge": None, "sampler": None}  # a worker loads its own model
+
+    def setup(self) -> None:
+        from nex_causal.models import load_bridge
+
+        c = self.config
+        if self.bridge is None:
+            self.bridge = load_bridge(c.model, device=c.device, dtype=c.dtype)
+        self.sampler = load_sampler(c.sampling(), self.bridge)
+        self.encoded = self.sampler.encode(self.taskset.prompts())
+
+    def size(self, index: int) -> int:
+        return len(self.shards[index])
+
+    def run(self, index: int, path: Path) -> None:
+        c, problems = self.config, self.taskset.problems
+        recorder = RowRecorder(self.bridge, self.sparsifier, c.window, len(self.shards[index]) * c.n_samples)
+        if c.method == "stepwise":
+            hooks = StepHooks(self.bridge, recorder)
+            done = sample_shard(self.sampler, self.taskset, self.shards[index], c, self.encoded,
+                                fwd_hooks=hooks.fwd_hooks(), on_step=hooks.on_step)
+            stats = [gen.stats for _, _, gen in done]
+        else:
+            done = sample_shard(self.sampler, self.taskset, self.shards[index], c, self.encoded)
+            stats = replay(self.bridge, [self.encoded[p] for p, _, _ in done], [t.token_ids for _, t, _ in done],
+                           recorder, max_tokens=c.replay_tokens)
+        records = [trace_record(trace, self.encoded[p], s, **scored(self.taskset, problems[p], trace.response),
+                                model=c.model, task=self.taskset.name)
+                   for (p, trace, _), s in zip(done, stats)]
+        write_shard(path, recorder.finish(), records)
 
 
-def partial_dir(out: Path) -> Path:
-    """Where an unfinished capture into ``out`` keeps its finished shards."""
-    return out.with_name(out.name + ".partial")
+class ReplayWork:
+    """A capture of existing traces: shards of ``batch_size`` traces, in file order."""
+
+    what = "replay"
+
+    def __init__(self, config: ReplayConfig, traces: list[Trace], task: str, bridge=None):
+        self.config, self.traces, self.task, self.bridge = config, traces, task, bridge
+        self.sparsifier = config.check_recording()
+        self.shards = [range(i, min(i + config.batch_size, len(traces)))
+                       for i in range(0, len(traces), config.batch_size)]
+        self.n_shards = len(self.shards)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "bridge": None}
+
+    def setup(self) -> None:
+        from nex_causal.models import load_bridge
+
+        c = self.config
+        if self.bridge is None:
+            self.bridge = load_bridge(c.model, device=c.device, dtype=c.dtype)
+
+    def size(self, index: int) -> int:
+        return len(self.shards[index])
+
+    def run(self, index: int, path: Path) -> None:
+        traces = [self.traces[i] for i in self.shards[index]]
+        prompts = [torch.as_tensor(t.prompt_ids) if t.prompt_ids is not None else
+                   encode_prompts(self.bridge, [t.prompt], chat=self.config.chat)[0] for t in traces]
+        for t, p in zip(traces, prompts):
+            if len(p) == 0:
+                raise NexError(f"trace {t.prompt_id}/{t.sample_index} has an empty prompt: replay needs the "
+                               "position that predicts the first response token")
+        recorder = RowRecorder(self.bridge, self.sparsifier, self.config.window, len(traces))
+        stats = replay(self.bridge, prompts, [t.token_ids for t in traces], recorder,
+                       max_tokens=self.config.replay_tokens)
+        records = [trace_record(t, p, s, **_answer_of(t), model=self.config.model, task=self.task)
+                   for t, p, s in zip(traces, prompts, stats)]
+        write_shard(path, recorder.finish(), records)
+
+
+def _answer_of(trace: Trace) -> dict:
+    """A trace's recorded answer and correctness, else the generic ``Answer:``-line checker's (None without a target)."""
+    if trace.correct is not None:
+        return {"answer": trace.answer, "correct": trace.correct}
+    from nex_causal.tasks import Problem
+
+    correct = None if trace.target is None else check_answer(Problem(trace.prompt_id, trace.prompt, trace.target),
+                                                             trace.response)
+    return {"answer": extract_answer(trace.response), "correct": correct}
+
+
+def _existing(out: Path, wanted: dict) -> SparseCache | None:
+    """The finished capture at ``out`` when it was made by ``wanted``; NexError for anything else there."""
+    done = read_stamp(out / CAPTURE_FILE)
+    if done is not None:
+        why = mismatch(done, wanted)
+        if why is not None:
+            raise NexError(f"{out} already holds a capture made with {why}; choose another --out or delete it")
+        return SparseCache.open(out)
+    if out.exists():
+        raise NexError(f"{out} exists but is not a finished capture; choose another --out or delete it")
+    return None
+
+
+def _finish(work: Work, out: Path, wanted: dict, progress: bool, ray: RayOptions | None, **info) -> SparseCache:
+    """Run ``work``'s missing shards, then publish their concatenation with its capture.json."""
+    partial = partial_dir(out)
+    paths = run_shards(work, partial, wanted, progress=progress, ray=ray)
+    from nex_causal.models import shape_of
+
+    n_layers, d_mlp = shape_of(work.config.model)[:2] if work.bridge is None else \
+        (int(work.bridge.cfg.n_layers), int(work.bridge.cfg.d_mlp))
+    with atomic_path(out, is_dir=True) as final:
+        concatenate(paths, final)
+        write_json(final / CAPTURE_FILE, {**stamp(wanted), "n_layers": n_layers, "d_mlp": d_mlp,
+                                          "versions": versions(), "token_rows": TOKEN_ORDER, **info})
+    shutil.rmtree(partial)
+    return SparseCache.open(out)
 
 
 def discard_stale(config: CaptureConfig, out: str | Path) -> None:
@@ -183,64 +277,43 @@ def discard_stale(config: CaptureConfig, out: str | Path) -> None:
 
 
 def capture(config: CaptureConfig, out: str | Path, *, bridge=None, taskset: TaskSet | None = None,
-            progress: bool = True) -> SparseCache:
+            progress: bool = True, ray: RayOptions | None = None) -> SparseCache:
     """Capture ``config`` into the cache directory ``out``; resume or reuse what is on disk.
 
     ``bridge`` and ``taskset`` may be passed in (a notebook that already holds them);
     otherwise they are loaded from ``config.model`` and ``config.tasks``.
     """
     out = Path(out)
-    sparsifier = Sparsifier.parse(config.sparsifier)
-    if config.n_samples < 1 or config.window < 1 or config.batch_size < 1:
-        raise NexError("n_samples, window and batch_size must all be at least 1")
+    config.check()
+    config.check_recording()
     wanted = config.content()
-    done = read_stamp(out / CAPTURE_FILE)
-    if done is not None:
-        why = mismatch(done, wanted)
-        if why is not None:
-            raise NexError(f"{out} already holds a capture made with {why}; choose another --out or delete it")
-        return SparseCache.open(out)
-    if out.exists():
-        raise NexError(f"{out} exists but is not a finished capture; choose another --out or delete it")
-
-    if taskset is None:
-        from nex_causal.tasks import load_tasks
-        taskset = load_tasks(config.tasks)
+    if (cache := _existing(out, wanted)) is not None:
+        return cache
+    taskset = load_tasks(config.tasks) if taskset is None else taskset
     if len(taskset) == 0:
         raise NexError(f"task set {config.tasks!r} is empty: ask for at least one prompt")
-    if bridge is None:
-        from nex_causal.models import load_bridge
-        bridge = load_bridge(config.model, device=config.device, dtype=config.dtype)
+    return _finish(CaptureWork(config, taskset, bridge), out, wanted, progress, ray, n_prompts=len(taskset))
 
-    partial = partial_dir(out)
-    claim(partial, wanted, what="capture")
-    shards = partial / "shards"
-    shards.mkdir(exist_ok=True)
 
-    per_batch = max(1, config.batch_size // config.n_samples)
-    batches = [range(i, min(i + per_batch, len(taskset))) for i in range(0, len(taskset), per_batch)]
-    encoded = encode_prompts(bridge, taskset.prompts(), chat=config.chat)
-    bar = tqdm(total=len(taskset), desc=f"capture {config.model}", unit="prompt", disable=not progress)
-    started, generated = time.perf_counter(), 0
-    for index, batch in enumerate(batches):
-        shard = shards / f"{index:06d}"
-        if shard.exists():
-            bar.update(len(batch))
-            continue
-        results = capture_batch(bridge, taskset, batch, config, sparsifier, encoded)
-        with SparseCacheWriter(shard) as writer:
-            for rows, record in results:
-                writer.append(rows, meta=record)
-        generated += sum(record["n_tokens"] for _, record in results)
-        bar.update(len(batch))
-        bar.set_postfix(tok_s=f"{generated / (time.perf_counter() - started):.0f}")
-    bar.close()
+def capture_traces(config: ReplayConfig, out: str | Path, *, bridge=None, progress: bool = True,
+                   ray: RayOptions | None = None) -> SparseCache:
+    """Replay the traces of ``config`` through ``config.model`` into the cache directory ``out``."""
+    from nex_causal.models import shape_of, tokenizer_of
 
-    with atomic_path(out, is_dir=True) as final:
-        concatenate([shards / f"{i:06d}" for i in range(len(batches))], final)
-        write_json(final / CAPTURE_FILE, {
-            **stamp(wanted), "n_layers": bridge.cfg.n_layers, "d_mlp": bridge.cfg.d_mlp,
-            "n_prompts": len(taskset), "versions": versions(), "token_rows": TOKEN_ORDER,
-        })
-    shutil.rmtree(partial)
-    return SparseCache.open(out)
+    out = Path(out)
+    config.check_recording()
+    if config.batch_size < 1:
+        raise NexError("batch_size must be at least 1")
+    wanted = config.content()
+    if (cache := _existing(out, wanted)) is not None:
+        return cache
+    tokenizer, vocab = (bridge.tokenizer, int(bridge.cfg.d_vocab)) if bridge is not None else \
+        (tokenizer_of(config.model), shape_of(config.model)[2])
+    traces = read_traces(config.traces, tokenizer, vocab)
+    if (unknown := sum(t.correct is None and t.target is None for t in traces)):
+        warnings.warn(f"{unknown} of {len(traces)} traces have no target: their correctness is unknown "
+                      "(left empty in responses.parquet)", stacklevel=2)
+    made = traces_meta(config.traces) if config.traces.endswith(".parquet") else {}
+    task = (made.get("stamp") or {}).get("config", {}).get("tasks") or f"traces:{Path(config.traces).stem}"
+    return _finish(ReplayWork(config, traces, task, bridge), out, wanted, progress, ray,
+                   n_prompts=len({t.prompt_id for t in traces}), traces_made_by=made.get("stamp"))

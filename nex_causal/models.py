@@ -111,6 +111,20 @@ def resolve_model(name: str | os.PathLike) -> Path:
     return _hf_cache_snapshot(text)
 
 
+def tokenizer_of(model: str | os.PathLike) -> PreTrainedTokenizerBase:
+    """The tokenizer saved with model ``model`` (a name for ``resolve_model``), without loading weights."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model(model))
+
+
+def shape_of(model: str | os.PathLike) -> tuple[int, int, int]:
+    """(layers, MLP units per layer, vocabulary size) of model ``model``, read from its config."""
+    config = _read_config(resolve_model(model))
+    config = getattr(config, "text_config", config)
+    return int(config.num_hidden_layers), int(config.intermediate_size), int(config.vocab_size)
+
+
 # -- booting a bridge ------------------------------------------------------------------------
 
 def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -226,6 +240,41 @@ def load_bridge(model: str | os.PathLike | PreTrainedModel, *, device: str | tor
     bridge.eval()
     check_kv_cache(bridge)
     return bridge
+
+
+def plain_model(bridge) -> PreTrainedModel:
+    """The Hugging Face model the bridge wraps, without the bridge's components: its own modules
+    over the very same weight tensors (no copy), for fast ``generate`` and for saving.
+
+    Weights changed in place on the bridge (a transplant) are the plain model's too; hooks on
+    the bridge are not, so use it only where no activation edit must apply.
+    """
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(bridge.original_model.config)
+    config.output_attentions = False  # the bridge turns it on for its attention hooks
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    names = set(model.state_dict())
+    state: dict[str, torch.Tensor] = {}
+    for key, value in bridge.original_model.state_dict().items():
+        name = key.replace("._original_component", "")
+        if name in names:
+            state.setdefault(name, value)
+    if missing := names - set(state):
+        raise NexError(f"cannot map the bridge's weights back to Hugging Face names (missing "
+                       f"{sorted(missing)[0]}): this architecture cannot be run without the bridge")
+    model.load_state_dict(state, assign=True, strict=True)
+    buffers = {k.replace("._original_component", ""): v for k, v in bridge.original_model.named_buffers()}
+    for name, buffer in list(model.named_buffers()):
+        if buffer.is_meta:  # non-persistent buffers (rotary frequencies) are not in the state dict
+            owner, _, leaf = name.rpartition(".")
+            model.get_submodule(owner).register_buffer(leaf, buffers[name], persistent=False)
+    model.generation_config = copy.deepcopy(bridge.original_model.generation_config)
+    model.tie_weights()
+    return model.eval()
 
 
 # -- one decoding step, and the self-check that the KV cache is used -------------------------

@@ -88,6 +88,13 @@ def from_mapping(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
     return cls(**{k: _convert(v, hints[k], prefix + k) for k, v in values.items()})
 
 
+def same_field(cls: type, name: str, **changes: Any) -> Any:
+    """A field declared as ``cls``'s field ``name`` (default, help), for a dataclass that shares it."""
+    f = _fields(cls)[name]
+    spec = {"default": f.default, "default_factory": f.default_factory, "metadata": f.metadata, **changes}
+    return dataclasses.field(**spec)
+
+
 def section(cls: type, exclude: Iterable[str], name: str | None = None) -> type:
     """The dataclass of ``cls``'s fields less ``exclude``, with the same defaults and help."""
     exclude = set(exclude)

@@ -78,19 +78,47 @@ def order() -> list[str]:
     return done
 
 
+MODELS_PREFIX = "models:"  # family: models:A,B is a family of the named models (no merges)
+
+
 @stage("family", run_level=("family", "zoo_seed"))
 def family(run: Run) -> dict:
-    """The merge family: the embedded zoo, built or reused, or a directory with a family.csv."""
-    if run.config.family == "zoo":
+    """The family: the embedded zoo, built or reused; named models (``models:A,B``), each a
+    variant as it is; or a directory with a family.csv."""
+    spec = run.config.family
+    if spec == "zoo":
         from nex_causal.zoo import build
 
         family_dir = build(seed=run.config.zoo_seed, progress=run.progress)
+    elif spec.startswith(MODELS_PREFIX):
+        family_dir = named_models(spec[len(MODELS_PREFIX):].split(","), run.dir / "family")
     else:
-        family_dir = Path(run.config.family).resolve()
+        family_dir = Path(spec).resolve()
         if not (family_dir / "family.csv").is_file():
             raise NexError(f"family directory {family_dir} has no family.csv; build it with "
                            "`nex-causal zoo build --out DIR` or point `family` at one")
     return {"family_dir": str(family_dir)}
+
+
+def named_models(names: list[str], out: Path) -> Path:
+    """A family directory whose variants are the named models (links to their directories)."""
+    from nex_causal.models import resolve_model
+
+    names = [n.strip() for n in names if n.strip()]
+    if not names:
+        raise NexError(f"family {MODELS_PREFIX!r} names no model: write {MODELS_PREFIX}smollm2-135m,/path/to/model")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in names:
+        source = resolve_model(name)
+        variant = Path(name).name
+        link = out / variant
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(source.resolve(), target_is_directory=True)
+        rows.append({"name": variant, "path": variant, "method": "model", "params": "{}", "parents": ""})
+    write_table(pd.DataFrame(rows), out / "family")
+    return out
 
 
 @stage("capture", needs=("family",), section=CaptureSection, default=CaptureSection(),

@@ -52,10 +52,11 @@ def offline_rows(bridge, prompt, generated, sparsifier, window):
     return rows
 
 
+@pytest.mark.parametrize("method", ["replay", "stepwise"])
 @pytest.mark.parametrize("spec", ["topk:40", "layer-topk:5", "threshold:0.05", "mui:30"])
-def test_captured_rows_equal_offline_run_with_cache(tmp_path, tiny_qwen3_bridge, spec):
+def test_captured_rows_equal_offline_run_with_cache(tmp_path, tiny_qwen3_bridge, spec, method):
     bridge = tiny_qwen3_bridge
-    cache, config = run(tmp_path, bridge, sparsifier=spec)
+    cache, config = run(tmp_path, bridge, sparsifier=spec, method=method)
     table = cache.responses
     for r in range(cache.n_responses):
         rec = table.iloc[r]
@@ -99,14 +100,15 @@ def cache_bytes(path):
             for p in sorted(path.rglob("*")) if p.is_file() and p.name != "capture.json"}
 
 
-def test_same_seed_same_bytes_and_resume_equals_uninterrupted(tmp_path, tiny_qwen3_bridge, monkeypatch):
-    import nex_causal.capture as cap
+@pytest.mark.parametrize("method", ["replay", "stepwise"])
+def test_same_seed_same_bytes_and_resume_equals_uninterrupted(tmp_path, tiny_qwen3_bridge, monkeypatch, method):
+    from nex_causal.capture import CaptureWork
 
-    full, _ = run(tmp_path, tiny_qwen3_bridge, name="full")
-    again, _ = run(tmp_path, tiny_qwen3_bridge, name="again")
+    full, _ = run(tmp_path, tiny_qwen3_bridge, name="full", method=method)
+    again, _ = run(tmp_path, tiny_qwen3_bridge, name="again", method=method)
     assert cache_bytes(full.path) == cache_bytes(again.path)
 
-    real, calls = cap.capture_batch, []
+    real, calls = CaptureWork.run, []
 
     def crash_on_second(*args, **kwargs):
         calls.append(1)
@@ -114,12 +116,12 @@ def test_same_seed_same_bytes_and_resume_equals_uninterrupted(tmp_path, tiny_qwe
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cap, "capture_batch", crash_on_second)
+    monkeypatch.setattr(CaptureWork, "run", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path, tiny_qwen3_bridge, name="resumed")
+        run(tmp_path, tiny_qwen3_bridge, name="resumed", method=method)
     assert not (tmp_path / "resumed").exists()  # never mistaken for a finished cache
-    monkeypatch.setattr(cap, "capture_batch", real)
-    resumed, _ = run(tmp_path, tiny_qwen3_bridge, name="resumed")
+    monkeypatch.setattr(CaptureWork, "run", real)
+    resumed, _ = run(tmp_path, tiny_qwen3_bridge, name="resumed", method=method)
     assert cache_bytes(resumed.path) == cache_bytes(full.path)
     assert not (tmp_path / "resumed.partial").exists()
     meta = json.loads((resumed.path / "capture.json").read_text())

@@ -41,11 +41,23 @@ def test_batched_greedy_equals_one_at_a_time_and_hf(tiny_qwen3_bridge):
     single = generate(bridge, PROMPTS, max_new_tokens=10, batch_size=1)
     for a, b, prompt in zip(batched, single, PROMPTS):
         np.testing.assert_array_equal(a.tokens, b.tokens)
-        np.testing.assert_allclose(a.token_entropy, b.token_entropy, atol=1e-4)
+        np.testing.assert_allclose(a.stats["token_entropy"], b.stats["token_entropy"], atol=1e-4)
         ids = bridge.to_tokens(prompt)
         hf = bridge.original_model.generate(ids, max_new_tokens=10, do_sample=False,
                                             pad_token_id=0, eos_token_id=2)
         np.testing.assert_array_equal(a.tokens, hf[0, ids.shape[1]:].numpy())
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_hugging_face_generate_follows_the_bridge_draw_for_draw(tiny_qwen3_bridge, temperature):
+    kw = dict(max_new_tokens=14, temperature=temperature, top_p=0.9, seed=2, batch_size=4)
+    stepped = generate(tiny_qwen3_bridge, PROMPTS, **kw)
+    fast = generate(tiny_qwen3_bridge, PROMPTS, hooks=False, **kw)
+    for a, b in zip(stepped, fast):
+        np.testing.assert_array_equal(a.tokens, b.tokens)
+        assert a.finish_reason == b.finish_reason and a.text == b.text
+        for name in a.stats:
+            np.testing.assert_allclose(a.stats[name], b.stats[name], atol=1e-4)
 
 
 def test_sampling_is_seeded_per_sequence(tiny_qwen3_bridge):
@@ -66,7 +78,7 @@ def test_eos_stops_a_row_and_steps_report_active_rows(tiny_qwen3_bridge):
                           eos_token_id=stop, on_step=lambda s, tok, act: seen.append(act.clone()))
     first = int(np.flatnonzero(free[0].tokens == stop)[0]) + 1
     assert gens[0].finish_reason == "eos" and gens[0].n_tokens == first
-    assert gens[0].tokens[-1] == stop and len(gens[0].token_entropy) == first
+    assert gens[0].tokens[-1] == stop and len(gens[0].stats["token_entropy"]) == first
     assert sum(bool(a[0]) for a in seen) == first  # row 0 reported active exactly for its tokens
     for g in gens:
         assert g.finish_reason == ("eos" if stop in g.tokens else "length")

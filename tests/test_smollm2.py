@@ -77,3 +77,23 @@ def test_the_real_model_knows_a_fact(smollm2_bridge):
     with torch.no_grad():
         next_token = smollm2_bridge(ids)[0, -1].argmax()
     assert tokenizer.decode(next_token).strip() == "Paris"
+
+
+def test_replay_equals_stepwise_capture_on_smollm2(smollm2_bridge, tmp_path):
+    from nex_causal.capture import CaptureConfig, ReplayConfig, capture, capture_traces
+    from nex_causal.sample import SampleConfig, sample
+
+    from test_replay import assert_same_rows
+
+    kw = dict(model=SMOLLM2, tasks="organism:2", n_samples=2, max_new_tokens=32, temperature=0.7, batch_size=4,
+              chat=True)
+    record = dict(sparsifier="topk:128", window=4)
+    step = capture(CaptureConfig(**kw, **record, method="stepwise"), tmp_path / "step", bridge=smollm2_bridge,
+                   progress=False)
+    again = capture_traces(ReplayConfig(traces=str(step.path / "responses.parquet"), model=SMOLLM2, **record),
+                           tmp_path / "again", bridge=smollm2_bridge, progress=False)
+    assert_same_rows(step, again)
+    traces = sample(SampleConfig(**kw), tmp_path / "t.parquet", bridge=smollm2_bridge, progress=False)
+    fast = capture_traces(ReplayConfig(traces=str(traces), model=SMOLLM2, **record), tmp_path / "fast",
+                          bridge=smollm2_bridge, progress=False)
+    assert [list(t) for t in fast.responses["token_ids"]] == [list(t) for t in step.responses["token_ids"]]

@@ -14,10 +14,10 @@ MAX_LINES = 450
 LAYERS = [
     ["errors", "registry", "runlength"],
     ["io", "stack", "settings"],
-    ["resume", "cache", "variants"],
+    ["resume", "cache", "variants", "shards", "distributed"],
     ["nex"],
-    ["models", "geometry", "tasks", "sparsify", "stats"],
-    ["zoo", "sampling", "evaluate"],
+    ["models", "geometry", "tasks", "sparsify", "stats", "traces"],
+    ["zoo", "sampling", "evaluate", "recording", "replay", "sample"],
     ["capture", "pool", "profile"],
     ["selectors", "ranking", "intervene", "rewindow", "sweep"],
     ["figures", "report", "annotate", "doctor"],

@@ -1,26 +1,85 @@
-"""``capture``: sample N responses per prompt while recording sparse MLP activations."""
+"""``sample`` and ``capture``: traces by the fastest engine, and caches of sparse MLP activations."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
-from nex_causal.capture import CaptureConfig
+from nex_causal.capture import CaptureConfig, ReplayConfig
+from nex_causal.errors import NexError
+from nex_causal.sample import SampleConfig
 from nex_causal.settings import add_options, from_mapping, given_options
+from nex_causal.distributed import RayOptions
+
+
+def add_ray_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("distributed (needs the ray extra: pip install 'nex-causal[ray]')")
+    g.add_argument("--ray", action="store_true", help="shard the prompts over workers of a local Ray cluster")
+    g.add_argument("--ray-address", metavar="ADDR", help="shard over the Ray cluster at ADDR (e.g. ray://head:10001)")
+    g.add_argument("--ray-workers", type=int, metavar="N",
+                   help="Ray workers (default: one per GPU when there are GPUs, else one per CPU core)")
+
+
+def ray_options(args: argparse.Namespace) -> RayOptions | None:
+    if args.ray_workers is not None and args.ray_workers < 1:
+        raise NexError(f"--ray-workers must be at least 1, got {args.ray_workers}")
+    if not (args.ray or args.ray_address):
+        if args.ray_workers is not None:
+            raise NexError("--ray-workers needs --ray or --ray-address")
+        return None
+    return RayOptions(address=args.ray_address, workers=args.ray_workers)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("capture", help="sample N responses per prompt, recording sparse MLP activations",
-                       description="Sample N responses per prompt through the TransformerBridge and "
-                       "record sparse MLP activations into a SparseCache (resumable).")
-    add_options(p, CaptureConfig, required=("model", "tasks"))
+    p = sub.add_parser("sample", help="sample N responses per prompt into a traces table (no activations)",
+                       description="Sample N responses per prompt with the fastest backend present (Hugging "
+                       "Face generate, or vLLM on a GPU) into a parquet traces table; resumable.")
+    add_options(p, SampleConfig, required=("model", "tasks"))
+    p.add_argument("--out", required=True, help="traces table to write (.parquet)")
+    add_ray_options(p)
+    p.set_defaults(handler=run_sample)
+
+    p = sub.add_parser("capture", help="responses with sparse MLP activations, sampled here or from traces",
+                       description="Sample N responses per prompt and record sparse MLP activations into a "
+                       "SparseCache (by replay, or stepwise with --method stepwise), or with --from-traces "
+                       "replay traces made elsewhere (this project's traces, a cache's responses.parquet, or "
+                       "JSONL from any engine). Resumable.")
+    add_options(p, CaptureConfig, required=("model",))
+    p.add_argument("--from-traces", metavar="FILE", help="replay these traces (.parquet or .jsonl) instead of "
+                   "sampling; --tasks and the sampling options do not apply")
     p.add_argument("--out", required=True, help="cache directory to write")
-    p.set_defaults(handler=run)
+    add_ray_options(p)
+    p.set_defaults(handler=run_capture)
 
 
-def run(args: argparse.Namespace) -> None:
-    from nex_causal.capture import capture
+def run_sample(args: argparse.Namespace) -> None:
+    from nex_causal.sample import sample
 
-    cache = capture(from_mapping(CaptureConfig, given_options(args, CaptureConfig)), args.out)
+    out = sample(from_mapping(SampleConfig, given_options(args, SampleConfig)), args.out, ray=ray_options(args))
+    import pandas as pd
+
+    table = pd.read_parquet(out, columns=["n_tokens", "correct"])
+    print(f"{out}: {len(table)} responses, {int(table['n_tokens'].sum())} generated tokens, "
+          f"accuracy {table['correct'].mean():.3f}")
+
+
+def run_capture(args: argparse.Namespace) -> None:
+    from nex_causal.capture import capture, capture_traces
+
+    given = given_options(args, CaptureConfig)
+    if args.from_traces:
+        replay_fields = {f.name for f in dataclasses.fields(ReplayConfig)}
+        if extra := [k for k in given if k not in replay_fields]:
+            raise NexError(f"--{extra[0].replace('_', '-')} does not apply to --from-traces (the traces are "
+                           "already sampled): drop it")
+        cache = capture_traces(from_mapping(ReplayConfig, {**given, "traces": args.from_traces}), args.out,
+                               ray=ray_options(args))
+    else:
+        if "tasks" not in given:
+            raise NexError("capture needs --tasks (what to sample), or --from-traces FILE")
+        cache = capture(from_mapping(CaptureConfig, given), args.out, ray=ray_options(args))
     table = cache.responses
+    labelled = table["correct"].dropna()
+    accuracy = f"accuracy {labelled.astype(bool).mean():.3f}" if len(labelled) else "no targets, so no accuracy"
     print(f"{args.out}: {cache.n_responses} responses, {cache.n_rows} rows, "
-          f"{int(table['n_tokens'].sum())} generated tokens, accuracy {table['correct'].mean():.3f}")
+          f"{int(table['n_tokens'].sum())} generated tokens, {accuracy}")

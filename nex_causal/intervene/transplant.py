@@ -26,7 +26,7 @@ from nex_causal.intervene.base import INTERVENTIONS, InterventionKind
 from nex_causal.intervene.neuron_sets import NeuronSet
 from nex_causal.io import atomic_path, write_json
 from nex_causal.geometry import MLPGeometry
-from nex_causal.models import load_bridge
+from nex_causal.models import load_bridge, plain_model
 
 PROVENANCE_FILE = "nex_transplant.json"
 
@@ -75,26 +75,8 @@ INTERVENTIONS.add("transplant", InterventionKind("transfer", lambda neurons, r: 
 
 
 def _save_pretrained(bridge, directory: Path) -> None:
-    """Write the bridge's model (current weights) and tokenizer into ``directory`` in HF format.
-
-    The bridge wraps the HF modules, so its raw parameter names carry ``._original_component``
-    segments (and aliases); stripping them recovers the HF names of a fresh model.
-    """
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(bridge.original_model.config)
-    names = set(model.state_dict())
-    state: dict[str, torch.Tensor] = {}
-    for key, value in bridge.original_model.state_dict().items():
-        name = key.replace("._original_component", "")
-        if name in names:
-            state.setdefault(name, value)
-    if missing := names - set(state):
-        raise NexError(f"cannot map the bridge's weights back to Hugging Face names (missing "
-                       f"{sorted(missing)[0]}): this architecture cannot be written out")
-    model.load_state_dict(state, assign=True, strict=True)
-    model.save_pretrained(directory)
+    """Write the bridge's model (current weights) and tokenizer into ``directory`` in HF format."""
+    plain_model(bridge).save_pretrained(directory)
     bridge.tokenizer.save_pretrained(directory)
 
 

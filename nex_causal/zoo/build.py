@@ -177,7 +177,7 @@ def evaluate_variant(model_dir: Path, recipe: Recipe) -> dict[str, Any]:
     tasks = organism_tasks(recipe.n_eval, seed=0, skill="mixed", split="test", task=recipe.task)
     bridge = load_bridge(model_dir)
     result = evaluate(bridge, tasks, max_new_tokens=recipe.max_new_tokens, temperature=0.0,
-                      batch_size=recipe.eval_batch)
+                      batch_size=recipe.eval_batch, hooks=False)
     skills = np.array([p.meta["skill"] for p in tasks.problems])
     out = {"accuracy": result.accuracy, "n_eval": len(tasks)}
     for skill in EXPERTS:

@@ -99,7 +99,7 @@ class Recipe:
 
     def eval_settings(self) -> dict[str, Any]:
         return {"tasks": f"{TASKS[self.task].spec}:{self.n_eval}", "task_seed": 0, "greedy": True,
-                "max_new_tokens": self.max_new_tokens, "batch_size": self.eval_batch}
+                "max_new_tokens": self.max_new_tokens, "batch_size": self.eval_batch, "backend": "hf"}
 
 
 RECIPES = {
