@@ -14,8 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from nex_causal.variants import load_family
-from nex_causal.zoo.build import CHECKPOINTS, TRAINED, build, read_meta
-from nex_causal.zoo.recipe import recipe_for
+from nex_causal.zoo.build import TRAINED, build, checkpoints_of, read_meta
+from nex_causal.zoo.recipe import DEFAULT_ORGANISM, RECIPES, recipe_for
 from nex_causal.zoo.train import deterministic_cpu, init_model, train_stage
 
 
@@ -27,14 +27,14 @@ def timed(fn) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=["full", "test"], default="full")
+    parser.add_argument("--organism", choices=list(RECIPES), default=DEFAULT_ORGANISM)
     parser.add_argument("--train-steps", type=int, default=20, help="base-stage steps to time")
     args = parser.parse_args()
-    recipe = recipe_for(args.size)
+    recipe = recipe_for(args.organism)
 
     with tempfile.TemporaryDirectory() as tmp:
-        fresh, out = timed(lambda: build(Path(tmp) / "zoo", size=args.size, progress=False))
-        cached, _ = timed(lambda: build(out, size=args.size, progress=False))
+        fresh, out = timed(lambda: build(Path(tmp) / "zoo", organism=args.organism, progress=False))
+        cached, _ = timed(lambda: build(out, organism=args.organism, progress=False))
         table = load_family(out)
     print(f"fresh build: {fresh:.1f} s for {len(table)} variants ({fresh / len(table):.2f} s each)")
     print(f"second call: {cached:.3f} s in-process (ratio fresh/cached {fresh / cached:.0f}x; "
@@ -46,13 +46,14 @@ def main() -> None:
     with deterministic_cpu(recipe.threads):
         model = init_model(recipe.shape, recipe.seed)
         short = replace(stage, steps=args.train_steps)
-        seconds, _ = timed(lambda: train_stage(model, short, recipe.seed, 0, progress=False))
+        seconds, _ = timed(lambda: train_stage(model, short, recipe.seed, 0, recipe.task, progress=False))
     per_step = seconds / args.train_steps
     total_steps = recipe.base.steps + sum(s.steps for s in recipe.experts)
     print(f"training: {per_step:.3f} s/step on {recipe.threads} thread(s); the recipe's "
           f"{total_steps} steps -> ~{per_step * total_steps / 60:.1f} min")
-    if args.size == "full" and all(read_meta(CHECKPOINTS / n) for n in TRAINED):
-        recorded = sum(read_meta(CHECKPOINTS / n)["train_seconds"] for n in TRAINED)
+    committed = checkpoints_of(args.organism)
+    if all(read_meta(committed / n) for n in TRAINED):
+        recorded = sum(read_meta(committed / n)["train_seconds"] for n in TRAINED)
         print(f"committed checkpoints took {recorded / 60:.1f} min to train "
               f"(ratio estimate/recorded {per_step * total_steps / recorded:.2f})")
 

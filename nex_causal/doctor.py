@@ -53,9 +53,9 @@ def _verified_range() -> str:
 
 
 def _zoo_base():
-    from nex_causal.zoo.build import CHECKPOINTS
+    from nex_causal.zoo.build import checkpoints_of
 
-    return CHECKPOINTS / "base"
+    return checkpoints_of() / "base"
 
 
 def _kv_cache() -> str:

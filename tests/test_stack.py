@@ -85,15 +85,15 @@ def test_doctor_passes_here_and_fails_when_a_check_fails(tmp_path, monkeypatch, 
 
 
 def test_the_zoo_refuses_a_checkpoint_whose_accuracy_moved(tmp_path):
-    from nex_causal.zoo.build import CHECKPOINTS, FAMILY_FILE, META_FILE, build
+    from nex_causal.zoo.build import FAMILY_FILE, META_FILE, build, checkpoints_of
 
     checkpoints = tmp_path / "checkpoints"
-    shutil.copytree(CHECKPOINTS, checkpoints)
+    shutil.copytree(checkpoints_of("seek"), checkpoints)
     meta = json.loads((checkpoints / "base" / META_FILE).read_text())
     assert meta["recorded_eval"]["accuracy"] == pytest.approx(0.75)
     meta["recorded_eval"]["accuracy"] = 0.5  # what a stack that computes other numbers would see
     (checkpoints / "base" / META_FILE).write_text(json.dumps(meta))
     with pytest.raises(NexError, match=r"zoo checkpoint base scores greedy accuracy 0\.750 here but 0\.500 when its "
                                        r"weights were committed.*nex-causal doctor"):
-        build(tmp_path / "zoo", checkpoints=checkpoints, progress=False)
+        build(tmp_path / "zoo", organism="seek", checkpoints=checkpoints, progress=False)
     assert not (tmp_path / "zoo" / FAMILY_FILE).exists()

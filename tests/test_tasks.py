@@ -204,7 +204,7 @@ def test_organism_specs_delegate_to_the_zoo():
 
     tasks = load_tasks("organism-search:4", seed=2)
     assert tasks.prompts() == organism_tasks(4, seed=2, skill="search").prompts()
-    assert load_tasks("organism:3").name == "organism"
+    assert load_tasks("organism:3").name == "trek"  # the default organism's task
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nex_causal.zoo.recipe import DEFAULT_ORGANISM, RECIPES
+
 
 def add(sub: argparse._SubParsersAction) -> None:
-    zoo = sub.add_parser("zoo", help="build or list the embedded model organism and its merge family",
-                         description="The model organism: small Qwen3 models trained here on "
-                         "seek-and-compute problems, two experts, and a mergekit merge family.")
+    zoo = sub.add_parser("zoo", help="build or list an embedded model organism and its merge family",
+                         description="The model organisms: small Qwen3 models trained here on modular "
+                         "search problems (trek, the default; seek, the small one), two experts each, and "
+                         "a mergekit merge family.")
     verbs = zoo.add_subparsers(dest="zoo_command", required=True, metavar="{build,list,train}")
     build_cmd = verbs.add_parser("build", help="build or reuse the family and its accuracy table",
                                  description="Copy (or train) base and experts, run the merges, "
@@ -18,14 +21,15 @@ def add(sub: argparse._SubParsersAction) -> None:
     list_cmd = verbs.add_parser("list", help="print the family table of a built zoo")
     train_cmd = verbs.add_parser("train", help="train base and experts from scratch into a directory",
                                  description="Train base and experts into --out (to regenerate the "
-                                 "committed weights: --out nex_causal/zoo/checkpoints).")
+                                 "committed weights: --out nex_causal/zoo/checkpoints/<organism>).")
     for p in (build_cmd, list_cmd):
-        p.add_argument("--out", default=None, help="zoo directory (default $NEX_CAUSAL_HOME/zoo)")
+        p.add_argument("--out", default=None, help="zoo directory (default $NEX_CAUSAL_HOME/zoo/<organism>)")
     train_cmd.add_argument("--out", required=True, help="directory for base/ and the expert-*/ models")
+    for p in (build_cmd, list_cmd, train_cmd):
+        p.add_argument("--organism", choices=list(RECIPES), default=DEFAULT_ORGANISM,
+                       help=f"which organism (default {DEFAULT_ORGANISM}; test: a seconds-long toy recipe)")
     for p in (build_cmd, train_cmd):
         p.add_argument("--seed", type=int, default=0, help="training and merge seed (default 0)")
-        p.add_argument("--size", choices=["full", "test"], default="full",
-                       help="full: the organism; test: a seconds-long toy recipe for tests")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
     build_cmd.add_argument("--retrain", action="store_true", help="train base and experts from scratch "
                            "and check them against the committed weights")
@@ -36,7 +40,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         from nex_causal.zoo.build import build, describe
 
         start = time.perf_counter()
-        out = build(args.out, seed=args.seed, size=args.size, retrain=args.retrain,
+        out = build(args.out, seed=args.seed, organism=args.organism, retrain=args.retrain,
                     progress=not args.quiet)
         print(describe(out))
         print(f"done in {time.perf_counter() - start:.1f} s")
@@ -44,7 +48,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     def do_list(args: argparse.Namespace) -> None:
         from nex_causal.zoo.build import describe
 
-        print(describe(args.out))
+        print(describe(args.out, args.organism))
 
     def do_train(args: argparse.Namespace) -> None:
         import shutil
@@ -53,7 +57,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
         for name in TRAINED:
             shutil.rmtree(Path(args.out) / name, ignore_errors=True)
-        recipe = recipe_for(args.size, args.seed)
+        recipe = recipe_for(args.organism, args.seed)
         metas = train_models(recipe, args.out, progress=not args.quiet)
         for name, meta in metas.items():
             recorded = record_accuracy(Path(args.out) / name, recipe)["recorded_eval"]

@@ -1,4 +1,8 @@
-"""The embedded model organism: a small Qwen3 trained here, its experts, and their merge family.
+"""The embedded model organisms: small Qwen3s trained here, their experts, and their merge families.
+
+Two organisms share the code and differ in their task and size: ``trek`` (the default: 6 x
+512 MLP neurons, ~200-token traces with several searches, backtracking and re-checks) and
+``seek`` (4 x 256 neurons, ~100-token traces: fast, for tests, and NEX's counter-example).
 
 - ``task``: seek-and-compute problems whose chains of thought explore, then exploit;
 - ``tokenizer``: the character-level tokenizer, saved in the Hugging Face format;
@@ -7,14 +11,15 @@
 - ``family``: the mergekit merges over the experts;
 - ``build``: the zoo directory, its cache by content, and the family table.
 
-Importing the package registers the organism's task family (``organism:N``) with
-``nex_causal.tasks`` and its variant names with ``nex_causal.variants``.
+Importing the package registers the organisms' task families (``trek:N``, ``seek:N``, and
+``organism:N`` for the default) with ``nex_causal.tasks`` and their variant names
+(``linear-0.5``, ``seek:linear-0.5``) with ``nex_causal.variants``.
 """
 
 from nex_causal.variants import register_resolver
-from nex_causal.zoo.build import build, default_zoo_dir, describe, find_variant, train_models
+from nex_causal.zoo.build import build, default_zoo_dir, describe, find_variant, train_models, zoo_organism
 from nex_causal.zoo.task import organism_tasks
 
 register_resolver(find_variant)
 
-__all__ = ["build", "default_zoo_dir", "describe", "find_variant", "organism_tasks", "train_models"]
+__all__ = ["build", "default_zoo_dir", "describe", "find_variant", "organism_tasks", "train_models", "zoo_organism"]

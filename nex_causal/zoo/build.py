@@ -8,9 +8,10 @@ parents' weights and its mergekit configuration, an accuracy's key hashes the we
 the evaluation settings. A build skips every step whose key is already on disk, so an
 interrupted build resumes, and a finished one is reused at once (``manifest.json``).
 
-The trained models of the default recipe are committed under ``zoo/checkpoints/`` and
+Each organism's trained models are committed under ``zoo/checkpoints/<organism>/`` and
 copied, not retrained; ``retrain=True`` trains them from scratch and records in the
-manifest whether the weights match the committed ones bit for bit.
+manifest whether the weights match the committed ones bit for bit. A variant is named
+``<organism>:<name>`` (``seek:linear-0.5``), or by its name alone in the default organism.
 
 Every key also holds the versions that change numbers (``stack.result_stack``), so a zoo
 built under other versions is re-merged and re-evaluated, not reused. Each committed
@@ -38,13 +39,13 @@ from nex_causal.io import atomic_path, nex_home, write_json, write_table
 from nex_causal.stack import FIX, result_stack
 from nex_causal.variants import FAMILY_FILE, load_family
 from nex_causal.zoo.family import BASE, EXPERTS, Merge, default_family, run_merge
-from nex_causal.zoo.recipe import TRAINING_VERSION, Recipe, digest, recipe_for
+from nex_causal.zoo.recipe import DEFAULT_ORGANISM, RECIPES, TRAINING_VERSION, Recipe, digest, recipe_for
 from nex_causal.zoo.task import organism_tasks
 from nex_causal.zoo.tokenizer import save_tokenizer
 
 if TYPE_CHECKING:
     import pandas as pd
-CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"  # <organism>/<name>/
 TRAINED = (BASE, *EXPERTS)
 META_FILE = "zoo.json"
 # Greedy decoding is deterministic given the logits; across CPUs and BLAS builds float32
@@ -70,9 +71,14 @@ def weights_hash(model_dir: str | Path) -> str:
     return h.hexdigest()
 
 
-def default_zoo_dir() -> Path:
-    """``$NEX_CAUSAL_HOME/zoo`` (``~/.cache/nex_causal/zoo`` by default)."""
-    return nex_home() / "zoo"
+def default_zoo_dir(organism: str = DEFAULT_ORGANISM) -> Path:
+    """``$NEX_CAUSAL_HOME/zoo/<organism>`` (``~/.cache/nex_causal/zoo/trek`` by default)."""
+    return nex_home() / "zoo" / organism
+
+
+def checkpoints_of(organism: str = DEFAULT_ORGANISM) -> Path:
+    """Where ``organism``'s trained models are committed."""
+    return CHECKPOINTS / organism
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -124,7 +130,7 @@ def train_models(recipe: Recipe, out: str | Path, *, progress: bool = True) -> d
     return metas
 
 
-def copy_committed(recipe: Recipe, out: Path, source: Path = CHECKPOINTS) -> bool:
+def copy_committed(recipe: Recipe, out: Path, source: Path) -> bool:
     """Copy the committed checkpoints in ``source`` into ``out`` when they were trained with ``recipe``,
     with the accuracy recorded beside them."""
     if any(read_meta(source / name).get("key") != recipe.trained_key(name) for name in TRAINED):
@@ -139,9 +145,9 @@ def copy_committed(recipe: Recipe, out: Path, source: Path = CHECKPOINTS) -> boo
     return True
 
 
-def compare_with_committed(recipe: Recipe, metas: dict[str, dict]) -> dict[str, Any]:
-    """Whether freshly trained weights equal the committed ones (same recipe only)."""
-    committed = {name: read_meta(CHECKPOINTS / name) for name in TRAINED}
+def compare_with_committed(recipe: Recipe, metas: dict[str, dict], source: Path) -> dict[str, Any]:
+    """Whether freshly trained weights equal the committed ones in ``source`` (same recipe only)."""
+    committed = {name: read_meta(source / name) for name in TRAINED}
     if any(committed[n].get("key") != recipe.trained_key(n) for n in TRAINED):
         return {"comparable": False}
     return {"comparable": True, "weights_match": {
@@ -238,25 +244,26 @@ def family_table(metas: list[dict]) -> pd.DataFrame:
 
 # --- the whole build --------------------------------------------------------------------------
 
-def zoo_key(seed: int = 0, size: str = "full") -> str:
+def zoo_key(seed: int = 0, organism: str = DEFAULT_ORGANISM) -> str:
     """Content key of a zoo: its recipe, the training code version, the merge family and the stack."""
-    return digest({"recipe": asdict(recipe_for(size, seed)), "version": TRAINING_VERSION,
+    return digest({"recipe": asdict(recipe_for(organism, seed)), "version": TRAINING_VERSION,
                    "family": [asdict(m) for m in default_family()], "stack": result_stack()})
 
 
-def build(out: str | Path | None = None, *, seed: int = 0, size: str = "full",
-          retrain: bool = False, progress: bool = True, checkpoints: Path = CHECKPOINTS) -> Path:
-    """Build (or reuse) the zoo in ``out`` and return that directory.
+def build(out: str | Path | None = None, *, seed: int = 0, organism: str = DEFAULT_ORGANISM,
+          retrain: bool = False, progress: bool = True, checkpoints: Path | None = None) -> Path:
+    """Build (or reuse) ``organism``'s zoo in ``out`` and return that directory.
 
-    Trained models come from the committed ``checkpoints`` when the recipe matches, else they
-    are trained here (minutes); ``retrain`` always trains and records in ``manifest.json``
-    whether the result matches the committed weights.
+    Trained models come from the committed ``checkpoints`` (default ``checkpoints_of(organism)``)
+    when the recipe matches, else they are trained here (an hour for trek); ``retrain`` always
+    trains and records in ``manifest.json`` whether the result matches the committed weights.
     """
-    recipe = recipe_for(size, seed)
+    recipe = recipe_for(organism, seed)
     family = default_family()
-    out = Path(out).expanduser().resolve() if out is not None else default_zoo_dir()
+    checkpoints = checkpoints_of(organism) if checkpoints is None else checkpoints
+    out = Path(out).expanduser().resolve() if out is not None else default_zoo_dir(organism)
     names = [*TRAINED, *(m.name for m in family)]
-    build_key = zoo_key(seed, size)
+    build_key = zoo_key(seed, organism)
     manifest = read_json(out / "manifest.json")
     if (not retrain and manifest.get("build_key") == build_key and (out / FAMILY_FILE).is_file()
             and all((out / n / META_FILE).is_file() for n in names)):
@@ -272,7 +279,7 @@ def build(out: str | Path | None = None, *, seed: int = 0, size: str = "full",
             for name in TRAINED:
                 shutil.rmtree(out / name, ignore_errors=True)
         trained = train_models(recipe, out, progress=progress)
-        retrain_report = compare_with_committed(recipe, trained) if retrain else None
+        retrain_report = compare_with_committed(recipe, trained, checkpoints) if retrain else None
     metas = {name: read_meta(out / name) for name in TRAINED}
     with deterministic_cpu(recipe.threads):
         for name in tqdm(TRAINED, desc="checking checkpoints", unit="model", disable=not progress):
@@ -284,38 +291,51 @@ def build(out: str | Path | None = None, *, seed: int = 0, size: str = "full",
     table = family_table([metas[n] for n in names])
     write_table(table, out / FAMILY_FILE, config={"recipe": asdict(recipe), "build_key": build_key})
     write_json(out / "manifest.json", {
-        "build_key": build_key, "size": size, "seed": seed, "variants": names,
+        "build_key": build_key, "organism": organism, "seed": seed, "variants": names,
         "build_seconds": round(time.perf_counter() - start, 1), "retrain": retrain_report,
         "train_seconds": {n: metas[n].get("train_seconds") for n in TRAINED}})
     return out
 
 
+def zoo_organism(family: str) -> str | None:
+    """The organism a family spec names (``zoo``: the default, ``zoo:<organism>``), or None for other specs."""
+    if family == "zoo":
+        return DEFAULT_ORGANISM
+    if family.startswith("zoo:"):
+        organism = family[len("zoo:"):]
+        if organism not in RECIPES:
+            raise NexError(f"family {family!r} names no organism: use zoo, or zoo:<{'|'.join(RECIPES)}>")
+        return organism
+    return None
+
+
 # --- finding what was built --------------------------------------------------------------------
 
 def find_variant(name: str, zoo_dir: str | Path | None = None) -> Path | None:
-    """The directory of variant ``name`` in the zoo, or None when there is no such variant.
+    """The directory of variant ``name`` (``[<organism>:]<variant>``), or None when there is none.
 
-    Without ``zoo_dir`` the default zoo is searched first, then the committed checkpoints
-    (so ``base`` and the experts resolve even before the first build).
+    Without ``zoo_dir`` the organism's default zoo is searched first, then its committed
+    checkpoints (so ``base`` and the experts resolve even before the first build).
     """
-    if not name or Path(name).name != name or name in {".", ".."}:
-        return None  # a path, not a variant name
-    root = Path(zoo_dir).expanduser() if zoo_dir is not None else default_zoo_dir()
+    organism, _, name = name.rpartition(":") if ":" in name else (DEFAULT_ORGANISM, "", name)
+    if organism not in RECIPES or not name or Path(name).name != name or name in {".", ".."}:
+        return None  # a path or another kind of name, not a variant
+    root = Path(zoo_dir).expanduser() if zoo_dir is not None else default_zoo_dir(organism)
     candidates = [root / name]
     if zoo_dir is None and name in TRAINED:
-        candidates.append(CHECKPOINTS / name)
+        candidates.append(checkpoints_of(organism) / name)
     return next((c.resolve() for c in candidates if (c / META_FILE).is_file()), None)
 
 
-def describe(zoo_dir: str | Path | None = None) -> str:
+def describe(zoo_dir: str | Path | None = None, organism: str = DEFAULT_ORGANISM) -> str:
     """The family table as text, with the accuracy spread and any retrain comparison."""
-    root = Path(zoo_dir).expanduser() if zoo_dir is not None else default_zoo_dir()
+    root = Path(zoo_dir).expanduser() if zoo_dir is not None else default_zoo_dir(organism)
     table = load_family(root)
     columns = ["name", "method", "params", "accuracy", "accuracy_search", "accuracy_compute"]
     lines = [table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}")]
     manifest = read_json(root / "manifest.json")
     spread = table["accuracy"].max() - table["accuracy"].min()
-    lines.append(f"{len(table)} variants in {root} (size {manifest.get('size')}, seed "
+    lines.append(f"{len(table)} variants in {root} (organism {manifest.get('organism')}, seed "
                  f"{manifest.get('seed')}); accuracy spread {spread:.3f}")
     report = manifest.get("retrain")
     if report and not report["comparable"]:

@@ -1,7 +1,8 @@
 """The merge family: mergekit configurations over the two experts, and running them.
 
 Every merge combines ``expert-search`` and ``expert-compute`` (the methods built on task
-vectors also read ``base``, the model both were fine-tuned from). The zoo writes each
+vectors also read ``base``, the model both were fine-tuned from; SLERP interpolates along the
+sphere from ``expert-search``, its mergekit base model, towards ``expert-compute``). The zoo writes each
 merge as a mergekit YAML config, keeps it in the merged model's directory
 (``mergekit_config.yml``), and runs it through mergekit's Python API. DARE drops
 task-vector entries at random; mergekit seeds torch's global generator from the merge's
@@ -37,7 +38,7 @@ class Merge:
 
     @property
     def parents(self) -> tuple[str, ...]:
-        return EXPERTS if self.method == "linear" else (BASE, *EXPERTS)
+        return EXPERTS if self.method in ("linear", "slerp") else (BASE, *EXPERTS)
 
     def params(self) -> dict[str, Any]:
         """The merge's parameters as recorded in the family table."""
@@ -50,6 +51,10 @@ class Merge:
 
     def config(self, model_dirs: Mapping[str, Path]) -> dict[str, Any]:
         """The mergekit configuration, with each parent named by its directory."""
+        if self.method == "slerp":  # t = 0 is the base model (expert-search), t = 1 the other
+            return {"merge_method": "slerp", "base_model": str(model_dirs[EXPERTS[0]]),
+                    "models": [{"model": str(model_dirs[e])} for e in EXPERTS],
+                    "parameters": {"t": self.weights[1]}, "dtype": "float32"}
         models = []
         for expert, weight in zip(EXPERTS, self.weights):
             parameters: dict[str, Any] = {"weight": weight}
@@ -65,18 +70,20 @@ class Merge:
 
 
 def default_family() -> tuple[Merge, ...]:
-    """Linear merges over a sweep of weights, task arithmetic, TIES and DARE at two densities.
+    """Linear merges over a sweep of weights, SLERP at two, task arithmetic, TIES and DARE at two densities.
 
-    ``linear-w`` is ``w * expert-search + (1 - w) * expert-compute``.
+    ``linear-w`` is ``w * expert-search + (1 - w) * expert-compute``; ``slerp-w`` interpolates
+    spherically with the same weights (mergekit's ``t = 1 - w``).
     """
     linear = [Merge(f"linear-{w}", "linear", (w, round(1 - w, 2))) for w in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    spherical = [Merge(f"slerp-{w}", "slerp", (w, round(1 - w, 2))) for w in (0.3, 0.7)]
     arithmetic = [Merge(f"task-arithmetic-{lam}", "task_arithmetic", (1.0, 1.0), lam=lam)
                   for lam in (0.3, 0.7, 1.0)]  # 0.5 would equal linear-0.5
     sparse = [Merge(f"{method.replace('_', '-')}-{density}", method, weights, density=density)
               for method, weights in (("ties", (1.0, 1.0)), ("dare_ties", (1.0, 1.0)),
                                       ("dare_linear", (0.5, 0.5)))
               for density in (0.3, 0.7)]
-    return (*linear, *arithmetic, *sparse)
+    return (*linear, *spherical, *arithmetic, *sparse)
 
 
 def run_merge(merge: Merge, model_dirs: Mapping[str, Path], out: str | Path, seed: int) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nex_causal.errors import NexError
 from nex_causal.zoo.family import BASE, EXPERTS
-from nex_causal.zoo.task import TASKS
+from nex_causal.zoo.task import DEFAULT_TASK, TASKS
 from nex_causal.zoo.tokenizer import ALPHABET, EOS_ID, PAD_ID, VOCAB
 
 if TYPE_CHECKING:
@@ -102,8 +102,8 @@ class Recipe:
                 "max_new_tokens": self.max_new_tokens, "batch_size": self.eval_batch, "backend": "hf"}
 
 
-RECIPES = {
-    "full": Recipe(
+RECIPES = {  # one per organism (named by its task), and a toy for tests
+    "seek": Recipe(
         shape=Shape(),
         # the base is the first half of a 2000-step run: it knows the format and most of
         # both skills (seed 0: 0.87 search, 0.63 compute); each expert then specialises and
@@ -133,10 +133,14 @@ RECIPES = {
 }
 
 
-def recipe_for(size: str, seed: int = 0) -> Recipe:
-    if size not in RECIPES:
-        raise NexError(f"unknown zoo size {size!r}: use one of {', '.join(RECIPES)}")
-    return replace(RECIPES[size], seed=seed)
+DEFAULT_ORGANISM = DEFAULT_TASK
+
+
+def recipe_for(organism: str = DEFAULT_ORGANISM, seed: int = 0) -> Recipe:
+    """The recipe of ``organism`` (``trek``, ``seek``, or the toy ``test``) with ``seed``."""
+    if organism not in RECIPES:
+        raise NexError(f"unknown organism {organism!r}: use one of {', '.join(RECIPES)}")
+    return replace(RECIPES[organism], seed=seed)
 
 
 def digest(obj: Any) -> str:

@@ -40,6 +40,8 @@ import numpy as np
 from nex_causal.errors import NexError
 from nex_causal.tasks import TASK_FAMILIES, Problem, TaskFamily, TaskSet
 
+DEFAULT_TASK = "trek"  # the default organism's task, which ``organism:N`` names
+
 
 @dataclass(frozen=True)
 class Skill:
@@ -74,7 +76,7 @@ class SeekCompute:
     e: int
     skill: str = "mixed"
     skills: ClassVar[dict[str, Skill]] = SKILLS
-    spec: ClassVar[str] = "organism"  # the task spec's name: organism:N, organism-<skill>:N
+    spec: ClassVar[str] = "seek"  # the task spec's name: seek:N, seek-<skill>:N
 
     @property
     def prompt(self) -> str:
@@ -122,7 +124,7 @@ class SeekCompute:
         return "test" if int.from_bytes(digest, "little") / 2**64 < TEST_FRACTION else "train"
 
 
-def sample_problem(rng: np.random.Generator, skill: str, task: str = "seek") -> SeekCompute:
+def sample_problem(rng: np.random.Generator, skill: str, task: str = DEFAULT_TASK) -> SeekCompute:
     """Draw one problem of ``skill`` (``mixed`` picks search or compute with equal odds) for ``task``."""
     if skill == "mixed":
         skill = ("search", "compute")[int(rng.integers(2))]
@@ -137,7 +139,7 @@ def sample_problem(rng: np.random.Generator, skill: str, task: str = "seek") -> 
 
 
 def sample_problems(n: int, seed: int = 0, skill: str = "mixed", split: str = "test",
-                    task: str = "seek") -> list[SeekCompute]:
+                    task: str = DEFAULT_TASK) -> list[SeekCompute]:
     """``n`` distinct problems of ``skill`` from ``split`` for ``task``, the same for the same seed."""
     if skill not in SKILL_NAMES:
         raise NexError(f"unknown organism skill {skill!r}: use one of {', '.join(SKILL_NAMES)}")
@@ -167,6 +169,12 @@ def check(problem: Problem, text: str) -> bool:
     return extract(text) == problem.target
 
 
+def answer_prefix(text: str) -> str:
+    """A response up to and including its last ``#`` (the answer marker); else the response, then `` #``."""
+    cut = text.rfind("#")
+    return text[:cut + 1] if cut >= 0 else text.rstrip() + " #"
+
+
 def as_problem(instance: SeekCompute) -> Problem:
     meta = {"p": instance.p, "a": instance.a, "b": instance.b, "c": instance.c, "r": instance.r,
             "d": instance.d, "e": instance.e, "x": instance.offsets_and_roots()[-1][1],
@@ -176,12 +184,15 @@ def as_problem(instance: SeekCompute) -> Problem:
                    meta=meta)
 
 
-def organism_tasks(n: int, seed: int = 0, skill: str = "mixed", split: str = "test", task: str = "seek") -> TaskSet:
+def organism_tasks(n: int, seed: int = 0, skill: str = "mixed", split: str = "test",
+                   task: str = DEFAULT_TASK) -> TaskSet:
     """``n`` problems of ``task`` as a TaskSet (named ``<spec>`` or ``<spec>-<skill>``)."""
     spec = TASKS[task].spec
     name = spec if skill == "mixed" else f"{spec}-{skill}"
     problems = [as_problem(p) for p in sample_problems(n, seed=seed, skill=skill, split=split, task=task)]
-    return TaskSet(name, problems, extract, check)
+    kind = TASKS[task]
+    return TaskSet(name, problems, extract, check, answer_prefix,
+                   solution=lambda p: kind(**{k: p.meta[k] for k in "pabcrde"}).chain_of_thought())
 
 
 
@@ -248,8 +259,10 @@ class Trek(SeekCompute):
 
 
 TASKS: dict[str, type[SeekCompute]] = {"seek": SeekCompute, "trek": Trek}
-for _task, _kind in TASKS.items():
-    TASK_FAMILIES.add(_kind.spec, TaskFamily(
-        re.compile(rf"{_kind.spec}(?:-(\w+))?:(\d+)"),
-        lambda m, seed, task=_task: organism_tasks(int(m[2]), seed=seed, skill=m[1] or "mixed", task=task),
-        f'"{_kind.spec}:N", "{_kind.spec}-<skill>:N"'))
+# ``organism:N`` names the default organism's task; ``seek:N`` and ``trek:N`` name each one
+for _spec, _task in (("organism", DEFAULT_TASK), *((kind.spec, name) for name, kind in TASKS.items())):
+    TASK_FAMILIES.add(_spec, TaskFamily(  # "@S" draws with seed S (a calibration set apart from seed 0's)
+        re.compile(rf"{_spec}(?:-(\w+))?:(\d+)(?:@(\d+))?"),
+        lambda m, seed, task=_task: organism_tasks(int(m[2]), seed=seed if m[3] is None else int(m[3]),
+                                                   skill=m[1] or "mixed", task=task),
+        f'"{_spec}:N", "{_spec}-<skill>:N", "{_spec}:N@SEED"'))

@@ -54,7 +54,7 @@ def training_batch(problems: Sequence[SeekCompute], rng: np.random.Generator
     return ids, labels
 
 
-def draw_batch(rng: np.random.Generator, skill: str, size: int, task: str = "seek") -> list[SeekCompute]:
+def draw_batch(rng: np.random.Generator, skill: str, size: int, task: str) -> list[SeekCompute]:
     """``size`` train-split problems of ``skill`` for ``task``."""
     batch: list[SeekCompute] = []
     while len(batch) < size:
@@ -71,7 +71,7 @@ def init_model(shape: Shape, seed: int) -> Qwen3ForCausalLM:
 
 
 def train_stage(model: Qwen3ForCausalLM, stage: Stage, seed: int, stage_index: int,
-                progress: bool = True, desc: str = "training", task: str = "seek") -> list[float]:
+                task: str, progress: bool = True, desc: str = "training") -> list[float]:
     """Train ``model`` in place for one stage on ``task``; returns the loss of every step."""
     rng = np.random.default_rng([seed, stage_index])
     optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr, betas=(0.9, 0.98),
