@@ -1,10 +1,12 @@
 """Capture by replay: teacher-force finished responses through the bridge and record their rows.
 
-A response of ``G`` tokens after a prompt of ``P`` tokens is fed as the ``P + G - 1`` tokens
-``prompt + response[:-1]``; the positions ``P - 1 ... P + G - 2`` are the ones that predicted
-the response's tokens (``nex_causal.sampling``'s alignment convention), so their MLP
-activations and next-token distributions are exactly what stepwise capture records while
-generating, up to the float round-off of a different batch shape.
+A response of ``G`` tokens after a prompt of ``P`` tokens is fed whole, ``P + G`` tokens; the
+positions ``P - 1 ... P + G - 2`` are the ones that predicted the response's tokens
+(``nex_causal.sampling``'s alignment convention), so their MLP activations and next-token
+distributions are exactly what stepwise capture records while generating, up to the float
+round-off of a different batch shape. The last position's distribution (after the final
+token, which generation never computes) gives ``final_kl_uniform``, what self-certainty in
+its authors' alignment reads.
 
 Sequences are right-padded (padding masked, never recorded) into groups of at most
 ``max_tokens`` tokens per forward pass; a sequence longer than that is fed in chunks that
@@ -59,13 +61,16 @@ def replay(bridge, prompts: Sequence[torch.Tensor], responses: Sequence[np.ndarr
            *, max_tokens: int = DEFAULT_MAX_TOKENS) -> list[dict[str, np.ndarray]]:
     """Record the rows of each (prompt ids, response ids) pair into ``recorder`` (sequence i = pair i).
 
-    Returns each response's ``TOKEN_STATS`` (float32, one value per response token).
+    Returns each response's ``TOKEN_STATS`` (float32, one value per response token) and its
+    ``final_kl_uniform`` (the distribution after the last token).
     """
     device = bridge.cfg.device
     pad = bridge.tokenizer.pad_token_id or 0
-    fed = [np.concatenate([p.cpu().numpy(), r[:-1]]).astype(np.int64) for p, r in zip(prompts, responses)]
+    fed = [np.concatenate([p.cpu().numpy(), r]).astype(np.int64) for p, r in zip(prompts, responses)]
     first = [len(p) - 1 for p in prompts]  # the position that predicts response token 0
     stats = [np.zeros((len(r), len(TOKEN_STATS)), np.float32) for r in responses]
+    final = np.full(len(responses), np.nan, np.float32)
+    kl = TOKEN_STATS.index("token_kl_uniform")
     buffer = _Buffer(int(bridge.cfg.n_layers))
     with bridge.hooks(fwd_hooks=buffer.hooks()):
         for group in groups([len(f) for f in fed], max_tokens):
@@ -85,6 +90,10 @@ def replay(bridge, prompts: Sequence[torch.Tensor], responses: Sequence[np.ndarr
                 positions = torch.arange(start, end, device=device)[None].expand(len(group), -1)
                 logits = forward_step(bridge, ids[:, start:end], attention_mask=mask[:, :end],
                                       position_ids=positions, cache=cache)
+                for row, i in enumerate(group):
+                    if start <= len(fed[i]) - 1 < end:  # the position after the last response token
+                        after = logits[row, len(fed[i]) - 1 - start][None]
+                        final[i] = token_statistics(after, after.argmax(-1))[0, kl].item()
                 rows, cols = torch.nonzero(target[:, start:end] >= 0, as_tuple=True)  # row-major: in token order
                 if len(rows) == 0:
                     continue
@@ -97,4 +106,5 @@ def replay(bridge, prompts: Sequence[torch.Tensor], responses: Sequence[np.ndarr
                     i = group[row]
                     at = cols.numpy()[rows.numpy() == row] + start - first[i]
                     stats[i][at] = values[rows.numpy() == row]
-    return [{name: s[:, j].copy() for j, name in enumerate(TOKEN_STATS)} for s in stats]
+    return [{**{name: s[:, j].copy() for j, name in enumerate(TOKEN_STATS)}, "final_kl_uniform": float(f)}
+            for s, f in zip(stats, final)]

@@ -119,7 +119,105 @@ def test_self_certainty_of_a_uniform_distribution_is_zero():
     scores = pool.per_response(np.mean, "token_kl_uniform")
     assert scores[0] == pytest.approx(0.0, abs=1e-6)
     assert scores[1] > 1.0
-    assert run(pool, ["self-certainty"]).accuracy.item() == 1.0
+    assert run(pool, ["self-certainty"], self_certainty_alignment="predicting").accuracy.item() == 1.0
+
+
+# --- baselines as their authors compute them: where the reference's details change the pick ------------
+
+def test_bottom_groups_round_down_as_the_reference_does():
+    # 15 windows of width 1: the reference keeps max(1, int(1.5)) = 1 group, rounding up would keep 2
+    a = np.array([0.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0])
+    b = np.array([1.0, 1.0, *[9.0] * 13])
+    assert bottom_group_confidence(a, 1) == 0.0 and bottom_group_confidence(b, 1) == 1.0
+    assert np.sort(a)[:2].mean() > np.sort(b)[:2].mean()  # the rounded-up mean would prefer a
+    responses = table([[False, True]], token_confidence_sum=[-a, -b], token_confidence_count=[np.ones(15)] * 2,
+                      n_tokens=[15, 15])
+    assert run(Pool(responses), ["deepconf-bottom10"], deepconf_window=1).accuracy.item() == 1.0
+
+
+def test_token_confidence_averages_every_returned_entry():
+    # trace 0 sampled a token outside its top 20 (21 returned entries); trace 1 did not
+    top20 = [np.array([-40.0, -40.0]), np.array([-41.0, -41.0])]
+    returned_sum = [np.array([-40.0 - 30.0, -40.0 - 30.0]), top20[1]]
+    counts = [np.array([21.0, 21.0]), np.array([20.0, 20.0])]
+    responses = table([[True, False]], token_top20_logprob_sum=top20, token_confidence_sum=returned_sum,
+                      token_confidence_count=counts, n_tokens=[2, 2])
+    # returned: C = 70/21 = 3.333 vs 41/20 = 2.05 (trace 0); top-20 only: 2.0 vs 2.05 (trace 1)
+    assert run(Pool(responses), ["deepconf-lowest"]).accuracy.item() == 1.0
+    assert run(Pool(responses), ["deepconf-lowest"], deepconf_entries="top20").accuracy.item() == 0.0
+
+
+def test_token_confidence_is_rounded_to_three_decimals():
+    from nex_causal.selectors.confidence import token_confidences
+
+    responses = table([[True]], token_confidence_sum=[np.array([-20.00042, -3.0])],
+                      token_confidence_count=[np.array([20.0, 3.0])], n_tokens=[2])
+    (c,) = token_confidences(Pool(responses), SelectionConfig())
+    assert c.tolist() == [1.0, 1.0]  # 1.000021 -> 1.0
+
+
+def test_weighted_vote_and_filtered_vote_differ_from_majority():
+    # three traces answer 4 with low confidence, two answer 5 with high confidence, and the
+    # single most confident trace answers 6
+    conf = [1.0, 1.0, 1.0, 2.0, 2.0, 2.5]
+    answers = ["4", "4", "4", "5", "5", "6"]
+    correct = [a == "5" for a in answers]
+    responses = table([correct], answer=answers, token_confidence_sum=[np.array([-c]) for c in conf],
+                      token_confidence_count=[np.ones(1)] * 6, n_tokens=[1] * 6)
+    out = run(Pool(responses), ["majority-vote", "deepconf-weighted-vote", "deepconf-filter10-vote"],
+              deepconf_window=1).set_index("selector")
+    assert out.loc["majority-vote", "accuracy"] == 0.0  # 4 has the most votes
+    assert out.loc["deepconf-weighted-vote", "accuracy"] == 1.0  # 5: 4.0 against 3.0 and 2.5
+    assert out.loc["deepconf-filter10-vote", "accuracy"] == 0.0  # the 90th percentile keeps the 6 alone
+    keep_half = run(Pool(responses), ["deepconf-filter10-vote"], deepconf_window=1, filter_eta=0.5)
+    assert keep_half.accuracy.item() == 1.0  # the top half (2, 2, 2.5) votes 5
+
+
+def test_votes_skip_traces_without_answers_and_ties_go_first():
+    from nex_causal.selectors.answers import weighted_vote
+
+    assert weighted_vote([None, "3", "", "2"], [9.0, 1.0, 9.0, 1.0]) == 1
+    assert weighted_vote(["2", "3", "3", "2"], [1.0, 1.0, 1.0, 1.0]) == 0
+    assert weighted_vote([None, None], [1.0, 2.0]) is None
+
+
+def test_self_certainty_alignment_and_missing_answers():
+    # predicting: trace 0 has the higher mean (its first distribution); the reference drops that
+    # one and adds the distribution after the last token, where trace 1 is more certain
+    kl = [np.array([9.0, 1.0, 1.0]), np.array([2.0, 2.0, 2.0])]
+    responses = table([[False, True]], token_kl_uniform=kl, final_kl_uniform=[1.0, 3.0], answer=["1", "2"])
+    assert run(Pool(responses), ["self-certainty"]).accuracy.item() == 1.0
+    assert run(Pool(responses), ["self-certainty"], self_certainty_alignment="predicting").accuracy.item() == 0.0
+    # without an answer, the most certain trace scores lowest
+    responses["answer"] = [None, "2"]
+    responses["token_kl_uniform"] = [np.array([9.0, 9.0, 9.0]), np.array([1.0, 1.0, 1.0])]
+    assert run(Pool(responses), ["self-certainty"]).accuracy.item() == 1.0
+    stepwise = responses.drop(columns="final_kl_uniform")
+    out = run(Pool(stepwise), ["self-certainty"])
+    assert out.status.item().startswith("skipped:") and "final_kl_uniform" in out.status.item()
+
+
+def test_self_certainty_borda_by_hand():
+    # ranked by certainty: A (4), B (3), B (2), A (1), C (0); votes (N - r + 1)^0.5 with N = 5:
+    # A: sqrt(5) + sqrt(2) = 3.65, B: sqrt(4) + sqrt(3) = 3.73, C: 1
+    certainty = [4.0, 3.0, 2.0, 1.0, 0.0]
+    answers = ["A", "B", "B", "A", "C"]
+    responses = table([[a == "B" for a in answers]], token_kl_uniform=[np.array([c]) for c in certainty],
+                      answer=answers)
+    config = dict(self_certainty_alignment="predicting")
+    assert run(Pool(responses), ["self-certainty-borda"], **config).accuracy.item() == 1.0
+    assert run(Pool(responses), ["self-certainty"], **config).accuracy.item() == 0.0  # the single pick is A
+    # with p = 1 the votes are 5 + 2 = 7 (A) against 4 + 3 = 7 (B): a tie, to the first ranked
+    assert run(Pool(responses), ["self-certainty-borda"], borda_power=1.0, **config).accuracy.item() == 0.0
+
+
+def test_short_traces_mark_deepconf_scores_as_whole_trace():
+    responses, _ = planted_table(n_prompts=4)
+    responses["token_confidence_sum"] = [-20 * np.ones(4)] * len(responses)
+    responses["token_confidence_count"] = [20 * np.ones(4)] * len(responses)
+    out = run(Pool(responses), ["deepconf-lowest", "deepconf-tail"], n_boot=20)
+    assert out.note.str.startswith("whole-trace: every trace is shorter than the 2048-token window").all()
+    assert (run(Pool(responses), ["deepconf-lowest"], deepconf_window=2, n_boot=20).note == "").all()
 
 
 # --- majority vote -----------------------------------------------------------------------
@@ -221,9 +319,10 @@ def test_selection_config_windows_change_the_deepconf_pick():
     top20 = [-20 * np.array([5.0, 5.0, 0.0, 0.0, 5.0, 5.0]), -20 * np.full(6, 2.0)]
     responses = table([[True, False]], token_top20_logprob_sum=top20)
     pool = Pool(responses)
-    assert run(pool, ["deepconf-lowest"], deepconf_window=2048).accuracy.item() == 1.0  # one group each: 10/3 vs 2
-    assert run(pool, ["deepconf-lowest"], deepconf_window=2).accuracy.item() == 0.0  # lowest windows 0 vs 2
-    assert run(pool, ["deepconf-tail"], deepconf_window=2).accuracy.item() == 1.0  # last two tokens 5 vs 2
+    config = dict(deepconf_entries="top20")
+    assert run(pool, ["deepconf-lowest"], deepconf_window=2048, **config).accuracy.item() == 1.0  # 10/3 vs 2
+    assert run(pool, ["deepconf-lowest"], deepconf_window=2, **config).accuracy.item() == 0.0  # lowest windows 0 vs 2
+    assert run(pool, ["deepconf-tail"], deepconf_window=2, **config).accuracy.item() == 1.0  # last two: 5 vs 2
 
 
 # --- neuron-based selectors on a real SparseCache -----------------------------------------

@@ -8,8 +8,9 @@ and 8, one family a module:
 
     neurons      nex-self, nex-cross; NAD minact / medoid / knn-medoid / dbscan-medoid /
                  consensus-min, each also @early
-    confidence   entropy, self-certainty, deepconf-lowest / -bottom10 / -tail, logprob
-    answers      majority-vote
+    confidence   entropy, logprob; self-certainty, self-certainty-borda; deepconf-lowest /
+                 -bottom10 / -tail, deepconf-weighted-vote, deepconf-filter10-vote
+    answers      majority-vote (and the weighted vote the voting selectors cast)
     references   random, avg@n, oracle
 
 A new selector is one function registered in ``SELECTORS`` (``selectors.base``) by the
@@ -42,7 +43,8 @@ def select(pool: Pool, config: SelectionConfig = SelectionConfig(), *, weights: 
     """Run ``config.selectors`` (default: all) on ``pool``; one table row per selector.
 
     Columns: selector, accuracy, ci_low, ci_high, tokens_per_prompt, n_prompts, status
-    (``ok`` or ``skipped: <reason>``). The bootstrap draws the same prompt resamples for
+    (``ok`` or ``skipped: <reason>``), note (what qualifies a result, e.g. DeepConf scores
+    that are whole-trace means because every trace is shorter than the window). The bootstrap draws the same prompt resamples for
     every selector (``config.seed``), so their intervals are comparable. ``weights`` are NEX
     weights learned elsewhere, for ``nex-cross``.
     """
@@ -52,7 +54,7 @@ def select(pool: Pool, config: SelectionConfig = SelectionConfig(), *, weights: 
     rows = []
     for name in tqdm(names, desc="selectors", disable=not progress):
         row = {"selector": name, "accuracy": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-               "tokens_per_prompt": np.nan, "n_prompts": len(pool), "status": "ok"}
+               "tokens_per_prompt": np.nan, "n_prompts": len(pool), "status": "ok", "note": ""}
         try:
             outcome = SELECTORS[name](pool, context)
         except NexError as err:
@@ -61,7 +63,7 @@ def select(pool: Pool, config: SelectionConfig = SelectionConfig(), *, weights: 
             ci = bootstrap(weighted_mean(outcome.value), len(pool), n_boot=config.n_boot, level=config.level,
                            seed=config.seed)
             row.update(accuracy=float(ci.estimate), ci_low=float(ci.low), ci_high=float(ci.high),
-                       tokens_per_prompt=float(outcome.tokens.mean()))
+                       tokens_per_prompt=float(outcome.tokens.mean()), note=outcome.note)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -1,4 +1,4 @@
-"""Selectors on extracted answers: majority vote (self-consistency)."""
+"""Selectors on extracted answers: majority vote (self-consistency), and the vote every voting selector casts."""
 
 from __future__ import annotations
 
@@ -11,26 +11,41 @@ from nex_causal.pool import Pool
 from nex_causal.selectors.base import SELECTORS, Context, Outcome, picks
 
 
-def majority_vote(answers: Sequence[str | None]) -> int | None:
-    """First response giving the most frequent extracted answer; None when none was extracted.
+def weighted_vote(answers: Sequence[str | None], weights: Sequence[float]) -> int | None:
+    """The first response giving the answer with the largest total weight; None when none has an answer.
 
-    Answers are compared after stripping whitespace; a tie between answers goes to the one
-    that appears first in sample order.
+    Answers are compared after stripping whitespace; an empty or missing answer votes for
+    nothing; a tie between answers goes to the one that appears first (the reference
+    implementations' dictionary order).
     """
-    votes: dict[str, list[int]] = {}
-    for i, answer in enumerate(answers):
+    totals: dict[str, float] = {}
+    first: dict[str, int] = {}
+    for i, (answer, weight) in enumerate(zip(answers, weights)):
         if isinstance(answer, str) and answer.strip():
-            votes.setdefault(answer.strip(), []).append(i)
-    if not votes:
+            key = answer.strip()
+            totals[key] = totals.get(key, 0.0) + float(weight)
+            first.setdefault(key, i)
+    if not totals:
         return None
-    return max(votes.values(), key=len)[0]  # max keeps the first of equal counts
+    best = max(totals.values())
+    return first[next(a for a, total in totals.items() if total == best)]
+
+
+def majority_vote(answers: Sequence[str | None]) -> int | None:
+    """``weighted_vote`` with one vote per response."""
+    return weighted_vote(answers, [1.0] * len(answers))
+
+
+def extracted_answers(pool: Pool) -> np.ndarray:
+    """Each response's extracted answer (None where it gave none); NexError when the table has none at all."""
+    if "answer" not in pool.responses or pool.responses["answer"].isna().all():
+        raise NexError("no extracted answers in the responses table; voting needs a task with answers")
+    return np.array([a if isinstance(a, str) and a.strip() else None for a in pool.responses["answer"]], dtype=object)
 
 
 @SELECTORS.register("majority-vote")
 def _majority(pool: Pool, context: Context) -> Outcome:
-    if "answer" not in pool.responses or pool.responses["answer"].isna().all():
-        raise NexError("no extracted answers in the responses table; majority vote needs a task with answers")
-    answers = pool.responses["answer"].to_numpy(dtype=object)
+    answers = extracted_answers(pool)
 
     def choose(_, g: np.ndarray) -> int:
         pick = majority_vote(answers[g])
