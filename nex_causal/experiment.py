@@ -41,7 +41,7 @@ from nex_causal.io import read_mapping, versions, write_json
 from nex_causal.report import degenerate_findings
 from nex_causal.settings import from_mapping
 from nex_causal.stack import result_stack
-from nex_causal.stages import STAGES, order
+from nex_causal.stages import MODELS_PREFIX, STAGES, order
 from nex_causal.variants import load_family, variant_dir
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
@@ -52,7 +52,8 @@ def _config_class() -> type:
     fields: list[tuple[str, Any, Any]] = [
         ("name", str, field(metadata={"help": "the run's name (its directory under runs/)"})),
         ("family", str, field(default="zoo", metadata={
-            "help": "zoo: the embedded organism (built on first use); else a family directory"})),
+            "help": "zoo: the default organism's merge family (zoo:seek: the small one; built on first use); "
+                    "models:A,B: named models as they are; else a family directory"})),
         ("zoo_seed", int, field(default=0, metadata={"help": "seed of the embedded zoo"})),
         ("variants", Optional[list[str]], field(default=None, metadata={"help": "variants (default: all)"})),
         ("tasks", str, field(default="organism:40", metadata={"help": "prompts of capture, selection, ranking"})),
@@ -104,10 +105,12 @@ class Run:
         """What stage ``name``'s result depends on in the config: its section and its experiment-wide fields."""
         spec = STAGES[name]
         own = {field: getattr(self.config, field) for field in spec.run_level}
-        if name == "family" and self.config.family == "zoo":
+        from nex_causal.zoo import zoo_organism
+
+        if name == "family" and (organism := zoo_organism(self.config.family)) is not None:
             from nex_causal.zoo.build import zoo_key
 
-            own["zoo"] = zoo_key(self.config.zoo_seed)
+            own["zoo"] = zoo_key(self.config.zoo_seed, organism)
         elif name == "family":
             table = Path(self.config.family) / "family.csv"
             own["family_table"] = hashlib.sha256(table.read_bytes()).hexdigest() if table.is_file() else None
@@ -149,7 +152,11 @@ class Run:
 
     def check(self) -> None:
         """Config errors that need the family's variant names, found before any work starts."""
-        if self.config.family == "zoo":
+        from nex_causal.zoo import zoo_organism
+
+        if self.config.family.startswith(MODELS_PREFIX):
+            names = [Path(n.strip()).name for n in self.config.family[len(MODELS_PREFIX):].split(",") if n.strip()]
+        elif zoo_organism(self.config.family) is not None:
             from nex_causal.zoo.build import TRAINED
             from nex_causal.zoo.family import default_family
 
@@ -163,12 +170,14 @@ class Run:
         wanted = self.config.variants or names
         if unknown := [v for v in wanted if v not in names]:
             raise NexError(f"config key 'variants': {unknown[0]!r} is not in the family ({', '.join(names)})")
-        for name in ("transfer", "ablation"):
-            section = getattr(self.config, name, None)
-            for key in ("recipient", "donor"):
-                variant = getattr(section, key, None) if section else None
-                if variant is not None and variant not in wanted:
-                    raise NexError(f"config key '{name}.{key}': {variant!r} is not among the run's variants")
+        from nex_causal.intervene.pairs import pairs_of
+
+        named = [("ablation.recipient", self.config.ablation.recipient)] if self.config.ablation else []
+        if self.config.transfer:
+            named += [("transfer.pairs", v) for pair in pairs_of(self.config.transfer.pairs) for v in pair]
+        for key, variant in named:
+            if variant not in wanted:
+                raise NexError(f"config key {key!r}: {variant!r} is not among the run's variants")
 
     def run(self) -> Path:
         """Run every enabled stage that is not already done; return the report's path."""

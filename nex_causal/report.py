@@ -85,17 +85,37 @@ def headline_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
     for name, title in (("transfer_summary", "Transfer: effective vs redundant vs random"),
                         ("ablate_summary", "Ablation: effective vs redundant vs random")):
         if (summary := _table(run_dir, name)) is not None:
-            table = summary[["intervention", "k", "decoding", "effective_delta", "redundant_delta"]].copy()
-            if "random_delta" in summary:
-                table["random_delta"] = summary["random_delta"]
-                table["eff - random [95% CI]"] = _with_ci(summary, "effective_minus_random",
-                                                          "effective_minus_random_low",
-                                                          "effective_minus_random_high").to_numpy()
-            table["eff - redundant [95% CI]"] = _with_ci(summary, "effective_minus_redundant",
-                                                         "effective_minus_redundant_low",
-                                                         "effective_minus_redundant_high").to_numpy()
-            out[title] = table
+            out[title] = gap_table(summary)
+    if (pooled := _table(run_dir, "transfer_pairs")) is not None:
+        table = pooled[["intervention", "dose", "outcome", "n_pairs", "n_prompts"]].copy()
+        for gap in ("effective_minus_random", "effective_minus_redundant"):
+            if gap in pooled:
+                table[f"{gap.replace('effective_minus_', 'eff - ')} [95% CI]"] = _with_ci(
+                    pooled, gap, f"{gap}_low", f"{gap}_high").to_numpy()
+        if "pairs_beating_random" in pooled:
+            table["pairs with p < 0.05"] = pooled["pairs_beating_random"]
+        out["Transfer pooled over pairs"] = table
     return out
+
+
+def gap_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """A grid summary as read: per pair, intervention, dose and outcome the changes, gaps with intervals,
+    p-values against the random null and redundant sets, and the minimum detectable effect."""
+    keys = [c for c in ("donor", "recipient") if c in summary]
+    table = summary[[*keys, "intervention", "dose", "outcome", "n_prompts", "effective_delta",
+                     "redundant_delta"]].copy()
+    if "random_delta" in summary:
+        table["n_random"] = summary["n_random"]
+        table["random_delta"] = summary["random_delta"]
+        table["eff - random [95% CI]"] = _with_ci(summary, "effective_minus_random", "effective_minus_random_low",
+                                                  "effective_minus_random_high").to_numpy()
+        table["p (vs random)"] = summary["p_value"]
+        table["mde"] = summary["mde"]
+    table["eff - redundant [95% CI]"] = _with_ci(summary, "effective_minus_redundant",
+                                                 "effective_minus_redundant_low",
+                                                 "effective_minus_redundant_high").to_numpy()
+    table["p (vs redundant)"] = summary["p_value_redundant"]
+    return table
 
 
 def write_report(run_dir: str | Path, figures: Sequence[Path] = (),

@@ -95,13 +95,18 @@ def same_field(cls: type, name: str, **changes: Any) -> Any:
     return dataclasses.field(**spec)
 
 
-def section(cls: type, exclude: Iterable[str], name: str | None = None) -> type:
-    """The dataclass of ``cls``'s fields less ``exclude``, with the same defaults and help."""
+def section(cls: type, exclude: Iterable[str], name: str | None = None,
+            extra: Iterable[tuple[str, Any, Any]] = ()) -> type:
+    """The dataclass of ``extra``'s fields (name, type, ``field``), then ``cls``'s fields less ``exclude``
+    with the same defaults and help."""
     exclude = set(exclude)
     hints = typing.get_type_hints(cls)
-    fields = [(f.name, hints[f.name], dataclasses.field(default=f.default, default_factory=f.default_factory,
-                                                        metadata=f.metadata))
-              for f in dataclasses.fields(cls) if f.name not in exclude]
+    fields = [*extra, *((f.name, hints[f.name], dataclasses.field(default=f.default,
+                                                                   default_factory=f.default_factory,
+                                                                   metadata=f.metadata))
+                        for f in dataclasses.fields(cls) if f.name not in exclude)]
+    required = [f for f in fields if default_of(f[2]) is dataclasses.MISSING]  # before those with defaults
+    fields = required + [f for f in fields if f not in required]
     return dataclasses.make_dataclass(name or f"{cls.__name__}Section", fields, frozen=True)
 
 

@@ -42,7 +42,13 @@ if TYPE_CHECKING:
 
 RUN_LEVEL = ("model", "tasks", "device", "dtype")  # set by the experiment for every variant at once
 CaptureSection = section_of(CaptureConfig, RUN_LEVEL, "CaptureSection")
-GridSection = section_of(GridConfig, ("experiment", "weights", "family", "device", "dtype"), "GridSection")
+GRID_RUN_LEVEL = ("experiment", "weights", "family", "device", "dtype")
+GridSection = section_of(GridConfig, GRID_RUN_LEVEL, "GridSection")
+TransferSection = section_of(GridConfig, (*GRID_RUN_LEVEL, "recipient", "donor"), "TransferSection", extra=[
+    ("pairs", list[str], dataclasses.field(metadata={
+        "help": "donor>recipient pairs of the family; each runs its own grid on the donor's NEX weights"})),
+    ("both_directions", bool, dataclasses.field(default=True, metadata={"help": "run every pair both ways"})),
+])
 
 
 @dataclass(frozen=True)
@@ -83,13 +89,13 @@ MODELS_PREFIX = "models:"  # family: models:A,B is a family of the named models 
 
 @stage("family", run_level=("family", "zoo_seed"))
 def family(run: Run) -> dict:
-    """The family: the embedded zoo, built or reused; named models (``models:A,B``), each a
+    """The family: an embedded organism's zoo (``zoo``, ``zoo:seek``), built or reused; named models (``models:A,B``), each a
     variant as it is; or a directory with a family.csv."""
-    spec = run.config.family
-    if spec == "zoo":
-        from nex_causal.zoo import build
+    from nex_causal.zoo import build, zoo_organism
 
-        family_dir = build(seed=run.config.zoo_seed, progress=run.progress)
+    spec = run.config.family
+    if (organism := zoo_organism(spec)) is not None:
+        family_dir = build(seed=run.config.zoo_seed, organism=organism, progress=run.progress)
     elif spec.startswith(MODELS_PREFIX):
         family_dir = named_models(spec[len(MODELS_PREFIX):].split(","), run.dir / "family")
     else:
@@ -162,8 +168,13 @@ def nex(run: Run) -> None:
                 best = (variant, r, trace)
     config = run.section_config("nex")
     write_table(pd.DataFrame(rows), run.tables("nex"), config=config)
-    grid = run.config.transfer or run.config.ablation
-    focus = (grid.donor or grid.recipient) if grid else run.variants()[0]
+    focus = run.variants()[0]  # the first transfer donor, else the ablated model, else the first variant
+    if run.config.transfer:
+        from nex_causal.intervene.pairs import pairs_of
+
+        focus = pairs_of(run.config.transfer.pairs)[0][0]
+    elif run.config.ablation:
+        focus = run.config.ablation.recipient
     weights = np.load(run.weights(focus))["weights"]
     write_table(weights_table(weights).assign(variant=focus), run.tables("neuron_weights"), config=config)
     variant, r, trace = best
@@ -249,10 +260,21 @@ def _grid(run: Run, experiment: str, section: Any, out: Path, table: str) -> Non
     write_table(summary, run.tables(f"{table}_summary"), config=fields)
 
 
-@stage("transfer", needs=("nex",), section=GridSection, default=None)
+@stage("transfer", needs=("nex",), section=TransferSection, default=None)
 def transfer(run: Run) -> None:
-    """Effective-vs-redundant neuron transfer from the donor into the recipient."""
-    _grid(run, "transfer", run.config.transfer, run.dir / "transfer", "transfer")
+    """Effective-vs-redundant neuron transfer over donor>recipient pairs, and its summary over pairs."""
+    from nex_causal.intervene.pairs import pairs_of, run_pairs
+
+    section = run.config.transfer
+    settings = {k: v for k, v in dataclasses.asdict(section).items() if k not in ("pairs", "both_directions")}
+    settings.update(family=str(run.family_dir), device=run.config.device, dtype=run.config.dtype)
+    pairs = pairs_of(section.pairs, section.both_directions)
+    table, summary, pooled = run_pairs(settings, pairs, lambda donor: str(run.weights(donor)), run.dir / "transfer",
+                                       progress=run.progress)
+    fields = dataclasses.asdict(section)
+    write_table(table, run.tables("transfer"), config=fields)
+    write_table(summary, run.tables("transfer_summary"), config=fields)
+    write_table(pooled, run.tables("transfer_pairs"), config=fields)
 
 
 @stage("ablation", needs=("nex",), section=GridSection, default=None)

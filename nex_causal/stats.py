@@ -1,4 +1,4 @@
-"""Bootstrap confidence intervals over prompts, rank correlations and a quadratic-trend test.
+"""Bootstrap intervals over prompts, permutation p-values and detectable effects, rank correlations, a trend test.
 
 Prompts are the unit that was sampled, so they are what the bootstrap resamples; when
 several variants or selectors are compared on the same prompts, one resample is shared by
@@ -58,6 +58,38 @@ def bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n: int, *, n_boot: 
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN bounds
         low, high = np.nanpercentile(replicates, [tail, 100 - tail], axis=0)
     return Interval(estimate, low, high)
+
+
+def null_p_value(observed: float, null: np.ndarray) -> float:
+    """One-sided permutation p-value of ``observed`` against a null sample: ``(1 + #{null >= observed}) / (1 + n)``.
+
+    Exact when ``observed`` is exchangeable with the null draws under the null hypothesis
+    (the effective set is just another layer-matched random set); its floor is ``1 / (1 + n)``.
+    """
+    null = np.asarray(null, dtype=float)
+    if not len(null) or np.isnan(observed):
+        return float("nan")
+    return float((1 + np.sum(null >= observed)) / (1 + len(null)))
+
+
+def sign_flip_p_value(differences: np.ndarray, *, n_perm: int = 10000, seed: int = 0) -> float:
+    """One-sided paired permutation p-value that the mean of ``differences`` (one per prompt) exceeds 0.
+
+    Each resample flips the sign of every prompt's difference at random (exchangeable under
+    the null of a symmetric difference around 0); ``(1 + #{perm >= observed}) / (1 + n_perm)``.
+    """
+    d = np.asarray(differences, dtype=float)
+    if not len(d):
+        return float("nan")
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, len(d)))
+    observed = d.mean()
+    return float((1 + np.sum(signs @ d / len(d) >= observed - 1e-12 * max(1.0, abs(observed)))) / (1 + n_perm))
+
+
+def minimum_detectable_effect(standard_error: float, *, level: float = 0.95, power: float = 0.8) -> float:
+    """The smallest true effect a one-sided test at ``1 - level`` detects with probability ``power``:
+    ``(z_level + z_power) * standard_error`` (normal approximation)."""
+    return float((sps.norm.ppf(level) + sps.norm.ppf(power)) * standard_error)
 
 
 def weighted_mean(values: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:

@@ -2,7 +2,10 @@
 
 A ``TaskSet`` is a list of ``Problem`` s plus the two functions that make answers
 checkable without a person: ``extract`` pulls the final answer out of a response and
-``check`` says whether a response answers a problem correctly.
+``check`` says whether a response answers a problem correctly. Two more serve the
+continuous outcomes of the causal grids: ``answer_prefix`` cuts a response just before
+its final answer (so the log-probability of the gold answer can be read there), and
+``solution``, where the task has one, writes a problem's reference solution.
 
 Families of task sets are registered in ``TASK_FAMILIES`` and chosen by ``load_tasks(spec)``:
 
@@ -52,6 +55,8 @@ class TaskSet:
     problems: list[Problem]
     extract: Callable[[str], str | None]
     check: Callable[[Problem, str], bool]
+    answer_prefix: Callable[[str], str] = field(default=lambda text: answer_prefix(text))
+    solution: Callable[[Problem], str] | None = None
 
     def __len__(self) -> int:
         return len(self.problems)
@@ -167,6 +172,13 @@ def normalize_answer(text: str) -> str:
         return format_number(value)
     s = re.sub(r"\s*([,()\[\]{}=+\-*/^\\])\s*", r"\1", s)
     return " ".join(s.lower().split())
+
+
+def answer_prefix(text: str) -> str:
+    """``text`` up to its last ``Answer:``-style marker and one space; or the text, then ``\nAnswer: ``."""
+    if markers := list(MARKER.finditer(text)):
+        return text[:markers[-1].end()] + " "
+    return text.rstrip() + "\nAnswer: "
 
 
 def extract_answer(text: str) -> str | None:

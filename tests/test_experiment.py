@@ -19,8 +19,9 @@ def tiny_config(family_dir, **overrides) -> dict:
         "selection": {"selectors": ["nex-self", "nad-medoid", "entropy", "random", "avg@n", "oracle"],
                       "n_boot": 50},
         "ranking": {"scores": ["nex", "entropy", "activated"], "n_boot": 50, "n_bins": 3},
-        "transfer": {"recipient": "alpha", "donor": "beta", "tasks": "organism:4", "k": [2, 8], "seeds": 1,
-                     "interventions": ["transplant"], "max_new_tokens": 12, "n_boot": 50},
+        "transfer": {"pairs": ["beta>alpha"], "both_directions": False, "tasks": "organism:4", "k": [2, 8],
+                     "saturate": False, "n_random": 3, "n_random_accuracy": 1, "interventions": ["transplant"],
+                     "max_new_tokens": 12, "n_boot": 50},
         "figures": True,
     }
     for key, value in overrides.items():

@@ -214,40 +214,37 @@ def test_best_of_n_orders_selectors_and_draws_intervals_and_baselines(tmp_path):
 # --- transfer dose response ---------------------------------------------------------------
 
 def transfer_table() -> pd.DataFrame:
-    """Rows as ``intervene.transfer.outcome_table`` writes them, controls included."""
-    rows = [{"intervention": "none", "set_kind": kind, "k": 0, "seed": 0, "decoding": "greedy",
-             "delta": delta, "delta_low": delta, "delta_high": delta}
-            for kind, delta in (("baseline", 0.0), ("donor", 0.2))]
+    """Rows as ``intervene.tables.gap_summary`` writes them: two interventions, three doses, the last "all"."""
+    rows = []
     for intervention in ("transplant", "patch"):
-        for kind, seeds in (("effective", [0]), ("redundant", [0]), ("random", [0, 1, 2])):
-            for seed in seeds:
-                for k in (8, 32, 128):
-                    delta = {"effective": -0.1 * np.log2(k / 4), "redundant": 0.01, "random": 0.01 * (seed - 1)}[kind]
-                    rows.append({"intervention": intervention, "set_kind": kind, "k": k, "seed": seed,
-                                 "decoding": "greedy", "delta": delta, "delta_low": delta - 0.05,
-                                 "delta_high": delta + 0.05})
-    return pd.DataFrame(rows).assign(experiment="transfer", accuracy=lambda t: 0.5 + t["delta"])
+        for k, dose in ((8, "8"), (32, "32"), (128, "all")):
+            effective = -0.1 * np.log2(k / 4)
+            rows.append({"intervention": intervention, "k": k, "dose": dose, "outcome": "answer-logprob",
+                         "effective_delta": effective, "redundant_delta": 0.01, "random_delta": 0.0,
+                         "random_low": -0.06, "random_high": 0.06, "p_value": 0.02 if k == 128 else 0.5,
+                         "n_random": 50})
+    return pd.DataFrame(rows)
 
 
-def test_transfer_panels_lines_random_band_and_donor(tmp_path):
+def test_transfer_panels_lines_null_band_and_marks(tmp_path):
     fig = F.plot_transfer(transfer_table())
     visible = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_title() for ax in visible] == ["patch, greedy", "transplant, greedy"]  # no panel for controls
-    ax = visible[1]
+    assert [ax.get_title() for ax in visible] == ["transplant, answer-logprob", "patch, answer-logprob"]
+    ax = visible[0]
     assert ax.get_xscale() == "log"  # k spans 16x
-    effective = next(c for c in ax.containers if c.get_label() == "effective")
-    assert effective.lines[0].get_ydata() == pytest.approx([-0.1, -0.3, -0.5])
-    band = next(c for c in ax.collections if c.get_label() == "random (seeds)")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["8", "32", "all"]
+    effective = next(line for line in ax.lines if line.get_label() == "effective")
+    assert list(effective.get_ydata()) == pytest.approx([-0.1, -0.3, -0.5])
+    band = next(c for c in ax.collections if c.get_label() == "random (null quantiles)")
     ys = band.get_paths()[0].vertices[:, 1]
-    assert ys.min() == pytest.approx(-0.06) and ys.max() == pytest.approx(0.06)  # seeds' CIs, min..max
-    donor = next(line for line in ax.lines if line.get_label() == "donor")
-    assert list(donor.get_ydata()) == [0.2, 0.2]
-    assert legend_texts(visible[0]) == ["random (seeds)", "donor", "effective", "redundant"]
+    assert ys.min() == pytest.approx(-0.06) and ys.max() == pytest.approx(0.06)
+    marked = next(c for c in ax.collections if c.get_label() == "p < 0.05")
+    assert marked.get_offsets().tolist() == [[128, pytest.approx(-0.5)]]  # only the significant cell is ringed
     image, pdf = saved(fig, tmp_path)
     assert plot_area_ink(fig, ax, image) > 0.05
     assert_vector(pdf)
-    with pytest.raises(NexError, match="only control rows"):
-        F.plot_transfer(transfer_table().query("intervention == 'none'"))
+    with pytest.raises(NexError, match="summary table is empty"):
+        F.plot_transfer(transfer_table().iloc[:0])
 
 
 # --- neuron weights by layer -------------------------------------------------------------
@@ -291,9 +288,9 @@ def test_save_figure_is_atomic_vector_sized_and_reproducible(tmp_path):
 def test_make_figures_draws_what_exists_and_names_the_rest(tmp_path, capsys):
     run = tmp_path / "run"
     write_table(hand_trace(), run / "tables" / "trace", config={"response": 4})
-    write_table(transfer_table(), run / "tables" / "transfer")
+    write_table(transfer_table(), run / "tables" / "transfer_summary")
     ablate = transfer_table().replace({"intervention": {"transplant": "zero", "patch": "mean"}})
-    write_table(ablate.assign(experiment="ablate"), run / "tables" / "ablate")
+    write_table(ablate, run / "tables" / "ablate_summary")
     paths = F.make_figures(run)
     assert [p.name for p in paths] == ["trace.pdf", "trace.png", "transfer.pdf", "transfer.png",
                                        "ablation.pdf", "ablation.png"]

@@ -42,7 +42,8 @@ def continuation_task(bridge, n: int = 16) -> TaskSet:
     problems = [Problem(f"c{i}", p, "") for i, p in enumerate(prompts)]
     answers = evaluate(bridge, TaskSet("c", problems, str, lambda p, t: True), max_new_tokens=STEPS).texts
     problems = [Problem(p.id, p.prompt, a) for p, a in zip(problems, answers)]
-    return TaskSet("continuation", problems, lambda text: text, lambda p, text: text == p.target)
+    return TaskSet("continuation", problems, lambda text: text, lambda p, text: text == p.target,
+                   answer_prefix=lambda text: "", solution=lambda p: p.target)
 
 
 def corrupt(bridge, neurons: NeuronSet, seed: int = 0) -> None:
@@ -79,8 +80,8 @@ def task(intact):
 
 def transfer_config(**changes) -> GridConfig:
     base = dict(experiment="transfer", recipient="corrupted", donor="intact", weights="W.npz",
-                tasks="continuation", k=(len(PLANTED),), seeds=3, decodings=("greedy",),
-                max_new_tokens=STEPS, n_boot=500)
+                tasks="continuation", k=(len(PLANTED),), n_random=3, n_random_accuracy=3, outcomes=("greedy",),
+                max_new_tokens=STEPS, n_boot=500, saturate=False)
     return GridConfig(**{**base, **changes})
 
 
@@ -101,20 +102,21 @@ def test_planted_transfer_restores_only_with_the_corrupted_set(intact, corrupted
     config = transfer_config(sets=(str(tmp_path / "mine.csv"),))
     table, summary = Grid(corrupted, task, config, tmp_path / "run", donor=intact,
                           progress=False).run(planted_weights())
-    baseline = row(table, set_kind="baseline").accuracy
+    baseline = row(table, set_kind="baseline").value
     assert baseline <= 0.5  # the corruption really broke it
-    assert row(table, set_kind="donor").accuracy == 1.0
+    assert row(table, set_kind="donor").value == 1.0
     for intervention in ("transplant", "patch"):
         effective = row(table, intervention=intervention, set_kind="effective")
-        assert effective.accuracy == 1.0 and effective.set_size == len(PLANTED)
+        assert effective.value == 1.0 and effective.set_size == len(PLANTED)
+        assert effective.composition == "0:8 1:16"
         assert effective.delta == pytest.approx(1.0 - baseline)
         assert effective.delta_low > 0
         redundant = row(table, intervention=intervention, set_kind="redundant")
-        assert redundant.accuracy == baseline and redundant.delta == 0  # the decoys were never corrupted
+        assert redundant.value == baseline and redundant.delta == 0  # the decoys were never corrupted
         randoms = table[(table.intervention == intervention) & (table.set_kind == "random")]
         assert len(randoms) == 3 and (randoms.set_size == len(PLANTED)).all()
-        assert (randoms.accuracy < 0.75).all()
-        assert row(table, intervention=intervention, set_kind="user-mine").accuracy == 1.0
+        assert (randoms.value < 0.75).all()
+        assert row(table, intervention=intervention, set_kind="user-mine").value == 1.0
         gaps = row(summary, intervention=intervention)
         assert gaps.effective_minus_random_low > 0 and gaps.effective_minus_redundant_low > 0
         assert gaps.effective_minus_redundant == pytest.approx(1.0 - baseline)
@@ -125,7 +127,7 @@ def test_planted_transfer_restores_only_with_the_corrupted_set(intact, corrupted
 
 
 def test_a_rerun_resumes_from_the_stored_cells(intact, corrupted, task, tmp_path):
-    config = transfer_config(seeds=1, interventions=("transplant",))
+    config = transfer_config(n_random=1, interventions=("transplant",))
     first, _ = Grid(corrupted, task, config, tmp_path, donor=intact, progress=False).run(planted_weights())
     cells = sorted(p.name for p in (tmp_path / "cells").iterdir())
     assert cells == ["baseline.json", "donor.json", "transplant-effective-k24-s0.json",
@@ -136,9 +138,9 @@ def test_a_rerun_resumes_from_the_stored_cells(intact, corrupted, task, tmp_path
     second, _ = Grid(intact, task, config, tmp_path, donor=intact, progress=False).run(planted_weights())
     same = second.set_kind != "random"
     assert second[same].reset_index(drop=True).equals(first[same].reset_index(drop=True))
-    assert row(second, set_kind="random").accuracy == 1.0  # measured now, on the intact model
+    assert row(second, set_kind="random").value == 1.0  # measured now, on the intact model
     with pytest.raises(NexError, match="another config"):
-        Grid(corrupted, task, transfer_config(seeds=2), tmp_path, donor=intact).run(planted_weights())
+        Grid(corrupted, task, transfer_config(n_random=2), tmp_path, donor=intact).run(planted_weights())
 
 
 def test_planted_ablation_hurts_only_through_neurons_that_matter(tiny_qwen3_dir, tmp_path):
@@ -153,21 +155,28 @@ def test_planted_ablation_hurts_only_through_neurons_that_matter(tiny_qwen3_dir,
             geometry.set_neuron_weights(layer, units, {part: scale * w for part, w in weights.items()})
     task = continuation_task(model)
     config = GridConfig(experiment="ablate", recipient="m", weights="W.npz", tasks="continuation",
-                        k=(len(PLANTED),), seeds=2, decodings=("greedy",), max_new_tokens=STEPS,
+                        k=(len(PLANTED),), n_random=2, outcomes=("greedy",), max_new_tokens=STEPS,
                         n_boot=500)
     table, summary = Grid(model, task, config, tmp_path, progress=False).run(planted_weights())
-    assert row(table, set_kind="baseline").accuracy == 1.0
+    assert row(table, set_kind="baseline").value == 1.0
     assert set(table.intervention) == {"none", "zero", "mean"}
     assert np.load(tmp_path / "means.npy").shape == (2, 128)
     for intervention in ("zero", "mean"):
-        assert row(table, intervention=intervention, set_kind="effective").accuracy <= 0.5
-        assert row(table, intervention=intervention, set_kind="redundant").accuracy == 1.0
+        assert row(table, intervention=intervention, set_kind="effective").value <= 0.5
+        assert row(table, intervention=intervention, set_kind="redundant").value == 1.0
         gaps = row(summary, intervention=intervention)
         assert gaps.effective_minus_redundant_high < 0 and gaps.effective_minus_random_high < 0
 
 
+def test_the_dose_range_reaches_saturation():
+    from nex_causal.intervene.grid import doses
+
+    assert doses(planted_weights(), transfer_config(k=(4, 8))) == (4, 8)
+    assert doses(planted_weights(), transfer_config(k=(4, 64), saturate=True)) == (4, 24, 64)
+
+
 def test_neuron_grid_kinds_sizes_and_seeds():
-    grid = neuron_grid(planted_weights(), [4, 24], n_seeds=2, d_mlp=128, seed=0)
+    grid = neuron_grid(planted_weights(), [4, 24], n_random=2, d_mlp=128, seed=0)
     assert [(kind, k, s) for kind, k, s, _ in grid] == [
         ("effective", 4, 0), ("redundant", 4, 0), ("random", 4, 0), ("random", 4, 1),
         ("effective", 24, 0), ("redundant", 24, 0), ("random", 24, 0), ("random", 24, 1)]
@@ -178,7 +187,7 @@ def test_neuron_grid_kinds_sizes_and_seeds():
         rand = sets[("random", 24, s)]
         assert rand.per_layer_counts(2).tolist() == [8, 16] and len(rand.intersection(PLANTED)) == 0
     assert sets[("random", 24, 0)].keys.tolist() != sets[("random", 24, 1)].keys.tolist()
-    again = neuron_grid(planted_weights(), [4, 24], n_seeds=2, d_mlp=128, seed=0)
+    again = neuron_grid(planted_weights(), [4, 24], n_random=2, d_mlp=128, seed=0)
     assert all(a[3].keys.tolist() == b[3].keys.tolist() for a, b in zip(grid, again))
 
 
@@ -194,8 +203,9 @@ def test_weights_from_another_model_are_refused_before_any_work(intact, corrupte
     ({"experiment": "swap"}, "unknown experiment"),
     ({"interventions": ("zero",)}, "'zero' does not belong to transfer"),
     ({"k": (0, 8)}, "distinct positive integers"),
-    ({"decodings": ("beam",)}, "decodings must be among"),
-    ({"temperature": 0.0, "decodings": ("sampled",)}, "temperature > 0"),
+    ({"outcomes": ("beam",)}, "unknown outcome"),
+    ({"temperature": 0.0, "outcomes": ("sampled",)}, "temperature > 0"),
+    ({"level": 1.0}, "level must lie in"),
     ({"donor": None}, "needs a donor"),
 ])
 def test_bad_configs_name_the_problem(changes, message):
@@ -210,7 +220,7 @@ def test_configs_from_files(tmp_path):
     (tmp_path / "t.yaml").write_text((tmp_path / "t.yaml").read_text().replace("model: b", "recipient: b")
                                      + "out: o\n")
     config, out = command_config("transfer", str(tmp_path / "t.yaml"), {})
-    assert config.k == (8, 32) and config.interventions == ("patch",) and config.seeds == 5 and out.name == "o"
+    assert config.k == (8, 32) and config.interventions == ("patch",) and config.n_random == 50 and out.name == "o"
     (tmp_path / "bad.yaml").write_text("experiment: transfer\nrecipient: b\nwieghts: W.npz\nout: o\n")
     with pytest.raises(NexError, match="no 'weights' given"):
         command_config("transfer", str(tmp_path / "bad.yaml"), {})
@@ -243,21 +253,22 @@ def test_the_cli_runs_a_grid_and_a_config_file_resumes_it(tiny_qwen3_dir, tmp_pa
     save_weights(tmp_path / "W.npz", planted_weights())
     (tmp_path / "tasks.jsonl").write_text("".join(
         json.dumps({"id": f"q{i}", "question": f"{i}+{i}=", "answer": str(2 * i)}) + "\n" for i in range(4)))
-    args = ["--family", str(family), "--weights", str(tmp_path / "W.npz"), "--k", "24", "--seeds", "1",
-            "--tasks", str(tmp_path / "tasks.jsonl"), "--out", str(tmp_path / "out"), "--decodings", "greedy",
-            "--max-new-tokens", "3", "--interventions", "transplant"]
+    args = ["--family", str(family), "--weights", str(tmp_path / "W.npz"), "--k", "24", "--n-random", "1",
+            "--tasks", str(tmp_path / "tasks.jsonl"), "--out", str(tmp_path / "out"), "--outcomes",
+            "greedy,answer-logprob", "--max-new-tokens", "3", "--interventions", "transplant"]
     assert main(["transfer", "--donor", "intact", "--recipient", "corrupted", *args]) == 0
     printed = capsys.readouterr().out
-    assert "eff-random [95% CI]" in printed and "eff-redundant [95% CI]" in printed
+    assert "eff - random [95% CI]" in printed and "eff - redundant [95% CI]" in printed and "mde" in printed
     import pandas as pd
 
     first = pd.read_csv(tmp_path / "out" / "transfer.csv")
-    assert len(first) == 5
+    assert len(first) == 10 and set(first.outcome) == {"greedy", "answer-logprob"}
     assert set(first.set_kind) == {"baseline", "donor", "effective", "redundant", "random"}
 
     (tmp_path / "t.yaml").write_text(
         f"experiment: transfer\nfamily: {family}\ndonor: intact\nrecipient: corrupted\n"
-        f"weights: {tmp_path / 'W.npz'}\nk: [24]\nseeds: 1\ntasks: {tmp_path / 'tasks.jsonl'}\nout: {tmp_path / 'out'}\ndecodings: greedy\n"
+        f"weights: {tmp_path / 'W.npz'}\nk: [24]\nn_random: 1\ntasks: {tmp_path / 'tasks.jsonl'}\nout: {tmp_path / 'out'}\n"
+        "outcomes: greedy,answer-logprob\n"
         "max_new_tokens: 3\ninterventions: transplant\n")
     assert main(["transfer", "--config", str(tmp_path / "t.yaml")]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out" / "transfer.csv"), first)
@@ -270,10 +281,105 @@ def test_the_cli_runs_a_grid_and_a_config_file_resumes_it(tiny_qwen3_dir, tmp_pa
 def test_an_empty_set_is_reported_with_its_real_size_and_the_baseline_outcome(intact, corrupted, task,
                                                                              tmp_path):
     w = planted_weights().clip(min=0)  # no neuron has negative weight: no redundant set
-    config = transfer_config(seeds=0, interventions=("transplant",))
+    config = transfer_config(n_random=0, interventions=("transplant",))
     with pytest.warns(UserWarning, match="only 0 neurons have negative weight"):
         table, _ = Grid(corrupted, task, config, tmp_path, donor=intact, progress=False).run(w)
     redundant = row(table, set_kind="redundant")
     assert redundant.set_size == 0 and redundant.k == len(PLANTED)
-    assert redundant.accuracy == row(table, set_kind="baseline").accuracy and redundant.delta == 0
-    assert row(table, set_kind="effective").accuracy == 1.0
+    assert redundant.value == row(table, set_kind="baseline").value and redundant.delta == 0
+    assert row(table, set_kind="effective").value == 1.0
+
+
+# --- the power to answer: continuous outcomes, null distributions, p-values ------------------------
+
+def test_continuous_outcome_of_an_untouched_model_is_its_own_forward_pass(intact, task):
+    from nex_causal.evaluate import continuation_logprobs
+
+    contexts = [intact.to_tokens(p.prompt)[0] for p in task.problems]
+    continuations = [torch.tensor(intact.tokenizer(p.target, add_special_tokens=False).input_ids)
+                     for p in task.problems]
+    totals, counts = continuation_logprobs(intact, contexts, continuations, batch_size=5)
+    for context, continuation, total, n in zip(contexts, continuations, totals, counts):
+        ids = torch.cat([context, continuation])[None]
+        with torch.no_grad():
+            logp = torch.log_softmax(intact(ids, return_type="logits")[0].float(), -1)
+        expected = sum(float(logp[len(context) - 1 + j, t]) for j, t in enumerate(continuation.tolist()))
+        assert total == pytest.approx(expected, abs=1e-4) and n == len(continuation)
+    vocab = intact.cfg.d_vocab  # greedy continuations are likelier than uniform draws
+    assert (totals < 0).all() and (totals > -counts * np.log(vocab)).all()
+
+
+def test_a_planted_set_beats_the_random_null_with_a_small_p(intact, corrupted, task, tmp_path):
+    config = transfer_config(outcomes=("solution-logprob",), n_random=99, n_random_accuracy=0,
+                             interventions=("transplant",))
+    table, summary = Grid(corrupted, task, config, tmp_path, donor=intact, progress=False).run(planted_weights())
+    gaps = row(summary, intervention="transplant")
+    assert gaps.n_random == 99 and gaps.outcome == "solution-logprob"
+    assert gaps.p_value == pytest.approx(0.01) and gaps.p_value < 0.011  # the floor 1 / (1 + 99): beats all 99
+    assert gaps.p_value_redundant < 0.01 and gaps.effective_minus_random_low > 0
+    assert gaps.random_low <= gaps.random_delta <= gaps.random_high < gaps.effective_delta
+    assert gaps.random_delta == 0 and gaps.mde == 0  # intact weights outside the planted set: random sets change nothing
+    effective = row(table, set_kind="effective")
+    assert effective.value == pytest.approx(row(table, set_kind="donor").value, abs=1e-5)  # fully restored
+
+
+def test_a_random_effective_set_has_a_uniform_p_value(corrupted, intact, task, tmp_path):
+    """With the "effective" set itself a layer-matched random set, p is uniform on {1/20, ..., 1}:
+    over 30 draws about 5% fall at or below 0.05, and the mean is near 0.5."""
+    from nex_causal.intervene.neuron_sets import matched_random
+
+    p_values = []
+    for seed in range(30):
+        fake = matched_random(PLANTED, 128, seed=1000 + seed, exclude=DECOYS)
+        w = np.zeros(KEY_SPACE, np.float32)
+        w[fake.keys] = 1.0
+        w[DECOYS.keys] = -1.0
+        config = transfer_config(outcomes=("solution-logprob",), n_random=19, n_random_accuracy=0,
+                                 interventions=("transplant",), seed=seed)
+        _, summary = Grid(corrupted, task, config, tmp_path / str(seed), donor=intact, progress=False).run(w)
+        p_values.append(row(summary, intervention="transplant").p_value)
+    p_values = np.array(p_values)
+    assert (p_values <= 0.05).sum() <= 4 and 0.3 < p_values.mean() < 0.7
+
+
+def test_the_minimum_detectable_effect_shrinks_as_prompts_grow():
+    from nex_causal.intervene.grid import BASELINE, Cell
+    from nex_causal.intervene.tables import gap_summary
+
+    config = transfer_config(outcomes=("solution-logprob",), n_random=40, interventions=("transplant",))
+    rng = np.random.default_rng(0)
+    mde = {}
+    for n in (20, 80, 320):
+        cells = [BASELINE, Cell("effective", 24, 0, "transplant", PLANTED), Cell("redundant", 24, 0, "transplant", DECOYS)]
+        cells += [Cell("random", 24, s, "transplant", PLANTED) for s in range(40)]
+        results = {c.name: {"solution-logprob": rng.normal(0, 1, n)} for c in cells}  # noise around no effect
+        mde[n] = row(gap_summary(cells, results, config, [24]), intervention="transplant").mde
+    assert mde[20] > mde[80] > mde[320]
+    assert mde[20] / mde[320] == pytest.approx(4, rel=0.35)  # ~ 1 / sqrt(n)
+
+
+def test_pairs_run_both_ways_and_pool(tiny_family_dir, tmp_path):
+    from nex_causal.intervene.pairs import pairs_of, run_pairs
+    from nex_causal.nex import save_weights
+
+    assert pairs_of(["alpha>beta", "beta>gamma"]) == [("alpha", "beta"), ("beta", "alpha"), ("beta", "gamma"),
+                                                      ("gamma", "beta")]
+    assert pairs_of(["alpha>beta"], both_directions=False) == [("alpha", "beta")]
+    with pytest.raises(NexError, match="not 'donor>recipient'"):
+        pairs_of(["alpha-beta"])
+    save_weights(tmp_path / "W.npz", planted_weights())
+    settings = dict(tasks="organism:6", family=str(tiny_family_dir), k=(8,), n_random=5, n_random_accuracy=1,
+                    outcomes=("solution-logprob", "greedy"), interventions=("transplant",), max_new_tokens=8,
+                    n_boot=200)
+    table, summary, pooled = run_pairs(settings, pairs_of(["alpha>beta"]), lambda donor: str(tmp_path / "W.npz"),
+                                       tmp_path / "pairs", progress=False)
+    assert set(zip(summary.donor, summary.recipient)) == {("alpha", "beta"), ("beta", "alpha")}
+    assert {"outcome", "n_prompts", "n_random", "p_value", "mde"} <= set(summary.columns)
+    assert (summary.loc[summary.outcome == "greedy", "n_random"] == 1).all()
+    assert (summary.loc[summary.outcome == "solution-logprob", "n_random"] == 5).all()
+    pooled = pooled.set_index(["dose", "outcome"])
+    assert (pooled["n_pairs"] == 2).all() and (pooled["n_prompts"] == 12).all()
+    cell = pooled.loc[("8", "solution-logprob")]
+    mine = summary[(summary.outcome == "solution-logprob") & (summary.dose == "8")]
+    assert cell.effective_minus_random == pytest.approx(mine.effective_minus_random.mean())
+    assert cell.effective_minus_random_low <= cell.effective_minus_random <= cell.effective_minus_random_high

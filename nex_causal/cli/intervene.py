@@ -17,8 +17,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     for experiment, help_text, description in (
         ("transfer", "transplant/patch effective vs redundant neurons from donor to recipient",
          "Give the recipient the donor's top-k effective, bottom-k redundant and layer-matched random neurons "
-         "(weight transplant and activation patching), measure accuracy on held-out prompts, and report deltas "
-         "and gaps with bootstrap intervals."),
+         "(weight transplant and activation patching), measure accuracy and teacher-forced log-probabilities on "
+         "held-out prompts, and report deltas, gaps with bootstrap intervals, p-values against the random sets "
+         "and the minimum detectable effect."),
         ("ablate", "zero/mean-ablate effective vs redundant neurons inside one model",
          "Ablate the top-k effective, bottom-k redundant and layer-matched random neurons of one model (zero "
          "and mean ablation) and report accuracy deltas and gaps."),
@@ -50,19 +51,14 @@ def command_config(experiment: str, config_file: str | None, options: dict) -> t
 
 def format_report(table: pd.DataFrame, summary: pd.DataFrame) -> str:
     """The outcome table and the gap summary as plain text, for the terminal."""
-    def with_interval(df: pd.DataFrame, column: str) -> pd.Series:
-        return df.apply(lambda r: f"{r[column]:+.3f} [{r[column + '_low']:+.3f}, "
-                                  f"{r[column + '_high']:+.3f}]", axis=1)
+    from nex_causal.report import gap_table
 
-    outcomes = table[["intervention", "set_kind", "k", "seed", "set_size", "decoding", "accuracy"]].copy()
-    outcomes["delta [95% CI]"] = with_interval(table, "delta")
-    gaps = summary[["intervention", "k", "decoding", "effective_delta", "redundant_delta"]].copy()
-    if "random_delta" in summary:
-        gaps["random_delta"] = summary["random_delta"]
-        gaps["eff-random [95% CI]"] = with_interval(summary, "effective_minus_random")
-    gaps["eff-redundant [95% CI]"] = with_interval(summary, "effective_minus_redundant")
-    return (outcomes.to_string(index=False, float_format="{:.3f}".format) + "\n\n"
-            + gaps.to_string(index=False, float_format="{:+.3f}".format))
+    outcomes = table[["intervention", "set_kind", "dose", "seed", "set_size", "outcome", "value"]].copy()
+    outcomes["delta [95% CI]"] = table.apply(lambda r: f"{r['delta']:+.3f} [{r['delta_low']:+.3f}, "
+                                                       f"{r['delta_high']:+.3f}]", axis=1)
+    shown = outcomes[outcomes["set_kind"] != "random"]  # the null's sets are summarised below
+    return (shown.to_string(index=False, float_format="{:.3f}".format) + "\n\n"
+            + gap_table(summary).to_string(index=False, float_format="{:+.3f}".format))
 
 
 def run(args: argparse.Namespace) -> None:

@@ -12,56 +12,55 @@ from nex_causal.figures.registry import FIGURES, FigureSpec
 from nex_causal.figures.style import DASHES, DOUBLE, INK, MARKERS, SINGLE, require, styled
 
 TRANSFER_SETS = {"effective": (INK[0], MARKERS[0], DASHES[0]), "redundant": (INK[1], MARKERS[1], DASHES[1])}
-CONTROL = "none"  # the intervention of the control rows (untouched recipient, donor)
+
+
+SIGNIFICANT = 0.05  # cells whose p-value against the random sets is below this are marked
 
 
 @styled
-def plot_transfer(transfer: pd.DataFrame) -> Figure:
-    """Dose response of a transfer (or ablation) grid: accuracy change against the set size k.
+def plot_transfer(summary: pd.DataFrame) -> Figure:
+    """Dose response of a transfer (or ablation) grid: each set's mean change against k.
 
-    Columns (``intervene.transfer.outcome_table``): ``intervention``, ``set_kind``
-    ("effective", "redundant", "random"; "baseline" and "donor" on the control rows whose
-    intervention is "none"), ``k``, ``decoding``, ``delta`` (accuracy minus the untouched
-    model's on the same prompts), ``delta_low``, ``delta_high``. One panel per
-    (intervention, decoding): effective and redundant sets are lines with intervals, the
-    random sets a hatched band spanning their seeds' intervals around the mean of their
-    deltas (dash-dotted), and the donor's own change a dotted line.
+    Columns (``intervene.tables.gap_summary``; ``donor``/``recipient`` when several pairs ran):
+    ``intervention``, ``outcome``, ``k``, ``dose``, ``effective_delta``, ``redundant_delta``,
+    and with random sets ``random_delta``, ``random_low``, ``random_high`` (the null's central
+    quantiles) and ``p_value``. One panel per (pair, intervention, outcome): effective and
+    redundant sets are lines, the null a hatched band with its mean dash-dotted; an effective
+    point whose p-value against the null is below 0.05 is ringed. The last dose may be every
+    neuron of positive weight (tick ``all``).
     """
-    require(transfer, "transfer", ["intervention", "set_kind", "k", "decoding", "delta", "delta_low", "delta_high"])
-    controls = transfer[transfer["intervention"] == CONTROL]
-    panels = list(transfer[transfer["intervention"] != CONTROL].groupby(["intervention", "decoding"], sort=True))
-    if not panels:
-        raise NexError("the transfer table holds only control rows: no neuron set was intervened on")
+    require(summary, "transfer summary", ["intervention", "outcome", "k", "dose", "effective_delta",
+                                          "redundant_delta"])
+    keys = ["donor", "recipient"] if {"donor", "recipient"} <= set(summary.columns) else []
+    panels = list(summary.groupby([*keys, "intervention", "outcome"], sort=False))
     cols = min(len(panels), 3)
     nrows = -(-len(panels) // cols)
-    fig = Figure(figsize=(DOUBLE if cols > 1 else SINGLE, 2.0 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, cols, squeeze=False, sharey=True).ravel()
-    for ax, ((intervention, decoding), part) in zip(axes, panels):
-        random = part[part["set_kind"] == "random"]
-        if not random.empty:
-            band = random.groupby("k").agg(low=("delta_low", "min"), high=("delta_high", "max"),
-                                           mid=("delta", "mean"))
-            ax.fill_between(band.index, band["low"], band["high"], facecolor=INK[2], alpha=0.35,
-                            hatch="////", edgecolor="0.5", linewidth=0, label="random (seeds)")
-            ax.plot(band.index, band["mid"], color=INK[1], linestyle=DASHES[3], linewidth=0.8)
+    fig = Figure(figsize=(DOUBLE if cols > 1 else SINGLE, 2.1 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    for ax, (key, part) in zip(axes, panels):
+        part = part.sort_values("k")
+        if "random_low" in part and part["random_low"].notna().any():
+            ax.fill_between(part["k"], part["random_low"], part["random_high"], facecolor=INK[2], alpha=0.35,
+                            hatch="////", edgecolor="0.5", linewidth=0, label="random (null quantiles)")
+            ax.plot(part["k"], part["random_delta"], color=INK[1], linestyle=DASHES[3], linewidth=0.8)
         for kind, (color, marker, dash) in TRANSFER_SETS.items():
-            line = part[part["set_kind"] == kind].groupby("k")[["delta", "delta_low", "delta_high"]].mean()
-            if line.empty:
-                continue
-            ax.errorbar(line.index, line["delta"], yerr=np.vstack([line["delta"] - line["delta_low"],
-                                                                    line["delta_high"] - line["delta"]]),
-                        color=color, marker=marker, linestyle=dash, mfc="white" if kind == "redundant" else color,
-                        elinewidth=0.6, label=kind)
-        donor = controls[(controls["set_kind"] == "donor") & (controls["decoding"] == decoding)]
-        if not donor.empty:
-            ax.axhline(donor["delta"].iloc[0], color=INK[1], linestyle=DASHES[2], linewidth=0.8, label="donor")
+            ax.plot(part["k"], part[f"{kind}_delta"], color=color, marker=marker, linestyle=dash,
+                    mfc="white" if kind == "redundant" else color, label=kind)
+        if "p_value" in part:
+            hit = part[part["p_value"] < SIGNIFICANT]
+            ax.scatter(hit["k"], hit["effective_delta"], s=60, facecolor="none", edgecolor=INK[0], linewidth=0.8,
+                       label=f"p < {SIGNIFICANT:g}", zorder=4)
         ax.axhline(0, color=INK[0], linewidth=0.5)
         if part["k"].max() > 10 * max(part["k"].min(), 1):
             ax.set_xscale("log")
-        ax.set_title(f"{intervention}, {decoding}")
+        ax.set_xticks(part["k"], part["dose"], minor=False)
+        ax.set_xticks([], minor=True)
+        *pair, intervention, outcome = key
+        ax.set_title((f"{pair[0]} → {pair[1]}\n" if pair else "") + f"{intervention}, {outcome}")
         ax.set_xlabel("neurons (k)")
-    axes[0].set_ylabel("Δ accuracy vs untouched")
-    axes[0].legend(loc="best")
+        ax.set_ylabel("Δ vs untouched")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)))
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     return fig
@@ -93,6 +92,6 @@ def plot_neuron_weights(weights: pd.DataFrame) -> Figure:
 
 
 
-FIGURES.add("transfer", FigureSpec(("transfer",), plot_transfer))
-FIGURES.add("ablation", FigureSpec(("ablate",), plot_transfer))
+FIGURES.add("transfer", FigureSpec(("transfer_summary",), plot_transfer))
+FIGURES.add("ablation", FigureSpec(("ablate_summary",), plot_transfer))
 FIGURES.add("neuron_weights", FigureSpec(("neuron_weights",), plot_neuron_weights))

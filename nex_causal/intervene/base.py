@@ -42,6 +42,7 @@ class InterventionKind:
     make: Callable[[NeuronSet, Resources], Intervention]
     needs_donor: bool = False
     needs_means: bool = False
+    uses_hooks: bool = True  # False: it changes weights only, so plain Hugging Face generation sees it
 
 
 INTERVENTIONS: Registry[InterventionKind] = Registry("intervention")

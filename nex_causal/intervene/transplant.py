@@ -71,7 +71,7 @@ class Transplant:
 
 
 INTERVENTIONS.add("transplant", InterventionKind("transfer", lambda neurons, r: Transplant(r.donor, neurons),
-                                                 needs_donor=True))
+                                                 needs_donor=True, uses_hooks=False))
 
 
 def _save_pretrained(bridge, directory: Path) -> None:
