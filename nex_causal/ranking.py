@@ -44,7 +44,7 @@ from nex_causal.cache import SparseCache
 from nex_causal.errors import NexError
 from nex_causal.pool import Pool, trace_mean
 from nex_causal.registry import Registry
-from nex_causal.stats import QuadraticFit, bootstrap, quadratic_fit, rank_correlations
+from nex_causal.stats import QuadraticFit, bootstrap, logistic_quadratic_fit, quadratic_fit, rank_correlations
 
 METRICS = ("spearman", "kendall", "top1", "regret")
 
@@ -304,22 +304,32 @@ def family_pools(family: pd.DataFrame, caches: str | Path) -> tuple[dict[str, Po
 
 @dataclass(frozen=True)
 class InvertedU:
-    """Accuracy in quantile bins of the proxy, and the quadratic fit to the raw points."""
+    """Accuracy in quantile bins of the proxy, and the quadratic (or logistic-quadratic) fit to the raw points."""
 
     bins: pd.DataFrame  # bin, proxy_low, proxy_high, proxy_mean, accuracy, n
-    fit: QuadraticFit
+    fit: QuadraticFit | None  # None when no fit exists (``reason`` says why), the bins still stand
+    reason: str = ""
 
 
 def inverted_u(proxy: np.ndarray, accuracy: np.ndarray, *, n_bins: int = 10) -> InvertedU:
     """Bin ``accuracy`` by quantiles of ``proxy`` and fit accuracy ~ quadratic(proxy).
 
     The fit uses the individual points (responses or variants), not the bin means, so the
-    test of the quadratic term has the points' degrees of freedom.
+    test of the quadratic term has the points' degrees of freedom. 0/1 outcomes (responses)
+    get a logistic regression with a quadratic term, whose curve stays inside [0, 1];
+    accuracies in between (variants) a least-squares parabola.
     """
     proxy, accuracy = np.asarray(proxy, np.float64), np.asarray(accuracy, np.float64)
     keep = np.isfinite(proxy) & np.isfinite(accuracy)
     proxy, accuracy = proxy[keep], accuracy[keep]
-    fit = quadratic_fit(proxy, accuracy)
+    binary = np.isin(accuracy, (0.0, 1.0)).all()
+    fit, reason = None, ""
+    try:
+        fit = (logistic_quadratic_fit if binary else quadratic_fit)(proxy, accuracy)
+    except NexError as err:
+        if len(proxy) < 4:
+            raise
+        reason = f"no fit: {err}"
     edges = np.unique(np.quantile(proxy, np.linspace(0, 1, n_bins + 1)))
     which = np.clip(np.searchsorted(edges, proxy, side="right") - 1, 0, len(edges) - 2)
     frame = pd.DataFrame({"bin": which, "proxy": proxy, "accuracy": accuracy})
@@ -327,7 +337,7 @@ def inverted_u(proxy: np.ndarray, accuracy: np.ndarray, *, n_bins: int = 10) -> 
                                     n=("accuracy", "size")).reset_index()
     bins.insert(1, "proxy_low", edges[bins.bin])
     bins.insert(2, "proxy_high", edges[bins.bin + 1])
-    return InvertedU(bins, fit)
+    return InvertedU(bins, fit, reason)
 
 
 def exploration_curves(pools: Mapping[str, Pool], *, variant_accuracy: Mapping[str, float] | None = None,
@@ -366,10 +376,16 @@ def inverted_u_table(curves: Mapping[str, InvertedU | str]) -> tuple[pd.DataFram
             rows.append({"level": level, "status": curve})
             continue
         fit = curve.fit
+        if fit is None:
+            rows.append({"level": level, "n": int(curve.bins.n.sum()), "proxy_min": curve.bins.proxy_low.min(),
+                         "proxy_max": curve.bins.proxy_high.max(), "status": curve.reason})
+            bins.append(curve.bins.assign(level=level))
+            continue
         rows.append({"level": level, "n": fit.n, "proxy_min": curve.bins.proxy_low.min(),
                      "proxy_max": curve.bins.proxy_high.max(), "c0": fit.coef[0], "c1": fit.coef[1],
                      "c2": fit.coef[2], "peak": fit.peak, "t_quadratic": fit.t_quadratic,
-                     "p_quadratic": fit.p_quadratic, "r2": fit.r2, "status": "ok"})
+                     "p_quadratic": fit.p_quadratic, "r2": fit.r2, "link": fit.link, "shape": fit.shape,
+                     "status": "ok"})
         bins.append(curve.bins.assign(level=level))
     columns = ["level", "bin", "proxy_low", "proxy_high", "proxy_mean", "accuracy", "n"]
     bins = pd.concat(bins, ignore_index=True)[columns] if bins else pd.DataFrame(columns=columns)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from nex_causal.io import atomic_path
+from nex_causal.selectors import POOLED
 
 
 def _table(run_dir: Path, name: str) -> pd.DataFrame | None:
@@ -17,7 +18,8 @@ def _table(run_dir: Path, name: str) -> pd.DataFrame | None:
 
 
 def _with_ci(df: pd.DataFrame, column: str, low: str, high: str) -> pd.Series:
-    return df.apply(lambda r: f"{r[column]:+.3f} [{r[low]:+.3f}, {r[high]:+.3f}]", axis=1)
+    return df.apply(lambda r: "n/a" if pd.isna(r[column]) else f"{r[column]:+.3f} [{r[low]:+.3f}, {r[high]:+.3f}]",
+                    axis=1)
 
 
 def _markdown(df: pd.DataFrame) -> str:
@@ -41,7 +43,7 @@ def degenerate_findings(run_dir: str | Path) -> list[str]:
             found.append(f"every variant of the family ({len(table)}) has accuracy 0: the stack computes "
                          "garbage or the task is unsolved; run `nex-causal doctor`")
     if (sel := _table(run_dir, "selection")) is not None:
-        oracle = sel[(sel["selector"] == "oracle") & (sel["status"] == "ok")]
+        oracle = sel[(sel["selector"] == "oracle") & (sel["status"] == "ok") & (sel["cache"] != POOLED)]
         zero = oracle[oracle["accuracy"] == 0]
         if len(zero):
             found.append(f"oracle accuracy is 0 on {len(zero)} of {len(oracle)} caches "
@@ -73,9 +75,18 @@ def headline_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
             ["variant", "nex_score", "log_gap", "n_scored_responses", "n_effective", "n_redundant"]]
     if (sel := _table(run_dir, "selection")) is not None:
         ok = sel[sel["status"] == "ok"]
-        pivot = ok.pivot_table(index="selector", columns="cache", values="accuracy", sort=False)
-        pivot.insert(0, "mean", pivot.mean(axis=1))
-        out["Best-of-N accuracy per selector and variant"] = pivot.sort_values("mean", ascending=False).reset_index()
+        pivot = ok[ok["cache"] != POOLED].pivot_table(index="selector", columns="cache", values="accuracy", sort=False)
+        pooled = ok[ok["cache"] == POOLED].set_index("selector")
+        if len(pooled):
+            pivot.insert(0, "pooled [95% CI]", _with_ci(pooled, "accuracy", "ci_low", "ci_high").reindex(pivot.index))
+            order = pooled["accuracy"].reindex(pivot.index)
+        else:
+            order = pivot.mean(axis=1)
+        table = pivot.loc[order.sort_values(ascending=False).index].reset_index()
+        notes = sel[sel["note"].astype(str).ne("")].drop_duplicates("selector") if "note" in sel else sel.iloc[:0]
+        if len(notes):
+            table["note"] = table["selector"].map(dict(zip(notes["selector"], notes["note"]))).fillna("")
+        out["Best-of-N accuracy per selector and variant"] = table
     if (rank := _table(run_dir, "ranking")) is not None:
         ok = rank[rank["status"] == "ok"].copy()
         table = ok[["score"]].copy()
@@ -137,8 +148,11 @@ def write_report(run_dir: str | Path, figures: Sequence[Path] = (),
     pngs = [f for f in figures if f.suffix == ".png"]
     if pngs:
         lines += ["## Figures", ""]
-        lines += [f"![{f.stem}]({f.relative_to(run_dir).as_posix()})" for f in pngs]
-        lines.append("")
+        for f in pngs:
+            caption = f.with_name(f"{f.stem}.caption.txt")
+            lines += [f"![{f.stem}]({f.relative_to(run_dir).as_posix()})", ""]
+            if caption.exists():
+                lines += [f"*Figure {f.stem}.* {caption.read_text().strip()}", ""]
     lines += [f"- figure `{name}` not drawn: {why}" for name, why in (skipped or {}).items()]
     versions = manifest.get("versions", {})
     if versions:

@@ -146,14 +146,45 @@ def kendall(x: np.ndarray, y: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class QuadraticFit:
-    """Least-squares ``y = c0 + c1 x + c2 x^2`` with a t-test of the quadratic term."""
+    """``y = c0 + c1 x + c2 x^2`` (``link`` "identity") or ``logit P(y=1) = ...`` ("logit"), with a
+    test of the quadratic term (t for least squares, Wald z for the logistic fit)."""
 
     coef: tuple[float, float, float]
     peak: float  # the vertex -c1 / (2 c2) when c2 < 0 (an inverted U), NaN otherwise
     t_quadratic: float
     p_quadratic: float  # two-sided p-value of c2 = 0
-    r2: float
+    r2: float  # R^2, or McFadden's pseudo-R^2 for the logistic fit
     n: int
+    link: str = "identity"
+
+    @property
+    def shape(self) -> str:
+        """"inverted U" when the fit bends down (c2 < 0), "U" when it bends up, "line" when flat."""
+        c2 = self.coef[2]
+        return "inverted U" if c2 < 0 else "U" if c2 > 0 else "line"
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The fitted mean at ``x`` (a probability for the logistic fit)."""
+        x = np.asarray(x, dtype=float)
+        eta = self.coef[0] + self.coef[1] * x + self.coef[2] * x**2
+        return sps.logistic.cdf(eta) if self.link == "logit" else eta
+
+
+def _quadratic_design(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    x, y = _finite_pairs(x, y)
+    if len(x) < 4 or len(np.unique(x)) < 3:
+        raise NexError(f"a quadratic fit needs at least 4 points at 3 distinct x values, got {len(x)}")
+    mid = x.mean()
+    return x, y, mid, np.column_stack([np.ones(len(x)), x - mid, (x - mid) ** 2])
+
+
+def _uncentred(a: float, b: float, c: float, mid: float) -> tuple[float, float, float]:
+    """Coefficients fitted in ``x - mid`` expressed in ``x``."""
+    return float(a - b * mid + c * mid**2), float(b - 2 * c * mid), float(c)
+
+
+def _vertex(b: float, c: float, mid: float) -> float:
+    return float(mid - b / (2 * c)) if c < 0 else float("nan")
 
 
 def quadratic_fit(x: np.ndarray, y: np.ndarray) -> QuadraticFit:
@@ -162,12 +193,8 @@ def quadratic_fit(x: np.ndarray, y: np.ndarray) -> QuadraticFit:
     The fit is done in ``x - mean(x)`` for conditioning (the quadratic coefficient and its
     standard error do not depend on the shift) and reported in the original ``x``.
     """
-    x, y = _finite_pairs(x, y)
+    x, y, mid, design = _quadratic_design(x, y)
     n = len(x)
-    if n < 4 or len(np.unique(x)) < 3:
-        raise NexError(f"a quadratic fit needs at least 4 points at 3 distinct x values, got {n}")
-    mid = x.mean()
-    design = np.column_stack([np.ones(n), x - mid, (x - mid) ** 2])
     (a, b, c), *_ = np.linalg.lstsq(design, y, rcond=None)
     residual = y - design @ np.array([a, b, c])
     dof = n - 3
@@ -179,7 +206,58 @@ def quadratic_fit(x: np.ndarray, y: np.ndarray) -> QuadraticFit:
         t = np.copysign(np.inf, c) if c else 0.0
     p = float(2 * sps.t.sf(abs(t), dof))
     total = ((y - y.mean()) ** 2).sum()
-    coef = (float(a - b * mid + c * mid**2), float(b - 2 * c * mid), float(c))
-    peak = float(mid - b / (2 * c)) if c < 0 else float("nan")
     r2 = float(1 - residual @ residual / total) if total > 0 else float("nan")
-    return QuadraticFit(coef, peak, float(t), p, r2, n)
+    return QuadraticFit(_uncentred(a, b, c, mid), _vertex(b, c, mid), float(t), p, r2, n)
+
+
+def logistic_quadratic_fit(x: np.ndarray, y: np.ndarray, *, max_iter: int = 100, tol: float = 1e-10
+                           ) -> QuadraticFit:
+    """Logistic regression of 0/1 outcomes ``y`` on ``x`` and ``x^2`` (Newton-Raphson), with the
+    Wald test of the quadratic term.
+
+    The right model for per-response correctness: a least-squares parabola on 0/1 points
+    predicts values outside [0, 1]. Fails with one line when the outcomes are not 0/1, are
+    all equal, or are separated perfectly (the maximum-likelihood fit does not exist).
+    """
+    x, y, mid, design = _quadratic_design(x, y)
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise NexError("a logistic fit needs 0/1 outcomes; use quadratic_fit for means")
+    if y.min() == y.max():
+        raise NexError(f"a logistic fit needs both outcomes, got only {int(y[0])}s")
+    scale = design.std(axis=0)
+    scale[0] = 1.0
+    z = design / np.where(scale > 0, scale, 1.0)  # standardized columns: Newton steps stay well scaled
+
+    def loglik(beta: np.ndarray) -> float:
+        eta = z @ beta
+        return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+
+    separated = NexError("the outcomes are (nearly) perfectly separated by the proxy: no logistic fit exists")
+    beta = np.array([np.log(y.mean() / (1 - y.mean())), 0.0, 0.0])
+    current = loglik(beta)
+    for _ in range(max_iter):
+        prob = sps.logistic.cdf(z @ beta)
+        info = z.T @ (z * (prob * (1 - prob))[:, None])
+        try:
+            step = np.linalg.solve(info, z.T @ (y - prob))
+        except np.linalg.LinAlgError:
+            raise separated from None
+        for _ in range(30):  # halve the Newton step until the likelihood does not fall
+            trial = loglik(beta + step)
+            if trial >= current - 1e-12:
+                break
+            step = step / 2
+        beta, current = beta + step, trial
+        if np.abs(step).max() < tol:
+            break
+    prob = sps.logistic.cdf(z @ beta)
+    if not np.isfinite(beta).all() or np.abs(beta).max() > 30 or prob.min() < 1e-12 or prob.max() > 1 - 1e-12:
+        raise separated
+    info = z.T @ (z * (prob * (1 - prob))[:, None])
+    a, b, c = beta / np.where(scale > 0, scale, 1.0)
+    se_c = float(np.sqrt(np.linalg.inv(info)[2, 2])) / scale[2]
+    wald = c / se_c
+    base = y.mean()
+    null = float(len(y) * (base * np.log(base) + (1 - base) * np.log(1 - base)))
+    return QuadraticFit(_uncentred(a, b, c, mid), _vertex(b, c, mid), float(wald),
+                        float(2 * sps.norm.sf(abs(wald))), 1 - current / null, len(x), link="logit")

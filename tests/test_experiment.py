@@ -57,7 +57,7 @@ def test_a_tiny_config_runs_end_to_end(finished):
         assert (run_dir / "tables" / f"{table}.parquet").exists(), table
         assert (run_dir / "tables" / f"{table}.csv").exists(), table
     selection = pd.read_parquet(run_dir / "tables" / "selection.parquet")
-    assert sorted(selection["cache"].unique()) == ["alpha", "beta", "gamma"]
+    assert sorted(selection["cache"].unique()) == ["alpha", "beta", "gamma", "pooled"]
     transfer = pd.read_parquet(run_dir / "tables" / "transfer.parquet")
     assert {"effective", "redundant", "random"} <= set(transfer["set_kind"])
     assert sorted(transfer.loc[transfer.set_kind == "effective", "k"].unique()) == [2, 8]

@@ -11,6 +11,7 @@ import pytest
 from matplotlib.image import imread
 
 from nex_causal import figures as F
+from nex_causal.figures.registry import FIGURES
 from nex_causal.figures.selection import REFERENCE_SELECTORS
 from nex_causal.nex.tables import trace_table, weights_table
 from nex_causal.cache import ResponseRows
@@ -164,11 +165,15 @@ def test_score_panels_carry_the_rank_correlation_nex_first(tmp_path):
     fig = F.plot_scores_vs_accuracy(scores, correlations)
     nex, entropy = fig.axes[:2]
     assert nex.get_xlabel() == "nex"
-    assert legend_texts(nex) == ["Spearman ρ = 0.80 [0.30, 1.00]"]
-    assert legend_texts(entropy) == ["Spearman ρ = -1.00 [-0.90, -0.50]"]  # the plotted direction
-    assert "lower is better" in entropy.get_xlabel()
+    assert legend_texts(nex) == ["ρ = +0.80 [+0.30, +1.00]"]
+    # entropy is claimed lower-is-better: drawn negated, with the table's oriented rho
+    assert legend_texts(entropy) == ["ρ = +1.00 [+0.50, +0.90]"]
+    assert entropy.get_xlabel() == "−entropy (claimed: lower is better)"
+    assert list(entropy.lines[0].get_xdata()) == [-5.0, -4.0, -3.0, -2.0, -1.0]
     assert list(nex.lines[0].get_xdata()) == [0.2, 0.1, 0.4, 0.3, 0.5]
-    assert legend_texts(F.plot_scores_vs_accuracy(scores).axes[0]) == ["Spearman ρ = 0.80"]
+    assert legend_texts(F.plot_scores_vs_accuracy(scores).axes[0]) == ["ρ = +0.80"]
+    caption = FIGURES["nex_vs_accuracy"].caption(scores, correlations)
+    assert "5 variants" in caption and "(entropy negated)" in caption
     image, pdf = saved(fig, tmp_path)
     assert plot_area_ink(fig, nex, image) > 0.005
     assert_vector(pdf)
@@ -182,7 +187,7 @@ def test_several_rankings_are_drawn_as_series_with_their_own_correlation():
                                  "spearman_low": [0.9, -1.0], "spearman_high": [1.0, -0.8],
                                  "caches": ["runs/a", "runs/b"]})
     ax = F.plot_scores_vs_accuracy(scores, correlations).axes[0]
-    assert legend_texts(ax) == ["Spearman ρ = 1.00 [0.90, 1.00] (runs/a)", "Spearman ρ = -1.00 [-1.00, -0.80] (runs/b)"]
+    assert legend_texts(ax) == ["ρ = +1.00 [+0.90, +1.00] (runs/a)", "ρ = -1.00 [-1.00, -0.80] (runs/b)"]
     assert [line.get_marker() for line in ax.lines] == ["o", "s"]
 
 
@@ -199,7 +204,7 @@ def test_best_of_n_orders_selectors_and_draws_intervals_and_baselines(tmp_path):
     fig = F.plot_best_of_n(selection)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["medoid", "entropy", "nex-self"]
-    assert legend_texts(ax) == ["random", "avg@n", "oracle"]
+    assert legend_texts(ax) == ["baseline (95% CI)", "NEX (95% CI)", "random", "avg@n", "oracle"]
     assert sorted(line.get_xdata()[0] for line in ax.lines if line.get_label() in REFERENCE_SELECTORS) == \
         [0.50, 0.51, 0.80]
     bars = [seg for coll in ax.collections for seg in coll.get_segments()]
@@ -222,7 +227,7 @@ def transfer_table() -> pd.DataFrame:
             rows.append({"intervention": intervention, "k": k, "dose": dose, "outcome": "answer-logprob",
                          "effective_delta": effective, "redundant_delta": 0.01, "random_delta": 0.0,
                          "random_low": -0.06, "random_high": 0.06, "p_value": 0.02 if k == 128 else 0.5,
-                         "n_random": 50})
+                         "n_random": 50, "n_prompts": 200})
     return pd.DataFrame(rows)
 
 
@@ -245,6 +250,17 @@ def test_transfer_panels_lines_null_band_and_marks(tmp_path):
     assert_vector(pdf)
     with pytest.raises(NexError, match="summary table is empty"):
         F.plot_transfer(transfer_table().iloc[:0])
+
+
+def test_transfer_with_one_dose_draws_the_null_as_bars_and_no_unused_legend_entry():
+    one = transfer_table().query("k == 32 and intervention == 'transplant'")
+    fig = F.plot_transfer(one)
+    ax = fig.axes[0]
+    bars = [seg for coll in ax.collections for seg in getattr(coll, "get_segments", lambda: [])()]
+    assert [(s[0][1], s[1][1]) for s in bars if s[0][0] == s[1][0]] == [(pytest.approx(-0.06), pytest.approx(0.06))]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["effective", "redundant", "random: mean, central 95%"]  # p = 0.5: no ring, no ring entry
+    assert F.clipped_texts(fig) == []
 
 
 # --- neuron weights by layer -------------------------------------------------------------
@@ -310,14 +326,112 @@ def test_make_figures_draws_what_exists_and_names_the_rest(tmp_path, capsys):
         F.make_figures(run, names=["pie"])
 
 
-def test_best_of_n_over_several_caches_draws_one_row_per_selector():
-    import pandas as pd
+def pooled_selection() -> pd.DataFrame:
+    """Rows as ``selectors.selection_table`` writes them for two caches, with the pooled rows."""
+    rows = [{"cache": c, "selector": s, "accuracy": a, "ci_low": a - 0.1, "ci_high": a + 0.1, "status": "ok",
+             "n_prompts": 32, "note": ""}
+            for c, shift in (("a", 0.0), ("b", 0.2)) for s, a in (("nex-self", 0.5 + shift), ("entropy", 0.3 + shift),
+                                                                    ("random", 0.35 + shift))]
+    rows += [{"cache": "pooled", "selector": s, "accuracy": a, "ci_low": a - 0.05, "ci_high": a + 0.05, "status": "ok",
+              "n_prompts": 64, "note": "whole-trace mean" if s == "entropy" else ""}
+             for s, a in (("nex-self", 0.6), ("entropy", 0.4), ("random", 0.45))]
+    return pd.DataFrame(rows)
 
-    from nex_causal.figures import plot_best_of_n
 
-    rows = [{"cache": c, "selector": s, "accuracy": a, "ci_low": a - 0.1, "ci_high": a + 0.1, "status": "ok"}
-            for c, shift in (("a", 0.0), ("b", 0.2)) for s, a in (("nex-self", 0.5 + shift), ("entropy", 0.3 + shift))]
-    fig = plot_best_of_n(pd.DataFrame(rows))
+def test_best_of_n_over_several_caches_draws_the_pooled_mean_and_each_cache():
+    fig = F.plot_best_of_n(pooled_selection())
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["entropy", "nex-self"]
-    assert "mean of 2 caches" in ax.get_xlabel()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["entropy*", "nex-self"]  # a noted selector is starred
+    bars = sorted((round(seg[0][0], 6), round(seg[1][0], 6)) for c in ax.collections for seg in c.get_segments())
+    assert bars == [(0.35, 0.45), (0.55, 0.65)]  # the pooled intervals, not the range over caches
+    dots = next(line for line in ax.lines if line.get_marker() == ".")
+    assert sorted(dots.get_xdata()) == pytest.approx([0.3, 0.5, 0.5, 0.7])  # each cache's own accuracy
+    assert legend_texts(ax) == ["each of 2 caches", "baseline (95% CI)", "NEX (95% CI)", "random"]
+    caption = FIGURES["best_of_n"].caption(pooled_selection())
+    assert "2 caches" in caption and "64 prompts" in caption and "* entropy: whole-trace mean" in caption
+    with pytest.raises(NexError, match="no pooled rows"):
+        F.plot_best_of_n(pooled_selection().query("cache != 'pooled'"))
+
+
+# --- paste-ready: nothing clipped, a table and a caption beside every figure ---------------------
+
+def every_figure_tables() -> dict[str, tuple[pd.DataFrame, ...]]:
+    """Tables for every registered figure, as a run writes them."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.5, 2.5, 400)
+    y = (rng.random(400) < 1 / (1 + np.exp(-(1 - 2 * (x - 1.5) ** 2)))).astype(float)
+    fits, bins = inverted_u_table({"response": inverted_u(x, y),
+                                   "variant": inverted_u(x[:12], 0.8 - 0.3 * (x[:12] - 1.5) ** 2)})
+    scores = pd.DataFrame({"variant": [f"variant-{i}" for i in range(6)], "accuracy": np.linspace(0.1, 0.8, 6),
+                           "nex": rng.random(6), "entropy": rng.random(6), "perplexity": rng.random(6),
+                           "self-certainty": rng.random(6)})
+    ranking = pd.DataFrame({"score": ["nex", "entropy", "perplexity", "self-certainty"], "direction": [1, -1, -1, 1],
+                            "spearman": [0.2, 0.8, 0.7, -0.1], "spearman_low": [-0.5, 0.3, 0.1, -0.7],
+                            "spearman_high": [0.8, 1.0, 1.0, 0.6]})
+    curve = pd.DataFrame({"variant": "v", "position": np.linspace(0.05, 0.95, 10), "q25": 1.0, "median": 2.0,
+                          "q75": 3.0})
+    responses = pd.DataFrame({"variant": "v", "cycles": rng.integers(2, 9, 40), "crediting_cycles": rng.integers(0, 4, 40)})
+    sweep = pd.DataFrame([{"window": w, "sparsifier": sp, "rho": 0.9, "min_run": 2, "split": 1, "spearman": v}
+                          for w in (1, 4) for sp, v in (("topk:8", 0.4), ("topk:16", -0.2))])
+    choice = pd.DataFrame([{"role": role, "window": 1, "sparsifier": "topk:8", "rho": 0.9, "min_run": 2,
+                            "criterion": "spearman", "n_settings": 8, "spearman": 0.3, "spearman_low": -0.2,
+                            "spearman_high": 0.7} for role in ("chosen on split 1", "pre-declared default")])
+    pairs = pd.concat([transfer_table().assign(donor="linear-0.5", recipient="expert-search", n_prompts=500),
+                       transfer_table().assign(donor="expert-search", recipient="linear-0.5", n_prompts=500)])
+    weights = pd.DataFrame({"layer": [0, 0, 2, 3, 5], "weight": [0.5, -0.2, 0.7, -0.9, 0.1]})
+    return {"trace": (hand_trace(),), "profile": (curve, responses), "sweep": (sweep, choice),
+            "inverted_u": (bins, fits), "nex_vs_accuracy": (scores, ranking), "best_of_n": (pooled_selection(),),
+            "transfer": (pairs,), "ablation": (transfer_table().assign(n_prompts=200),),
+            "neuron_weights": (weights,)}
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_no_figure_draws_text_outside_its_canvas(name):
+    tables = every_figure_tables()[name]
+    fig = FIGURES[name].draw(*tables)
+    assert F.clipped_texts(fig) == []
+    caption = FIGURES[name].caption(*tables)
+    assert caption.endswith(".") and len(caption) > 80 and "nan" not in caption
+
+
+def test_clipped_texts_finds_a_label_cut_off_at_the_edge():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 1))
+    ax = fig.add_subplot()
+    ax.set_xlabel("a label far too long to fit inside a two-inch canvas, so it is cut at both edges")
+    found = F.clipped_texts(fig)
+    assert any("far too long" in text for text in found) and any(text.startswith("x-axis") for text in found)
+    fig.set_layout_engine("constrained")
+    ax.set_xlabel("fits")
+    assert F.clipped_texts(fig) == []
+
+
+def test_inverted_u_fits_responses_logistically_over_the_data_range_only():
+    bins, fits = every_figure_tables()["inverted_u"]
+    assert fits.set_index("level")["link"].to_dict() == {"response": "logit", "variant": "identity"}
+    fig = F.plot_inverted_u(bins, fits)
+    for ax, level in zip(fig.axes, ("response", "variant")):
+        curve = next(line for line in ax.lines if len(line.get_xdata()) == 200)
+        part = bins[bins["level"] == level]
+        assert curve.get_xdata().min() >= part["proxy_low"].min() and curve.get_xdata().max() <= part["proxy_high"].max()
+        assert 0 <= curve.get_ydata().min() and curve.get_ydata().max() <= 1
+        assert any("inverted U" in t for t in legend_texts(ax))
+    caption = FIGURES["inverted_u"].caption(bins, fits)
+    assert "logistic regression" in caption and "bends as an inverted U" in caption
+
+
+def test_make_figures_writes_each_figures_table_and_caption_and_the_report_prints_it(tmp_path):
+    from nex_causal.report import write_report
+
+    run = tmp_path / "run"
+    write_table(pooled_selection(), run / "tables" / "selection")
+    paths = F.make_figures(run, names=["best_of_n"])
+    out = run / "figures"
+    assert sorted(p.name for p in out.iterdir()) == ["best_of_n.caption.txt", "best_of_n.csv", "best_of_n.json",
+                                                     "best_of_n.pdf", "best_of_n.png"]
+    pd.testing.assert_frame_equal(pd.read_csv(out / "best_of_n.csv", keep_default_na=False), pooled_selection(),
+                                  check_dtype=False)
+    caption = (out / "best_of_n.caption.txt").read_text().strip()
+    report = write_report(run, paths).read_text()
+    assert "![best_of_n](figures/best_of_n.png)" in report and f"*Figure best_of_n.* {caption}" in report

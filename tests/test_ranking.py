@@ -7,7 +7,8 @@ import pytest
 from nex_causal.cache import SparseCacheWriter
 from nex_causal.errors import NexError
 from nex_causal.pool import Pool
-from nex_causal.ranking import RankingConfig, agreement, exploration_curves, family_pools, inverted_u, rank
+from nex_causal.ranking import (RankingConfig, agreement, exploration_curves, family_pools, inverted_u,
+                                inverted_u_table, rank)
 from nex_causal.variants import load_family
 
 ACCURACY = {"v0": 0.15, "v1": 0.35, "v2": 0.55, "v3": 0.75, "v4": 0.9}
@@ -154,12 +155,14 @@ def test_load_family_errors_name_the_fix(tmp_path):
 def test_inverted_u_recovers_the_peak_of_planted_data():
     rng = np.random.default_rng(0)
     entropy = rng.uniform(0.2, 2.8, 6000)
-    p_correct = np.clip(0.85 - 0.3 * (entropy - 1.4) ** 2, 0, 1)
+    p_correct = 1 / (1 + np.exp(-(1.5 - 1.2 * (entropy - 1.4) ** 2)))  # planted on the logit scale
     correct = rng.random(entropy.size) < p_correct
     curve = inverted_u(entropy, correct, n_bins=8)
+    assert curve.fit.link == "logit" and curve.fit.shape == "inverted U"  # 0/1 outcomes: logistic fit
     assert curve.fit.peak == pytest.approx(1.4, abs=0.1)
-    assert curve.fit.coef[2] == pytest.approx(-0.3, abs=0.05)
+    assert curve.fit.coef[2] == pytest.approx(-1.2, abs=0.15)
     assert curve.fit.p_quadratic < 1e-6
+    assert 0 <= curve.fit.predict(np.array([-5.0, 10.0])).min() <= curve.fit.predict(np.array([1.4]))[0] <= 1
     assert len(curve.bins) == 8 and curve.bins.n.sum() == entropy.size
     middle = curve.bins.accuracy.iloc[3:5].mean()
     assert middle > curve.bins.accuracy.iloc[0] and middle > curve.bins.accuracy.iloc[-1]
@@ -170,8 +173,13 @@ def test_exploration_curves_per_response_and_per_variant(family):
     curves = exploration_curves(pools, n_bins=4)
     per_response = curves["response"]
     n_responses = sum(len(p.responses) for p in pools.values())
-    assert per_response.bins.n.sum() == per_response.fit.n == n_responses
-    assert curves["variant"].fit.n == 5
+    assert per_response.bins.n.sum() == n_responses
+    # planted: correct responses have entropy exactly 0.5 lower, so entropy separates them perfectly and
+    # no logistic fit exists; the bins stand, and the reason is given instead of a fitted curve
+    assert per_response.fit is None and "separated" in per_response.reason
+    assert curves["variant"].fit.n == 5 and curves["variant"].fit.link == "identity"
+    summary, _ = inverted_u_table(curves)
+    assert summary.status.tolist()[0].startswith("no fit: ") and summary.status.tolist()[1] == "ok"
     # planted: accuracy falls linearly with entropy, so the response-level bins decrease
     assert per_response.bins.accuracy.is_monotonic_decreasing
 

@@ -407,8 +407,17 @@ def test_select_command_writes_and_prints_the_table(tmp_path, capsys):
             "--selectors", "nad-minact,majority-vote,oracle", "--n-boot", "50"]
     assert main(argv) == 0
     table = pd.read_parquet(tmp_path / "out" / "selection.parquet")
-    assert table.cache.tolist() == [str(tmp_path / "a")] * 3 + [str(tmp_path / "b")] * 3
-    assert table.selector.tolist() == ["nad-minact", "majority-vote", "oracle"] * 2
+    assert table.cache.tolist() == [str(tmp_path / "a")] * 3 + [str(tmp_path / "b")] * 3 + ["pooled"] * 3
+    assert table.selector.tolist() == ["nad-minact", "majority-vote", "oracle"] * 3
+    # pooled rows: the accuracy over both caches' 8 prompts, equal to the mean of two caches of 4 prompts
+    by = table.set_index(["cache", "selector"])
+    for name in ("nad-minact", "oracle"):
+        pooled = by.loc[("pooled", name)]
+        assert pooled.n_prompts == 8
+        assert pooled.accuracy == pytest.approx((by.loc[(str(tmp_path / "a"), name), "accuracy"]
+                                                 + by.loc[(str(tmp_path / "b"), name), "accuracy"]) / 2)
+        assert pooled.ci_low <= pooled.accuracy <= pooled.ci_high
+    assert by.loc[("pooled", "majority-vote"), "status"].startswith("skipped: ")
     printed = capsys.readouterr().out
     assert "could not run majority-vote: no extracted answers" in printed
     assert "nad-minact" in printed

@@ -115,3 +115,33 @@ def test_quadratic_fit_finds_no_bend_in_a_line():
 def test_quadratic_fit_needs_enough_points():
     with pytest.raises(NexError):
         quadratic_fit([0.0, 1.0, 2.0], [0.0, 1.0, 0.0])
+
+
+def test_logistic_quadratic_fit_equals_an_unpenalized_scikit_learn_fit():
+    from sklearn.linear_model import LogisticRegression
+
+    from nex_causal.stats import logistic_quadratic_fit
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 4, 3000)
+    y = (rng.random(x.size) < 1 / (1 + np.exp(-(-1 + 2 * x - 0.5 * x**2)))).astype(float)
+    fit = logistic_quadratic_fit(x, y)
+    ref = LogisticRegression(penalty=None, tol=1e-10, max_iter=10_000).fit(np.column_stack([x, x**2]), y)
+    np.testing.assert_allclose(fit.coef, [ref.intercept_[0], *ref.coef_[0]], rtol=1e-4, atol=1e-4)
+    assert fit.peak == pytest.approx(-fit.coef[1] / (2 * fit.coef[2]))
+    assert fit.shape == "inverted U" and fit.p_quadratic < 1e-20
+    # a planted U bends the other way, and its vertex is not called a peak
+    u = logistic_quadratic_fit(x, (rng.random(x.size) < 1 / (1 + np.exp(-(1 - 2 * x + 0.5 * x**2)))).astype(float))
+    assert u.shape == "U" and np.isnan(u.peak)
+
+
+def test_logistic_quadratic_fit_refuses_what_has_no_fit():
+    from nex_causal.stats import logistic_quadratic_fit
+
+    x = np.linspace(0, 1, 40)
+    with pytest.raises(NexError, match="0/1"):
+        logistic_quadratic_fit(x, np.full(40, 0.5))
+    with pytest.raises(NexError, match="both outcomes"):
+        logistic_quadratic_fit(x, np.ones(40))
+    with pytest.raises(NexError, match="separated"):
+        logistic_quadratic_fit(x, (x > 0.5).astype(float))

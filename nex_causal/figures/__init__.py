@@ -5,16 +5,21 @@ Every figure is a function from one or two ``pandas`` tables (the ones a run wri
 registered in ``FIGURES`` by the module that draws it, with the tables it reads:
 
     trace            trace            one response's novelty slopes, E/X phases, cycles
+    profile          profile_curve,   novelty decay along the trace, cycles per response
+                     profile_responses
+    sweep            sweep,           the settings sweep's criterion, the choice and the default
+                     sweep_choice
     inverted_u       inverted_u_bins  accuracy against the exploration proxy in bins
-                     (+ inverted_u)   (with the fitted parabola, its peak and test)
-    nex_vs_accuracy  ranking_scores   each score against accuracy across the family
-                     (+ ranking)      (the rank correlation, with its CI when known, in the legend)
-    best_of_n        selection        Best-of-N accuracy per selector with CIs
-    transfer         transfer         accuracy change against k: effective, redundant, random band
-    ablation         ablate           the same for ablating the sets inside one model
+                     (+ inverted_u)   (with the fit, logistic per response, its peak, test and shape)
+    nex_vs_accuracy  ranking_scores   each oriented score against accuracy across the family
+                     (+ ranking)      (the table's oriented rank correlation with its CI)
+    best_of_n        selection        Best-of-N accuracy per selector, pooled over caches with CIs
+    transfer         transfer_summary outcome change against k: effective, redundant, the random null
+    ablation         ablate_summary   the same for ablating the sets inside one model
     neuron_weights   neuron_weights   effective and redundant neurons per layer
 
-``style`` holds the one style they share and ``save_figure``.
+Each also writes a caption (``FigureSpec.caption``, from the same tables) that the run's
+report prints under it. ``style`` holds the one style they share and ``save_figure``.
 """
 
 from __future__ import annotations
@@ -31,12 +36,12 @@ from nex_causal.figures import profile, ranking, selection, sweep, transfer  # n
 from nex_causal.figures.ranking import plot_inverted_u, plot_scores_vs_accuracy
 from nex_causal.figures.registry import FIGURES, FigureSpec
 from nex_causal.figures.selection import plot_best_of_n
-from nex_causal.figures.style import DOUBLE, SINGLE, save_figure
+from nex_causal.figures.style import DOUBLE, SINGLE, clipped_texts, save_figure
 from nex_causal.figures.trace import plot_trace
 from nex_causal.figures.transfer import plot_neuron_weights, plot_transfer
 
-__all__ = ["DOUBLE", "FIGURES", "SINGLE", "make_figures", "missing_tables", "plot_best_of_n", "plot_inverted_u",
-           "plot_neuron_weights", "plot_scores_vs_accuracy", "plot_trace", "plot_transfer", "save_figure"]
+__all__ = ["DOUBLE", "FIGURES", "SINGLE", "clipped_texts", "make_figures", "missing_tables", "plot_best_of_n",
+           "plot_inverted_u", "plot_neuron_weights", "plot_scores_vs_accuracy", "plot_trace", "plot_transfer", "save_figure"]
 
 RUN_TABLES = "tables"
 RUN_FIGURES = "figures"
@@ -74,8 +79,9 @@ def make_figures(run_dir: str | Path, out_dir: str | Path | None = None,
 
     Figures whose required tables are missing are skipped (``missing_tables`` names them).
 
-    Files go to ``out_dir`` (default ``run_dir/figures``) as ``<figure>.pdf``, ``.png`` and
-    ``.json``; returns the PDF and PNG paths.
+    Files go to ``out_dir`` (default ``run_dir/figures``) as ``<figure>.pdf``, ``.png``,
+    ``.json``, the tables drawn (``<figure>.csv``) and the caption (``<figure>.caption.txt``);
+    returns the PDF and PNG paths.
     """
     run_dir = Path(run_dir)
     if not (run_dir / RUN_TABLES).is_dir():
@@ -100,7 +106,9 @@ def draw_to(name: str, tables: dict[str, pd.DataFrame], out_dir: str | Path, *, 
     spec = FIGURES[name]
     if lacking := [t for t in spec.tables if t not in tables]:
         raise NexError(f"figure {name} needs the table(s) {', '.join(lacking)}")
-    fig = spec.draw(*[tables.get(t) for t in (*spec.tables, *spec.optional)])
-    return save_figure(fig, Path(out_dir) / name, config=config)
+    given = [tables.get(t) for t in (*spec.tables, *spec.optional)]
+    fig = spec.draw(*given)
+    drawn = {t: tables[t] for t in (*spec.tables, *spec.optional) if tables.get(t) is not None}
+    return save_figure(fig, Path(out_dir) / name, config=config, data=drawn, caption=spec.caption(*given))
 
 

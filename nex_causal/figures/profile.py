@@ -55,4 +55,15 @@ def plot_profile(curve: pd.DataFrame, responses: pd.DataFrame) -> Figure:
     return fig
 
 
-FIGURES.add("profile", FigureSpec(("profile_curve", "profile_responses"), plot_profile))
+def caption_profile(curve: pd.DataFrame, responses: pd.DataFrame) -> str:
+    """What the profile figure shows, over how many caches and responses."""
+    ours = responses[responses["variant"] != REFERENCE]
+    reference = " The dashed line is the reference example's cache, scaled to the same first tenth." if (
+        curve["variant"] == REFERENCE).any() else ""
+    return (f"Left: the median novelty slope (band: interquartile range) in each tenth of a response's rows, the "
+            f"median over {ours['variant'].nunique()} caches ({len(ours)} responses).{reference} Right: how many "
+            f"explore-to-exploit cycles each response holds (median {np.median(ours['cycles']):g}) and how many of "
+            f"them credit a neuron (median {np.median(ours['crediting_cycles']):g}).")
+
+
+FIGURES.add("profile", FigureSpec(("profile_curve", "profile_responses"), plot_profile, caption_profile))

@@ -22,25 +22,40 @@ def _suffix(source: str) -> str:
     return f" ({source})" if source else ""
 
 
+def _fits(fits: pd.DataFrame | None) -> dict[tuple[str, str], object]:
+    if fits is None:
+        return {}
+    require(fits, "inverted_u", ["level", "c0", "c1", "c2", "peak", "p_quadratic"])
+    return {(source, row.level): row for source, part in _by_source(fits)
+            for row in part.itertuples() if np.isfinite(row.c2)}
+
+
+def _curve(fit, x: np.ndarray) -> np.ndarray:
+    eta = fit.c0 + fit.c1 * x + fit.c2 * x**2
+    return 1 / (1 + np.exp(-eta)) if getattr(fit, "link", "identity") == "logit" else eta
+
+
+def _shape(fit) -> str:
+    return "inverted U" if fit.c2 < 0 else "U"
+
+
 @styled
 def plot_inverted_u(bins: pd.DataFrame, fits: pd.DataFrame | None = None) -> Figure:
-    """Accuracy against the exploration proxy in quantile bins, with the fitted parabola.
+    """Accuracy against the exploration proxy in quantile bins, with the fitted curve.
 
     ``bins`` (``ranking.inverted_u_table``'s second table): ``level`` ("response" or
     "variant", one panel each), ``proxy_low``, ``proxy_high``, ``proxy_mean``, ``accuracy``.
-    ``fits`` (its first table): ``level``, ``c0``, ``c1``, ``c2``, ``peak``, ``p_quadratic``;
-    the parabola was fitted to the raw points, so it is drawn only when given, with its
-    peak and the p-value of the bend in the legend. A ``caches`` column with several
-    values gives one series per set of caches.
+    ``fits`` (its first table): ``level``, ``c0``, ``c1``, ``c2``, ``peak``, ``p_quadratic``,
+    ``link`` ("logit": a logistic regression with a quadratic term, fitted to 0/1 responses;
+    else a least-squares parabola). The fit was made on the raw points, so it is drawn only
+    when given, over the range of the data only, with its shape (inverted U or U), peak and
+    the test of the quadratic term in the legend. A ``caches`` column with several values
+    gives one series per set of caches.
     """
     require(bins, "inverted_u_bins", ["level", "proxy_low", "proxy_high", "proxy_mean", "accuracy"])
-    fit_of = {}
-    if fits is not None:
-        require(fits, "inverted_u", ["level", "c0", "c1", "c2", "peak", "p_quadratic"])
-        fit_of = {(source, row.level): row for source, part in _by_source(fits)
-                  for row in part.itertuples() if np.isfinite(row.c2)}
+    fit_of = _fits(fits)
     levels = list(dict.fromkeys(bins["level"]))
-    fig = Figure(figsize=(DOUBLE if len(levels) > 1 else SINGLE, 2.2), layout="constrained")
+    fig = Figure(figsize=(DOUBLE if len(levels) > 1 else SINGLE, 3.0), layout="constrained")
     axes = fig.subplots(1, len(levels), squeeze=False).ravel()
     for ax, level in zip(axes, levels):
         for k, (source, part) in enumerate(_by_source(bins[bins["level"] == level])):
@@ -51,16 +66,51 @@ def plot_inverted_u(bins: pd.DataFrame, fits: pd.DataFrame | None = None) -> Fig
                         ecolor=INK[2], elinewidth=0.6, capsize=0, label=f"{level}s, quantile bins{_suffix(source)}")
             fit = fit_of.get((source, level))
             if fit is not None:
-                grid = np.linspace(part["proxy_low"].min(), part["proxy_high"].max(), 200)
+                grid = np.linspace(part["proxy_low"].min(), part["proxy_high"].max(), 200)  # the data's range
                 peak = f", peak {fit.peak:.3g}" if np.isfinite(fit.peak) else ""
-                ax.plot(grid, fit.c0 + fit.c1 * grid + fit.c2 * grid**2, color=INK[1],
-                        linestyle=DASHES[(k + 1) % len(DASHES)],
-                        label=f"quadratic fit (p = {fit.p_quadratic:.2g}{peak}){_suffix(source)}")
+                kind = "logistic-quadratic" if getattr(fit, "link", "identity") == "logit" else "quadratic"
+                test = "z" if kind.startswith("logistic") else "t"
+                ax.plot(grid, _curve(fit, grid), color=INK[1], linestyle=DASHES[(k + 1) % len(DASHES)],
+                        label=f"{kind} fit: {_shape(fit)}{peak}\n({test} = {fit.t_quadratic:.2f}, "
+                              f"p = {fit.p_quadratic:.2g}){_suffix(source)}")
         ax.set_title(f"per {level}")
         ax.set_xlabel("mean token entropy (exploration proxy)")
-        ax.legend(loc="lower center")
+        ax.set_ylim(-0.03, 1.03)
+        ax.legend(loc="upper left", bbox_to_anchor=(0, -0.22), borderaxespad=0)
     axes[0].set_ylabel("accuracy")
     return fig
+
+
+def caption_inverted_u(bins: pd.DataFrame, fits: pd.DataFrame | None = None) -> str:
+    """What the inverted-U figure shows, each level's fit, its test and the sign of its curvature."""
+    parts = [f"Accuracy against mean token entropy (the exploration proxy) in quantile bins "
+             f"({bins.groupby('level').size().max()} per panel at most); horizontal bars span each bin."]
+    for (source, level), fit in _fits(fits).items():
+        logistic = getattr(fit, "link", "identity") == "logit"
+        model = ("a logistic regression of correctness on entropy and its square" if logistic
+                 else "a least-squares parabola")
+        peak = f", peaking at {fit.peak:.3g}" if np.isfinite(fit.peak) else ""
+        n = f" n = {int(fit.n)}," if hasattr(fit, "n") and np.isfinite(fit.n) else ""
+        parts.append(f"Per {level}{_suffix(source)}: {model} ({n} {'Wald z' if logistic else 't'} of the "
+                     f"quadratic term {fit.t_quadratic:.2f}, p = {fit.p_quadratic:.2g}) bends as "
+                     f"{'an' if _shape(fit) == 'inverted U' else 'a'} {_shape(fit)}{peak}; drawn over the data's "
+                     "range only.")
+    return " ".join(parts).replace("( n", "(n")
+
+
+def _oriented(correlations: pd.DataFrame | None) -> dict[tuple[str, str], object]:
+    if correlations is None:
+        return {}
+    require(correlations, "ranking", ["score", "direction", "spearman", "spearman_low", "spearman_high"])
+    return {(source, row.score): row for source, part in _by_source(correlations) for row in part.itertuples()}
+
+
+def _direction(claimed: dict, name: str) -> int:
+    return int(next((row.direction for (_, score), row in claimed.items() if score == name), 1))
+
+
+def _axis_label(name: str, direction: int) -> str:
+    return name if direction > 0 else f"−{name} (claimed: lower is better)"
 
 
 @styled
@@ -69,41 +119,37 @@ def plot_scores_vs_accuracy(scores: pd.DataFrame, correlations: pd.DataFrame | N
 
     ``scores`` (``ranking.rank(...).variants``): one row per variant with ``accuracy`` and
     one column per score. ``correlations`` (``ranking.rank(...).table``): ``score``,
-    ``direction``, ``spearman``, ``spearman_low``, ``spearman_high``; it gives the
-    bootstrap interval and the direction in which each score is claimed to track accuracy.
-    The legend carries Spearman's rho of the plotted points (a score with direction -1 is
-    claimed to work when its rho is negative; the x label says so). A ``caches`` column
-    with several values gives one series per set of caches.
+    ``direction``, ``spearman``, ``spearman_low``, ``spearman_high``. Each score is drawn
+    oriented as the ranking table reads it (``direction * score``, so that higher is claimed
+    to mean more accurate, the axis label says when it was negated), and the legend carries
+    the table's Spearman rho with its bootstrap interval (without the table: rho of the
+    plotted points). A ``caches`` column with several values gives one series per set of caches.
     """
     require(scores, "ranking_scores", ["accuracy"])
     names = [c for c in scores.select_dtypes("number").columns if c != "accuracy"]
     names.sort(key=lambda c: c != "nex")
     if not names:
         raise NexError("the ranking_scores table holds no score column beside accuracy")
-    claimed = {}
-    if correlations is not None:
-        require(correlations, "ranking", ["score", "direction", "spearman", "spearman_low", "spearman_high"])
-        claimed = {(source, row.score): row for source, part in _by_source(correlations)
-                   for row in part.itertuples()}
+    claimed = _oriented(correlations)
     cols = min(len(names), 3)
     nrows = -(-len(names) // cols)
-    fig = Figure(figsize=(DOUBLE if cols > 1 else SINGLE, 2.1 * nrows), layout="constrained")
+    fig = Figure(figsize=(DOUBLE if cols > 1 else SINGLE, 2.2 * nrows), layout="constrained")
     axes = fig.subplots(nrows, cols, squeeze=False, sharey=True).ravel()
     for ax, name in zip(axes, names):
-        direction = 1
+        direction = _direction(claimed, name)
         for k, (source, part) in enumerate(_by_source(scores)):
-            rho = spearman(part[name].to_numpy(), part["accuracy"].to_numpy())
-            label = f"Spearman ρ = {rho:.2f}"
+            oriented = direction * part[name].to_numpy(dtype=float)
             row = claimed.get((source, name))
-            if row is not None:
-                direction = row.direction
-                if np.isfinite(row.spearman_low):  # the table's rho is of direction * score
-                    low, high = sorted((direction * row.spearman_low, direction * row.spearman_high))
-                    label += f" [{low:.2f}, {high:.2f}]"
+            if row is not None and np.isfinite(row.spearman):
+                label = f"ρ = {row.spearman:+.2f}"
+                if np.isfinite(row.spearman_low):
+                    label += f" [{row.spearman_low:+.2f}, {row.spearman_high:+.2f}]"
+            else:
+                label = f"ρ = {spearman(oriented, part['accuracy'].to_numpy()):+.2f}"
             nex = name == "nex"
-            ax.plot(part[name], part["accuracy"], linestyle="none", marker=MARKERS[k % len(MARKERS)],
+            ax.plot(oriented, part["accuracy"], linestyle="none", marker=MARKERS[k % len(MARKERS)],
                     color=INK[0] if nex else INK[1], mfc=INK[0] if nex else "white", label=label + _suffix(source))
-        ax.set_xlabel(name + (" (claimed: lower is better)" if direction < 0 else ""))
+        ax.set_xlabel(_axis_label(name, direction))
         ax.legend(loc="lower left", bbox_to_anchor=(0, 1), handletextpad=0.2, borderaxespad=0.1)
     for ax in axes[::cols]:
         ax.set_ylabel("accuracy")
@@ -112,6 +158,23 @@ def plot_scores_vs_accuracy(scores: pd.DataFrame, correlations: pd.DataFrame | N
     return fig
 
 
+def caption_scores_vs_accuracy(scores: pd.DataFrame, correlations: pd.DataFrame | None = None) -> str:
+    """What the score-against-accuracy panels show, and how they are oriented."""
+    names = [c for c in scores.select_dtypes("number").columns if c != "accuracy"]
+    claimed = _oriented(correlations)
+    negated = [n for n in names if _direction(claimed, n) < 0]
+    n_variants = len(scores) if "caches" not in scores else scores.groupby("caches").size().max()
+    text = (f"Each label-free score of the {n_variants} variants of the family against their accuracy, "
+            "one point per variant (NEX filled). Scores are oriented so that higher is claimed to mean more "
+            "accurate")
+    text += f" ({', '.join(negated)} negated)." if negated else "."
+    if claimed:
+        text += (" Legends give Spearman's rho between the oriented score and accuracy, as in the ranking table, "
+                 "with its 95% bootstrap interval over prompts.")
+    return text
 
-FIGURES.add("inverted_u", FigureSpec(("inverted_u_bins",), plot_inverted_u, optional=("inverted_u",)))
-FIGURES.add("nex_vs_accuracy", FigureSpec(("ranking_scores",), plot_scores_vs_accuracy, optional=("ranking",)))
+
+FIGURES.add("inverted_u", FigureSpec(("inverted_u_bins",), plot_inverted_u, caption_inverted_u,
+                                     optional=("inverted_u",)))
+FIGURES.add("nex_vs_accuracy", FigureSpec(("ranking_scores",), plot_scores_vs_accuracy, caption_scores_vs_accuracy,
+                                          optional=("ranking",)))

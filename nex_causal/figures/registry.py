@@ -12,10 +12,12 @@ from nex_causal.registry import Registry
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """A figure of a run: the tables it needs, those it uses when present, how to draw it."""
+    """A figure of a run: the tables it needs, those it uses when present, how to draw it, and its
+    caption (one paragraph from the same tables: what is plotted, n, intervals)."""
 
     tables: tuple[str, ...]
     draw: Callable[..., Figure]
+    caption: Callable[..., str]
     optional: tuple[str, ...] = ()
 
 

@@ -26,7 +26,7 @@ def plot_sweep(sweep: pd.DataFrame, choice: pd.DataFrame) -> Figure:
     part = sweep[(sweep["split"] == 1) & (sweep["rho"] == chosen["rho"]) & (sweep["min_run"] == chosen["min_run"])]
     grid = part.pivot_table(index="window", columns="sparsifier", values=criterion, aggfunc="first")
     grid = grid[sorted(grid.columns, key=lambda s: float(s.split(":")[1]))]
-    fig = Figure(figsize=(DOUBLE * 0.55, 0.5 + 0.32 * len(grid)), layout="constrained")
+    fig = Figure(figsize=(DOUBLE * 0.6, 1.6 + 0.32 * len(grid)), layout="constrained")
     ax = fig.add_subplot()
     values = grid.to_numpy(dtype=float)
     limit = np.nanmax(np.abs(values)) if np.isfinite(values).any() else 1.0
@@ -49,9 +49,32 @@ def plot_sweep(sweep: pd.DataFrame, choice: pd.DataFrame) -> Figure:
     ax.set_ylabel("window (tokens per row)")
     ax.set_title(f"{criterion} on split 1 (rho {chosen['rho']:g}, min_run {int(chosen['min_run'])}); "
                  f"{int(choice['n_settings'].iloc[0])} settings tried")
-    fig.colorbar(image, ax=ax, shrink=0.8, label=f"{criterion} (split 1)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=1, frameon=False)
+    fig.colorbar(image, ax=ax, shrink=0.8, label=f"{criterion} (split 1)", pad=0.03)
+    fig.get_layout_engine().set(w_pad=0.06)  # the colorbar's label otherwise touches the right edge
+    fig.legend(loc="outside lower center", ncol=1, frameon=False)
     return fig
 
 
-FIGURES.add("sweep", FigureSpec(("sweep", "sweep_choice"), plot_sweep))
+def caption_sweep(sweep: pd.DataFrame, choice: pd.DataFrame) -> str:
+    """What the sweep figure shows, the choice and its held-out result against the default's."""
+    criterion = str(choice["criterion"].iloc[0])
+    chosen = choice[choice["role"] == "chosen on split 1"].iloc[0]
+    default = choice[choice["role"] == "pre-declared default"].iloc[0]
+
+    def setting(row: pd.Series) -> str:
+        return (f"window {int(row['window'])}, {row['sparsifier']}, rho {row['rho']:g}, min_run {int(row['min_run'])}: "
+                f"{criterion} {row[criterion]:+.2f} [{row[f'{criterion}_low']:+.2f}, {row[f'{criterion}_high']:+.2f}]")
+
+    text = (f"The {criterion} of NEX against the family's accuracy on split 1 of the prompts for each cache window "
+            f"and sparsifier, at the chosen rho and min_run ({int(choice['n_settings'].iloc[0])} settings tried). "
+            f"The setting chosen on split 1 among those where NEX can read the cache (solid box), on split 2: "
+            f"{setting(chosen)}; the pre-declared default (dotted box), on split 2: {setting(default)}.")
+    excluded = choice[choice["role"] == "best on split 1, ineligible"]
+    if len(excluded):
+        row = excluded.iloc[0]
+        text += (f" The best setting on split 1 overall was ineligible (median {row['crediting_cycles_per_response']:g} "
+                 f"crediting cycles per response, coverage {row['neuron_coverage']:.3f}); on split 2: {setting(row)}.")
+    return text + " Intervals are 95% bootstrap intervals over prompts."
+
+
+FIGURES.add("sweep", FigureSpec(("sweep", "sweep_choice"), plot_sweep, caption_sweep))

@@ -61,4 +61,21 @@ def plot_trace(trace: pd.DataFrame) -> Figure:
 
 
 
-FIGURES.add("trace", FigureSpec(("trace",), plot_trace))
+def caption_trace(trace: pd.DataFrame) -> str:
+    """What the trace figure shows: the rows, phases and cycles of one response."""
+    explore = trace["explore"].astype(bool)
+    text = (f"One response's novelty slope (neurons active for the first time in the response, per token) in each "
+            f"of its {len(trace)} cache rows; shaded rows ({int(explore.sum())}) are the explore (E) phase of "
+            "the sticky two-state HMM, the others exploit (X).")
+    if "cycle" in trace:
+        cycles = trace[trace["cycle"] >= 0]
+        kinds = (cycles.groupby("cycle")["cycle_kind"].first().value_counts() if "cycle_kind" in cycles
+                 else pd.Series(dtype=int))
+        counts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+        text += (f" Brackets above the axes mark its {cycles['cycle'].nunique()} explore-to-exploit cycles"
+                 f"{f' ({counts})' if counts else ''}, a tick at the switch to exploit; a cycle's kind decides "
+                 "whether the neurons its E run introduced are credited effective or redundant.")
+    return text
+
+
+FIGURES.add("trace", FigureSpec(("trace",), plot_trace, caption_trace))

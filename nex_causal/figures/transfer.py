@@ -25,8 +25,9 @@ def plot_transfer(summary: pd.DataFrame) -> Figure:
     ``intervention``, ``outcome``, ``k``, ``dose``, ``effective_delta``, ``redundant_delta``,
     and with random sets ``random_delta``, ``random_low``, ``random_high`` (the null's central
     quantiles) and ``p_value``. One panel per (pair, intervention, outcome): effective and
-    redundant sets are lines, the null a hatched band with its mean dash-dotted; an effective
-    point whose p-value against the null is below 0.05 is ringed. The last dose may be every
+    redundant sets are lines, the null its mean with bars over its central quantiles (and a
+    hatched band between doses when there are several); an effective point whose p-value
+    against the null is below 0.05 is ringed. The last dose may be every
     neuron of positive weight (tick ``all``).
     """
     require(summary, "transfer summary", ["intervention", "outcome", "k", "dose", "effective_delta",
@@ -40,16 +41,22 @@ def plot_transfer(summary: pd.DataFrame) -> Figure:
     for ax, (key, part) in zip(axes, panels):
         part = part.sort_values("k")
         if "random_low" in part and part["random_low"].notna().any():
-            ax.fill_between(part["k"], part["random_low"], part["random_high"], facecolor=INK[2], alpha=0.35,
-                            hatch="////", edgecolor="0.5", linewidth=0, label="random (null quantiles)")
-            ax.plot(part["k"], part["random_delta"], color=INK[1], linestyle=DASHES[3], linewidth=0.8)
+            null = part[part["random_low"].notna()]
+            if len(null) > 1:
+                ax.fill_between(null["k"], null["random_low"], null["random_high"], facecolor=INK[2], alpha=0.35,
+                                hatch="////", edgecolor="0.5", linewidth=0, label="random (null quantiles)")
+            ax.errorbar(null["k"], null["random_delta"], yerr=np.vstack([null["random_delta"] - null["random_low"],
+                                                                         null["random_high"] - null["random_delta"]]),
+                        color=INK[1], linestyle=DASHES[3] if len(null) > 1 else "none", linewidth=0.8, marker="_",
+                        markersize=8, elinewidth=1.2, capsize=3, label="random: mean, central 95%")
         for kind, (color, marker, dash) in TRANSFER_SETS.items():
             ax.plot(part["k"], part[f"{kind}_delta"], color=color, marker=marker, linestyle=dash,
                     mfc="white" if kind == "redundant" else color, label=kind)
         if "p_value" in part:
             hit = part[part["p_value"] < SIGNIFICANT]
-            ax.scatter(hit["k"], hit["effective_delta"], s=60, facecolor="none", edgecolor=INK[0], linewidth=0.8,
-                       label=f"p < {SIGNIFICANT:g}", zorder=4)
+            if len(hit):
+                ax.scatter(hit["k"], hit["effective_delta"], s=60, facecolor="none", edgecolor=INK[0],
+                           linewidth=0.8, label=f"p < {SIGNIFICANT:g}", zorder=4)
         ax.axhline(0, color=INK[0], linewidth=0.5)
         if part["k"].max() > 10 * max(part["k"].min(), 1):
             ax.set_xscale("log")
@@ -59,8 +66,12 @@ def plot_transfer(summary: pd.DataFrame) -> Figure:
         ax.set_title((f"{pair[0]} → {pair[1]}\n" if pair else "") + f"{intervention}, {outcome}")
         ax.set_xlabel("neurons (k)")
         ax.set_ylabel("Δ vs untouched")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)))
+    entries = {}  # every panel's marks, each once: a ring appears in the legend only where one is drawn
+    for ax in axes[:len(panels)]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    fig.legend(list(entries.values()), list(entries), loc="outside lower center",
+               ncol=min(2 if cols == 1 else 5, len(entries)))
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     return fig
@@ -92,6 +103,29 @@ def plot_neuron_weights(weights: pd.DataFrame) -> Figure:
 
 
 
-FIGURES.add("transfer", FigureSpec(("transfer_summary",), plot_transfer))
-FIGURES.add("ablation", FigureSpec(("ablate_summary",), plot_transfer))
-FIGURES.add("neuron_weights", FigureSpec(("neuron_weights",), plot_neuron_weights))
+def caption_transfer(summary: pd.DataFrame) -> str:
+    """What a transfer or ablation figure shows, with its prompts and random sets."""
+    pairs = summary.groupby(["donor", "recipient"]).ngroups if {"donor", "recipient"} <= set(summary) else 0
+    where = (f"for {pairs} donor→recipient pair{'s' if pairs > 1 else ''}, " if pairs else "")
+    text = (f"Mean change of each outcome against the untouched model on {int(summary['n_prompts'].max())} "
+            f"held-out prompts, {where}per dose k, when the top-k effective (filled) and the bottom-k redundant "
+            "(open) neurons of the NEX weights are intervened on.")
+    if "random_low" in summary and summary["random_low"].notna().any():
+        text += (f" The hatched band holds the central 95% of {int(summary['n_random'].max())} layer-matched random "
+                 "sets of the same size (their mean dash-dotted); a ring marks an effective set that beats the "
+                 f"random sets with p < {SIGNIFICANT:g} (the share of random sets doing at least as well).")
+    text += " answer-logprob is the log-probability of the right answer after the model's own chain of thought; " \
+            "greedy and sampled are accuracies." if "answer-logprob" in set(summary["outcome"]) else ""
+    return text
+
+
+def caption_neuron_weights(weights: pd.DataFrame) -> str:
+    """What the neuron-weight figure shows."""
+    return (f"Neurons per layer that NEX credits as effective (w > 0, {int((weights['weight'] > 0).sum())} in all) "
+            f"and redundant (w < 0, hatched, {int((weights['weight'] < 0).sum())}); neurons never credited "
+            "(w = 0) are not drawn.")
+
+
+FIGURES.add("transfer", FigureSpec(("transfer_summary",), plot_transfer, caption_transfer))
+FIGURES.add("ablation", FigureSpec(("ablate_summary",), plot_transfer, caption_transfer))
+FIGURES.add("neuron_weights", FigureSpec(("neuron_weights",), plot_neuron_weights, caption_neuron_weights))
