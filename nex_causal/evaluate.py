@@ -63,8 +63,10 @@ def continuation_logprobs(model, contexts: Sequence[torch.Tensor], continuations
     totals, counts = np.zeros(len(contexts)), np.array([len(c) for c in continuations], np.int64)
     device = model.cfg.device
     plain = None if hooks else plain_model(model)
-    for start in range(0, len(contexts), batch_size):
-        items = range(start, min(start + batch_size, len(contexts)))
+    lengths = np.array([len(a) + len(b) for a, b in zip(contexts, continuations)])
+    order = np.argsort(-lengths, kind="stable")  # batches of similar length: little padding
+    for start in range(0, len(order), batch_size):
+        items = order[start:start + batch_size]
         seqs = [torch.cat([torch.as_tensor(contexts[i]), torch.as_tensor(continuations[i])]).long() for i in items]
         width = max(len(t) for t in seqs)
         ids = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -72,11 +74,12 @@ def continuation_logprobs(model, contexts: Sequence[torch.Tensor], continuations
         for row, t in enumerate(seqs):
             ids[row, :len(t)], mask[row, :len(t)] = t, 1
         ids_d, mask_d = ids.to(device), mask.to(device)
-        logits = model(ids_d, return_type="logits", attention_mask=mask_d) if plain is None else \
-            plain(input_ids=ids_d, attention_mask=mask_d).logits
-        logp = torch.log_softmax(logits.float(), -1)
+        with torch.inference_mode():
+            logits = model(ids_d, return_type="logits", attention_mask=mask_d) if plain is None else \
+                plain(input_ids=ids_d, attention_mask=mask_d).logits
         for row, i in enumerate(items):
             first, n = len(contexts[i]), len(continuations[i])
             targets = ids[row, first:first + n].to(device)
-            totals[i] = float(logp[row, first - 1:first + n - 1].gather(-1, targets[:, None]).sum())
+            logp = torch.log_softmax(logits[row, first - 1:first + n - 1].float(), -1)  # only the positions read
+            totals[i] = float(logp.gather(-1, targets[:, None]).sum())
     return totals, counts

@@ -8,8 +8,10 @@ regret) and its Best-of-N pick (nex-self), each with a bootstrap interval over p
 the profile's medians (``nex_causal.profile``).
 
 Honest by construction: the prompts are split in two by a hash of their ids; the setting is
-chosen on split 1 by ``criterion`` and reported on split 2, beside the pre-declared default
-setting's split-2 result, and the tables say how many settings were tried.
+chosen on split 1 by ``criterion`` among the eligible settings (those where NEX can read the
+cache: ``min_crediting_cycles`` and ``max_coverage``, declared beforehand) and reported on
+split 2, beside the pre-declared default's split-2 result and, when the floor excluded it, the
+best ineligible setting's; the tables say how many settings were tried.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ class SweepConfig:
         "help": "what the setting is chosen by, on split 1"})
     accuracy: Literal["family", "cache"] = field(default="family", metadata={
         "help": "family: the family table's accuracy; cache: each cache's sampled accuracy"})
+    min_crediting_cycles: float = field(default=0.0, metadata={
+        "help": "a setting is eligible only when its median crediting cycles per response reach this"})
+    max_coverage: float = field(default=1.0, metadata={
+        "help": "a setting is eligible only when its median neuron coverage is at most this"})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples of prompts"})
     seed: int = field(default=0, metadata={"help": "seed of the bootstrap and of the prompt split"})
 
@@ -179,13 +185,26 @@ def run_sweep(family: pd.DataFrame, caches: str | Path, config: SweepConfig, wor
             bar.update(1)
     bar.close()
     table = pd.DataFrame(rows)
+    table["eligible"] = ((table["crediting_cycles_per_response"] >= config.min_crediting_cycles)
+                         & (table["neuron_coverage"] <= config.max_coverage))
     first = table[table["split"] == 1]
-    best = first.loc[first[config.criterion].idxmax()]
+    if not first["eligible"].any():
+        raise NexError(f"no setting of the sweep is eligible (median crediting cycles >= "
+                       f"{config.min_crediting_cycles:g}, coverage <= {config.max_coverage:g}): widen the settings "
+                       "or relax the floor")
     keys = ["window", "sparsifier", "rho", "min_run"]
     held_out = table[table["split"] == 2].set_index(keys)
-    choice = pd.DataFrame([
-        {"role": "chosen on split 1", **held_out.loc[tuple(best[k] for k in keys)].to_dict(),
-         **{k: best[k] for k in keys}, f"{config.criterion}_split1": float(best[config.criterion])},
-        {"role": "pre-declared default", **held_out.loc[tuple(default[k] for k in keys)].to_dict(), **default},
-    ]).assign(criterion=config.criterion, n_settings=len(settings), n_variants=len(names))
+
+    def row(role: str, setting: pd.Series) -> dict:
+        return {"role": role, **held_out.loc[tuple(setting[k] for k in keys)].to_dict(),
+                **{k: setting[k] for k in keys}, f"{config.criterion}_split1": float(setting[config.criterion])}
+
+    best = first[first["eligible"]].loc[lambda t: t[config.criterion].idxmax()]
+    picked = [row("chosen on split 1", best)]
+    anywhere = first.loc[first[config.criterion].idxmax()]
+    if not anywhere["eligible"]:  # what the floor excluded, reported rather than hidden
+        picked.append(row("best on split 1, ineligible", anywhere))
+    picked.append({"role": "pre-declared default", **held_out.loc[tuple(default[k] for k in keys)].to_dict(),
+                   **default})
+    choice = pd.DataFrame(picked).assign(criterion=config.criterion, n_settings=len(settings), n_variants=len(names))
     return table, choice

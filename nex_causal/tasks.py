@@ -9,7 +9,8 @@ its final answer (so the log-probability of the gold answer can be read there), 
 
 Families of task sets are registered in ``TASK_FAMILIES`` and chosen by ``load_tasks(spec)``:
 
-- ``rg:<dataset>:N``: procedural problems from ``reasoning-gym``, scored by its own
+- ``rg:<dataset>:N[:key=value,...]``: procedural problems from ``reasoning-gym`` (with the
+  dataset's config options), scored by its own
   ``score_answer`` (full credit counts as correct);
 - ``path.jsonl``: user problems in the usual math formats (GSM8K ``#### N``, MATH
   ``\\boxed{...}``), compared after answer normalisation;
@@ -252,15 +253,36 @@ def load_jsonl(path: str | Path) -> TaskSet:
     return TaskSet(path.stem, problems, extract_answer, check_answer)
 
 
-def reasoning_gym_tasks(dataset: str, n: int, seed: int = 0) -> TaskSet:
-    """``n`` seeded problems of a reasoning-gym dataset, checked by its own ``score_answer``."""
+def _option_value(text: str) -> int | float | bool | str:
+    """A dataset option's value as written in a task spec: an int, a float, true/false, else text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def reasoning_gym_tasks(dataset: str, n: int, seed: int = 0, options: str = "") -> TaskSet:
+    """``n`` seeded problems of a reasoning-gym dataset, checked by its own ``score_answer``.
+
+    ``options`` are the dataset's config fields as ``key=value,...`` (from a spec
+    ``rg:<dataset>:N:key=value,...``), e.g. ``min_terms=2,max_terms=2`` for basic_arithmetic.
+    """
     import reasoning_gym
 
     try:
-        data = reasoning_gym.create_dataset(dataset, size=n, seed=seed)
+        kwargs = {k.strip(): _option_value(v.strip()) for k, v in (item.split("=", 1) for item in options.split(",")
+                                                                   if item.strip())}
+    except ValueError:
+        raise NexError(f"cannot read the options {options!r} of rg:{dataset}: write key=value,key=value") from None
+    try:
+        data = reasoning_gym.create_dataset(dataset, size=n, seed=seed, **kwargs)
     except ValueError:
         raise NexError(f"unknown reasoning-gym dataset {dataset!r}: see "
                        f"reasoning_gym.factory.DATASETS for the names") from None
+    except (TypeError, AssertionError) as err:
+        raise NexError(f"rg:{dataset} does not take the options {options!r}: {err}") from None
     problems = [
         Problem(f"rg-{dataset}-{seed}-{i}", with_instruction(entry["question"]),
                 "" if entry["answer"] is None else str(entry["answer"]), {"entry": entry})
@@ -287,9 +309,10 @@ class TaskFamily:
 
 
 TASK_FAMILIES: Registry[TaskFamily] = Registry("task family")
-TASK_FAMILIES.add("reasoning-gym", TaskFamily(re.compile(r"rg:([\w-]+):(\d+)"),
-                                               lambda m, seed: reasoning_gym_tasks(m[1], int(m[2]), seed=seed),
-                                               '"rg:<dataset>:N"'))
+TASK_FAMILIES.add("reasoning-gym", TaskFamily(re.compile(r"rg:([\w-]+):(\d+)(?::(\S+))?"),
+                                               lambda m, seed: reasoning_gym_tasks(m[1], int(m[2]), seed=seed,
+                                                                                   options=m[3] or ""),
+                                               '"rg:<dataset>:N", "rg:<dataset>:N:key=value,..."'))
 
 
 def load_tasks(spec: str, *, seed: int = 0) -> TaskSet:

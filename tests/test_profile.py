@@ -166,3 +166,26 @@ def test_the_sweep_picks_the_planted_setting_on_split_one_and_reports_it_on_spli
                  "--default", "window=16,sparsifier=topk:64,rho=0.95,min_run=2", "--out", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "sweep.png").exists() and (tmp_path / "o" / "sweep_choice.csv").exists()
     shutil.rmtree(tmp_path / "o")
+
+
+def test_the_sweep_chooses_only_among_settings_nex_can_read_and_reports_what_the_floor_excluded(tmp_path):
+    accuracy = {"v0": 0.1, "v1": 0.3, "v2": 0.5, "v3": 0.7, "v4": 0.9}
+    root = planted_family(tmp_path, accuracy)
+    from nex_causal.variants import load_family
+
+    def sweep(**floor):
+        config = SweepConfig(windows=[1, 16], sparsifiers=["topk:64"], rho=[0.95], min_run=[2], n_boot=100,
+                             default="window=16,sparsifier=topk:64,rho=0.95,min_run=2", **floor)
+        return run_sweep(load_family(root), root / "caches", config, tmp_path / "work", progress=False)
+
+    # window 1 holds the planted four cycles per response, window 16 none
+    with pytest.raises(NexError, match="no setting of the sweep is eligible"):
+        sweep(min_crediting_cycles=5)
+    table, choice = sweep(min_crediting_cycles=1)
+    roles = choice.set_index("role")
+    assert table.loc[table["window"] == 16, "eligible"].eq(False).all()
+    assert roles.loc["chosen on split 1", "window"] == 1 and "best on split 1, ineligible" not in roles.index
+    assert roles.loc["pre-declared default", "window"] == 16  # reported whatever its eligibility
+    # a coverage ceiling below every setting's leaves nothing to choose
+    with pytest.raises(NexError, match="coverage <= 0.0001"):
+        sweep(max_coverage=1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from fractions import Fraction
 
 import pytest
@@ -190,6 +191,18 @@ def test_reasoning_gym_tasks_are_seeded_and_scored_by_reasoning_gym():
         assert not tasks.check(problem, f"Answer: {int(problem.target) + 1}")
         assert not tasks.check(problem, problem.target)  # no final answer given
         assert tasks.extract(f"Answer: {problem.target}") == problem.target
+
+
+def test_reasoning_gym_dataset_options_reach_its_config():
+    tasks = load_tasks("rg:chain_sum:20:min_terms=2,max_terms=2,min_digits=1,max_digits=1", seed=0)
+    for problem in tasks.problems:  # two one-digit terms: "a + b" or "a - b", |answer| <= 18
+        terms = [t for t in re.findall(r"\d+", problem.prompt.split("\n")[0])]
+        assert len(terms) == 2 and all(len(t) == 1 for t in terms) and abs(int(problem.target)) <= 18
+    assert load_tasks("rg:chain_sum:20", seed=0).prompts() != tasks.prompts()
+    with pytest.raises(NexError, match="does not take the options 'nope=1'"):
+        load_tasks("rg:chain_sum:2:nope=1")
+    with pytest.raises(NexError, match="key=value"):
+        load_tasks("rg:chain_sum:2:min_terms")
 
 
 def test_reasoning_gym_multiline_answers():
