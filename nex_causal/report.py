@@ -77,9 +77,14 @@ def headline_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
         ok = sel[sel["status"] == "ok"]
         pivot = ok[ok["cache"] != POOLED].pivot_table(index="selector", columns="cache", values="accuracy", sort=False)
         pooled = ok[ok["cache"] == POOLED].set_index("selector")
-        if len(pooled):
-            pivot.insert(0, "pooled [95% CI]", _with_ci(pooled, "accuracy", "ci_low", "ci_high").reindex(pivot.index))
-            order = pooled["accuracy"].reindex(pivot.index)
+        single = ok[ok["cache"] != POOLED].set_index("selector") if ok["cache"].nunique() == 1 else None
+        if len(pooled) or single is not None:
+            rows = pooled if len(pooled) else single
+            title = "pooled [95% CI]" if len(pooled) else "accuracy [95% CI]"
+            pivot.insert(0, title, _with_ci(rows, "accuracy", "ci_low", "ci_high").reindex(pivot.index))
+            order = rows["accuracy"].reindex(pivot.index)
+            if single is not None:  # one cache: its column would repeat the interval's estimate
+                pivot = pivot[[title]]
         else:
             order = pivot.mean(axis=1)
         table = pivot.loc[order.sort_values(ascending=False).index].reset_index()

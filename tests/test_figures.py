@@ -435,3 +435,18 @@ def test_make_figures_writes_each_figures_table_and_caption_and_the_report_print
     caption = (out / "best_of_n.caption.txt").read_text().strip()
     report = write_report(run, paths).read_text()
     assert "![best_of_n](figures/best_of_n.png)" in report and f"*Figure best_of_n.* {caption}" in report
+
+
+def test_the_reports_selection_table_carries_intervals_for_one_cache_and_for_the_pool(tmp_path):
+    from nex_causal.report import headline_tables
+
+    title = "Best-of-N accuracy per selector and variant"
+    write_table(pooled_selection(), tmp_path / "tables" / "selection")
+    table = headline_tables(tmp_path)[title]
+    assert table.columns.tolist() == ["selector", "pooled [95% CI]", "a", "b", "note"]
+    assert table["selector"].tolist() == ["nex-self", "random", "entropy"]  # by pooled accuracy
+    assert table["pooled [95% CI]"].iloc[0] == "+0.600 [+0.550, +0.650]"
+    write_table(pooled_selection().query("cache == 'a'"), tmp_path / "tables" / "selection")
+    table = headline_tables(tmp_path)[title]
+    assert table.columns.tolist() == ["selector", "accuracy [95% CI]"]
+    assert table["accuracy [95% CI]"].tolist()[0] == "+0.500 [+0.400, +0.600]"

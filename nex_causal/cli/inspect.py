@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     add_inspect(sub)
@@ -46,7 +48,8 @@ def do_inspect(args: argparse.Namespace) -> None:
                 for path in args.cache_dir}
     if args.json:
         for p in profiles.values():
-            print(json.dumps(p.summary(), allow_nan=True))
+            summary = p.summary()  # an unknown value (NaN) is JSON's null
+            print(json.dumps({k: None if isinstance(v, float) and np.isnan(v) else v for k, v in summary.items()}))
         return
     shown = dict(profiles)
     if (reference := reference_profile(shared_dir())) is not None:

@@ -61,7 +61,7 @@ def caption_profile(curve: pd.DataFrame, responses: pd.DataFrame) -> str:
     reference = " The dashed line is the reference example's cache, scaled to the same first tenth." if (
         curve["variant"] == REFERENCE).any() else ""
     return (f"Left: the median novelty slope (band: interquartile range) in each tenth of a response's rows, the "
-            f"median over {ours['variant'].nunique()} caches ({len(ours)} responses).{reference} Right: how many "
+            f"median over {ours['variant'].nunique()} cache{'s' if ours['variant'].nunique() > 1 else ''} ({len(ours)} responses).{reference} Right: how many "
             f"explore-to-exploit cycles each response holds (median {np.median(ours['cycles']):g}) and how many of "
             f"them credit a neuron (median {np.median(ours['crediting_cycles']):g}).")
 
