@@ -126,7 +126,7 @@ def test_logistic_quadratic_fit_equals_an_unpenalized_scikit_learn_fit():
     x = rng.uniform(0, 4, 3000)
     y = (rng.random(x.size) < 1 / (1 + np.exp(-(-1 + 2 * x - 0.5 * x**2)))).astype(float)
     fit = logistic_quadratic_fit(x, y)
-    ref = LogisticRegression(penalty=None, tol=1e-10, max_iter=10_000).fit(np.column_stack([x, x**2]), y)
+    ref = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000).fit(np.column_stack([x, x**2]), y)
     np.testing.assert_allclose(fit.coef, [ref.intercept_[0], *ref.coef_[0]], rtol=1e-4, atol=1e-4)
     assert fit.peak == pytest.approx(-fit.coef[1] / (2 * fit.coef[2]))
     assert fit.shape == "inverted U" and fit.p_quadratic < 1e-20
