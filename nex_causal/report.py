@@ -17,6 +17,15 @@ def _table(run_dir: Path, name: str) -> pd.DataFrame | None:
     return pd.read_parquet(path) if path.exists() else None
 
 
+def _family(run_dir: Path) -> pd.DataFrame | None:
+    """The family table of the run's family stage, if it ran."""
+    stamp = run_dir / "stages" / "family.json"
+    if not stamp.exists():
+        return None
+    family = Path(json.loads(stamp.read_text())["outputs"]["family_dir"]) / "family.csv"
+    return pd.read_csv(family) if family.exists() else None
+
+
 def _with_ci(df: pd.DataFrame, column: str, low: str, high: str) -> pd.Series:
     return df.apply(lambda r: "n/a" if pd.isna(r[column]) else f"{r[column]:+.3f} [{r[low]:+.3f}, {r[high]:+.3f}]",
                     axis=1)
@@ -36,10 +45,8 @@ def degenerate_findings(run_dir: str | Path) -> list[str]:
     """
     run_dir = Path(run_dir)
     found = []
-    stamp = run_dir / "stages" / "family.json"
-    if stamp.exists():
-        family = Path(json.loads(stamp.read_text())["outputs"]["family_dir"]) / "family.csv"
-        if family.exists() and "accuracy" in (table := pd.read_csv(family)) and (table["accuracy"] == 0).all():
+    if (table := _family(run_dir)) is not None:
+        if "accuracy" in table and (table["accuracy"] == 0).all():
             found.append(f"every variant of the family ({len(table)}) has accuracy 0: the stack computes "
                          "garbage or the task is unsolved; run `nex-causal doctor`")
     if (sel := _table(run_dir, "selection")) is not None:
@@ -70,6 +77,10 @@ def headline_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
     """The report's tables, by section title, built from the run's result tables."""
     run_dir = Path(run_dir)
     out: dict[str, pd.DataFrame] = {}
+    if (family := _family(run_dir)) is not None and "accuracy" in family:
+        columns = [c for c in ("name", "method", "accuracy", "accuracy_search", "accuracy_compute", "n_eval")
+                   if c in family]
+        out["The family: greedy accuracy of each variant"] = family[columns]
     if (nex := _table(run_dir, "nex")) is not None:
         out["NEX per variant (self-calibrated)"] = nex[
             ["variant", "nex_score", "log_gap", "n_scored_responses", "n_effective", "n_redundant"]]
