@@ -23,7 +23,7 @@ def plot_profile(curve: pd.DataFrame, responses: pd.DataFrame) -> Figure:
     """
     require(curve, "profile_curve", ["variant", "position", "q25", "median", "q75"])
     require(responses, "profile_responses", ["variant", "cycles", "crediting_cycles"])
-    fig = Figure(figsize=(DOUBLE, 2.2), layout="constrained")
+    fig = Figure(figsize=(DOUBLE, 2.5), layout="constrained")
     left, right = fig.subplots(1, 2)
     ours = curve[curve["variant"] != REFERENCE]
     pooled = ours.groupby("position")[["q25", "median", "q75"]].median()
@@ -34,12 +34,12 @@ def plot_profile(curve: pd.DataFrame, responses: pd.DataFrame) -> Figure:
     if not reference.empty:
         scale = pooled["median"].iloc[0] / reference["median"].iloc[0] if reference["median"].iloc[0] else 1.0
         left.plot(reference["position"], reference["median"] * scale, color=INK[1], linestyle=DASHES[1],
-                  label="reference example (scaled to the first tenth)")
+                  label="reference example, scaled")
     left.set_xlim(0, 1)
     left.set_ylim(bottom=0)
     left.set_xlabel("position in the response (share of its rows)")
     left.set_ylabel("new neurons / token")
-    left.legend(loc="upper right")
+    left.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, borderaxespad=0.2, columnspacing=1.0)
     cycles = responses.loc[responses["variant"] != REFERENCE, "cycles"].to_numpy()
     crediting = responses.loc[responses["variant"] != REFERENCE, "crediting_cycles"].to_numpy()
     top = int(max(cycles.max(initial=0), crediting.max(initial=0)))
@@ -51,7 +51,7 @@ def plot_profile(curve: pd.DataFrame, responses: pd.DataFrame) -> Figure:
     right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_xlabel("per response")
     right.set_ylabel("responses")
-    right.legend(loc="upper right")
+    right.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, borderaxespad=0.2, columnspacing=1.0)
     return fig
 
 

@@ -111,9 +111,10 @@ def caption_transfer(summary: pd.DataFrame) -> str:
             f"held-out prompts, {where}per dose k, when the top-k effective (filled) and the bottom-k redundant "
             "(open) neurons of the NEX weights are intervened on.")
     if "random_low" in summary and summary["random_low"].notna().any():
-        text += (f" The hatched band holds the central 95% of {int(summary['n_random'].max())} layer-matched random "
-                 "sets of the same size (their mean dash-dotted); a ring marks an effective set that beats the "
-                 f"random sets with p < {SIGNIFICANT:g} (the share of random sets doing at least as well).")
+        text += (f" The grey bars hold the central 95% of {int(summary['n_random'].max())} layer-matched random sets "
+                 "of the same size, with their mean (a hatched band between doses); a ring would mark an effective "
+                 f"set that beats the random sets with p < {SIGNIFICANT:g}, p being the share of random sets doing "
+                 f"at least as well ({int((summary['p_value'] < SIGNIFICANT).sum())} cells ringed here).")
     text += " answer-logprob is the log-probability of the right answer after the model's own chain of thought; " \
             "greedy and sampled are accuracies." if "answer-logprob" in set(summary["outcome"]) else ""
     return text
