@@ -98,6 +98,23 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, *, config: Mapping[st
     write_json(stem.with_suffix(".meta.json"), {"config": dict(config or {}), "versions": versions()})
 
 
+def jsonl_objects(path: Path) -> Iterator[tuple[int, str, dict]]:
+    """Each non-blank line of a JSON Lines file as (line number, "PATH, line N", the object); a line
+    that is not JSON or not an object fails with one line naming it."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise NexError(f"{where}: not valid JSON ({err.msg}): fix or remove the line") from None
+            if not isinstance(record, dict):
+                raise NexError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            yield lineno, where, record
+
+
 def read_mapping(path: str | os.PathLike) -> dict:
     """The mapping of settings in a YAML (or JSON) config file; NexError when it is not one."""
     import yaml

@@ -22,7 +22,6 @@ Prompts of the last two ask for a final ``Answer: X`` line; ``final_answer`` als
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from nex_causal.errors import NexError
+from nex_causal.io import jsonl_objects
 from nex_causal.registry import Registry
 
 ANSWER_INSTRUCTION = 'Think step by step, then give your final answer on the last line as "Answer: <answer>".'
@@ -220,34 +220,24 @@ def load_jsonl(path: str | Path) -> TaskSet:
         raise NexError(f"task file {path} does not exist: check the path")
     problems: list[Problem] = []
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise NexError(f"{where}: not valid JSON ({err.msg}): fix or remove the line") from None
-            if not isinstance(record, dict):
-                raise NexError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            q_key = next((k for k in QUESTION_FIELDS if isinstance(record.get(k), str)), None)
-            a_key = next((k for k in ANSWER_FIELDS if record.get(k) is not None), None)
-            if q_key is None or a_key is None:
-                raise NexError(f"{where}: needs a text field {'/'.join(QUESTION_FIELDS)} and a field "
-                               f"{'/'.join(ANSWER_FIELDS)}")
-            try:
-                target = gold_answer(record[a_key])
-            except ValueError as err:
-                raise NexError(f"{where}: {err}") from None
-            if not target:
-                raise NexError(f"{where}: the {a_key!r} field holds no answer: give the gold answer")
-            pid = str(record.get("id", f"{path.stem}-{lineno}"))
-            if pid in seen:
-                raise NexError(f"{where}: duplicate id {pid!r}: ids must be unique")
-            seen.add(pid)
-            meta = {k: v for k, v in record.items() if k not in (q_key, a_key, "id")}
-            problems.append(Problem(pid, with_instruction(record[q_key]), target, meta))
+    for lineno, where, record in jsonl_objects(path):
+        q_key = next((k for k in QUESTION_FIELDS if isinstance(record.get(k), str)), None)
+        a_key = next((k for k in ANSWER_FIELDS if record.get(k) is not None), None)
+        if q_key is None or a_key is None:
+            raise NexError(f"{where}: needs a text field {'/'.join(QUESTION_FIELDS)} and a field "
+                           f"{'/'.join(ANSWER_FIELDS)}")
+        try:
+            target = gold_answer(record[a_key])
+        except ValueError as err:
+            raise NexError(f"{where}: {err}") from None
+        if not target:
+            raise NexError(f"{where}: the {a_key!r} field holds no answer: give the gold answer")
+        pid = str(record.get("id", f"{path.stem}-{lineno}"))
+        if pid in seen:
+            raise NexError(f"{where}: duplicate id {pid!r}: ids must be unique")
+        seen.add(pid)
+        meta = {k: v for k, v in record.items() if k not in (q_key, a_key, "id")}
+        problems.append(Problem(pid, with_instruction(record[q_key]), target, meta))
     if not problems:
         raise NexError(f"task file {path} holds no problems: add one JSON object per line")
     return TaskSet(path.stem, problems, extract_answer, check_answer)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from nex_causal.errors import NexError
-from nex_causal.io import atomic_path
+from nex_causal.io import atomic_path, jsonl_objects
 
 META_KEY = b"nex_causal"  # parquet schema metadata: what made a traces table
 
@@ -159,40 +159,32 @@ def _from_jsonl(path: Path, tokenizer) -> list[tuple[str, Trace]]:
     out: list[tuple[str, Trace]] = []
     by_text: dict[str, str] = {}  # prompt text -> the id given to lines without a prompt_id
     counts: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise NexError(f"{where}: not valid JSON ({err.msg}): fix or remove the line") from None
-            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-                raise NexError(f"{where}: expected an object with a text field 'prompt'")
-            ids, text = record.get("response_token_ids"), record.get("response")
-            if ids is not None:
-                if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
-                    raise NexError(f"{where}: 'response_token_ids' must be a list of integers")
-                ids = np.asarray(ids, np.int64)
-                if not isinstance(text, str):
-                    text = tokenizer.decode(ids.tolist(), skip_special_tokens=True) if len(ids) else ""
-            elif isinstance(text, str):
-                ids = _text_ids(tokenizer, text, where)
-            else:
-                raise NexError(f"{where}: give the response as 'response' (text) or 'response_token_ids'")
-            prompt = record["prompt"]
-            pid = str(record["prompt_id"]) if record.get("prompt_id") is not None else \
-                by_text.setdefault(prompt, f"{path.stem}-{len(by_text)}")
-            index = record.get("sample_index", counts.get(pid, 0))
-            if not isinstance(index, int) or isinstance(index, bool):
-                raise NexError(f"{where}: 'sample_index' must be an integer")
-            counts[pid] = max(counts.get(pid, 0), index + 1)
-            target, prompt_ids = record.get("target"), record.get("prompt_token_ids")
-            if prompt_ids is not None and not (isinstance(prompt_ids, list) and all(
-                    isinstance(t, int) and not isinstance(t, bool) for t in prompt_ids)):
-                raise NexError(f"{where}: 'prompt_token_ids' must be a list of integers")
-            out.append((where, Trace(pid, index, prompt, text, ids, str(record.get("finish_reason") or "unknown"),
-                                     None if target is None else str(target),
-                                     None if prompt_ids is None else np.asarray(prompt_ids, np.int64))))
+    for _, where, record in jsonl_objects(path):
+        if not isinstance(record.get("prompt"), str):
+            raise NexError(f"{where}: expected an object with a text field 'prompt'")
+        ids, text = record.get("response_token_ids"), record.get("response")
+        if ids is not None:
+            if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+                raise NexError(f"{where}: 'response_token_ids' must be a list of integers")
+            ids = np.asarray(ids, np.int64)
+            if not isinstance(text, str):
+                text = tokenizer.decode(ids.tolist(), skip_special_tokens=True) if len(ids) else ""
+        elif isinstance(text, str):
+            ids = _text_ids(tokenizer, text, where)
+        else:
+            raise NexError(f"{where}: give the response as 'response' (text) or 'response_token_ids'")
+        prompt = record["prompt"]
+        pid = str(record["prompt_id"]) if record.get("prompt_id") is not None else \
+            by_text.setdefault(prompt, f"{path.stem}-{len(by_text)}")
+        index = record.get("sample_index", counts.get(pid, 0))
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise NexError(f"{where}: 'sample_index' must be an integer")
+        counts[pid] = max(counts.get(pid, 0), index + 1)
+        target, prompt_ids = record.get("target"), record.get("prompt_token_ids")
+        if prompt_ids is not None and not (isinstance(prompt_ids, list) and all(
+                isinstance(t, int) and not isinstance(t, bool) for t in prompt_ids)):
+            raise NexError(f"{where}: 'prompt_token_ids' must be a list of integers")
+        out.append((where, Trace(pid, index, prompt, text, ids, str(record.get("finish_reason") or "unknown"),
+                                 None if target is None else str(target),
+                                 None if prompt_ids is None else np.asarray(prompt_ids, np.int64))))
     return out

@@ -109,14 +109,18 @@ class SeekCompute:
             order = range(self.p - 1, x - 1, -1) if downward else range(x + 1)
             trials = " ".join(f"x{i}:{(self.a * i + b) % self.p}" for i in order)
             searches.append(f"{trials}!" if k == 0 else f"b={b} {trials}!")
-        y = self.answer()
-        product = x * self.d
+        return f"{' '.join(searches)} {self.computation(x)}"
+
+    def computation(self, x: int) -> str:
+        """The exploit phase: ``y = x*d + e`` written out (a two-digit ``d`` split into tens and
+        units), then the answer after ``#``."""
+        y, product = self.answer(), x * self.d
         if self.d >= 10:
             tens, units = divmod(self.d, 10)
             multiply = f"{x}*{self.d}={x * tens * 10}+{x * units}={product}"
         else:
             multiply = f"{x}*{self.d}={product}"
-        return f"{' '.join(searches)} {multiply} {product}+{self.e}={y} #{y}"
+        return f"{multiply} {product}+{self.e}={y} #{y}"
 
     def split(self) -> str:
         """``test`` for a fixed 1/8 of all parameter tuples (by hash), else ``train``."""
@@ -248,14 +252,7 @@ class Trek(SeekCompute):
             if k + 1 < len(rounds):
                 step = f" b={x}+{self.c}={x + self.c}={(x + self.c) % self.p}"
             parts.append(f"{trials.replace(' ; ', '; ')}! {check}{step}")
-        x, y = rounds[-1][1], self.answer()
-        product = x * self.d
-        if self.d >= 10:
-            tens, units = divmod(self.d, 10)
-            multiply = f"{x}*{self.d}={x * tens * 10}+{x * units}={product}"
-        else:
-            multiply = f"{x}*{self.d}={product}"
-        return f"{' '.join(parts)} {multiply} {product}+{self.e}={y} #{y}"
+        return f"{' '.join(parts)} {self.computation(rounds[-1][1])}"
 
 
 TASKS: dict[str, type[SeekCompute]] = {"seek": SeekCompute, "trek": Trek}
