@@ -376,8 +376,8 @@ def every_figure_tables() -> dict[str, tuple[pd.DataFrame, ...]]:
     choice = pd.DataFrame([{"role": role, "window": 1, "sparsifier": "topk:8", "rho": 0.9, "min_run": 2,
                             "criterion": "spearman", "n_settings": 8, "spearman": 0.3, "spearman_low": -0.2,
                             "spearman_high": 0.7} for role in ("chosen on split 1", "pre-declared default")])
-    pairs = pd.concat([transfer_table().assign(donor="linear-0.5", recipient="expert-search", n_prompts=500),
-                       transfer_table().assign(donor="expert-search", recipient="linear-0.5", n_prompts=500)])
+    pairs = pd.concat([transfer_table().assign(donor="expert-compute", recipient="task-arithmetic-0.3", n_prompts=500),
+                       transfer_table().assign(donor="task-arithmetic-0.3", recipient="expert-compute", n_prompts=500)])
     weights = pd.DataFrame({"layer": [0, 0, 2, 3, 5], "weight": [0.5, -0.2, 0.7, -0.9, 0.1]})
     return {"trace": (hand_trace(),), "profile": (curve, responses), "sweep": (sweep, choice),
             "inverted_u": (bins, fits), "nex_vs_accuracy": (scores, ranking), "best_of_n": (pooled_selection(),),

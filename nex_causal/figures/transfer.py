@@ -34,7 +34,7 @@ def plot_transfer(summary: pd.DataFrame) -> Figure:
                                           "redundant_delta"])
     keys = ["donor", "recipient"] if {"donor", "recipient"} <= set(summary.columns) else []
     panels = list(summary.groupby([*keys, "intervention", "outcome"], sort=False))
-    cols = min(len(panels), 3)
+    cols = min(len(panels), 2 if keys else 3)  # a pair's title needs half the text width
     nrows = -(-len(panels) // cols)
     fig = Figure(figsize=(DOUBLE if cols > 1 else SINGLE, 2.1 * nrows), layout="constrained")
     axes = fig.subplots(nrows, cols, squeeze=False).ravel()
