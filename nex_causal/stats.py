@@ -226,7 +226,8 @@ def logistic_quadratic_fit(x: np.ndarray, y: np.ndarray, *, max_iter: int = 100,
         raise NexError(f"a logistic fit needs both outcomes, got only {int(y[0])}s")
     scale = design.std(axis=0)
     scale[0] = 1.0
-    z = design / np.where(scale > 0, scale, 1.0)  # standardized columns: Newton steps stay well scaled
+    scale[scale == 0] = 1.0
+    z = design / scale  # standardized columns: Newton steps stay well scaled
 
     def loglik(beta: np.ndarray) -> float:
         eta = z @ beta
@@ -254,7 +255,7 @@ def logistic_quadratic_fit(x: np.ndarray, y: np.ndarray, *, max_iter: int = 100,
     if not np.isfinite(beta).all() or np.abs(beta).max() > 30 or prob.min() < 1e-12 or prob.max() > 1 - 1e-12:
         raise separated
     info = z.T @ (z * (prob * (1 - prob))[:, None])
-    a, b, c = beta / np.where(scale > 0, scale, 1.0)
+    a, b, c = beta / scale
     se_c = float(np.sqrt(np.linalg.inv(info)[2, 2])) / scale[2]
     wald = c / se_c
     base = y.mean()

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from nex_causal.errors import NexError
 from nex_causal.figures.registry import FIGURES, FigureSpec
 from nex_causal.figures.style import DASHES, DOUBLE, INK, MARKERS, SINGLE, require, styled
-from nex_causal.stats import spearman
+from nex_causal.stats import QuadraticFit, spearman
 
 def _by_source(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """``table`` split by its ``caches`` column (one ranking per set of caches) when it has several."""
@@ -22,21 +22,15 @@ def _suffix(source: str) -> str:
     return f" ({source})" if source else ""
 
 
-def _fits(fits: pd.DataFrame | None) -> dict[tuple[str, str], object]:
+def _fits(fits: pd.DataFrame | None) -> dict[tuple[str, str], QuadraticFit]:
+    """Each (caches, level) row of an inverted_u table that holds a fit, as the fit itself."""
     if fits is None:
         return {}
-    require(fits, "inverted_u", ["level", "c0", "c1", "c2", "peak", "p_quadratic"])
-    return {(source, row.level): row for source, part in _by_source(fits)
-            for row in part.itertuples() if np.isfinite(row.c2)}
-
-
-def _curve(fit, x: np.ndarray) -> np.ndarray:
-    eta = fit.c0 + fit.c1 * x + fit.c2 * x**2
-    return 1 / (1 + np.exp(-eta)) if getattr(fit, "link", "identity") == "logit" else eta
-
-
-def _shape(fit) -> str:
-    return "inverted U" if fit.c2 < 0 else "U"
+    require(fits, "inverted_u", ["level", "c0", "c1", "c2", "peak", "t_quadratic", "p_quadratic"])
+    return {(source, row.level): QuadraticFit((row.c0, row.c1, row.c2), row.peak, row.t_quadratic,
+                                              row.p_quadratic, getattr(row, "r2", np.nan), getattr(row, "n", np.nan),
+                                              getattr(row, "link", "identity"))
+            for source, part in _by_source(fits) for row in part.itertuples() if np.isfinite(row.c2)}
 
 
 @styled
@@ -68,10 +62,9 @@ def plot_inverted_u(bins: pd.DataFrame, fits: pd.DataFrame | None = None) -> Fig
             if fit is not None:
                 grid = np.linspace(part["proxy_low"].min(), part["proxy_high"].max(), 200)  # the data's range
                 peak = f", peak {fit.peak:.3g}" if np.isfinite(fit.peak) else ""
-                kind = "logistic-quadratic" if getattr(fit, "link", "identity") == "logit" else "quadratic"
-                test = "z" if kind.startswith("logistic") else "t"
-                ax.plot(grid, _curve(fit, grid), color=INK[1], linestyle=DASHES[(k + 1) % len(DASHES)],
-                        label=f"{kind} fit: {_shape(fit)}{peak}\n({test} = {fit.t_quadratic:.2f}, "
+                kind, test = ("logistic-quadratic", "z") if fit.link == "logit" else ("quadratic", "t")
+                ax.plot(grid, fit.predict(grid), color=INK[1], linestyle=DASHES[(k + 1) % len(DASHES)],
+                        label=f"{kind} fit: {fit.shape}{peak}\n({test} = {fit.t_quadratic:.2f}, "
                               f"p = {fit.p_quadratic:.2g}){_suffix(source)}")
         ax.set_title(f"per {level}")
         ax.set_xlabel("mean token entropy (exploration proxy)")
@@ -86,16 +79,16 @@ def caption_inverted_u(bins: pd.DataFrame, fits: pd.DataFrame | None = None) -> 
     parts = [f"Accuracy against mean token entropy (the exploration proxy) in quantile bins "
              f"({bins.groupby('level').size().max()} per panel at most); horizontal bars span each bin."]
     for (source, level), fit in _fits(fits).items():
-        logistic = getattr(fit, "link", "identity") == "logit"
+        logistic = fit.link == "logit"
         model = ("a logistic regression of correctness on entropy and its square" if logistic
                  else "a least-squares parabola")
         peak = f", peaking at {fit.peak:.3g}" if np.isfinite(fit.peak) else ""
-        n = f" n = {int(fit.n)}," if hasattr(fit, "n") and np.isfinite(fit.n) else ""
-        parts.append(f"Per {level}{_suffix(source)}: {model} ({n} {'Wald z' if logistic else 't'} of the "
+        n = f"n = {int(fit.n)}, " if np.isfinite(fit.n) else ""
+        parts.append(f"Per {level}{_suffix(source)}: {model} ({n}{'Wald z' if logistic else 't'} of the "
                      f"quadratic term {fit.t_quadratic:.2f}, p = {fit.p_quadratic:.2g}) bends as "
-                     f"{'an' if _shape(fit) == 'inverted U' else 'a'} {_shape(fit)}{peak}; drawn over the data's "
+                     f"{'an' if fit.shape == 'inverted U' else 'a'} {fit.shape}{peak}; drawn over the data's "
                      "range only.")
-    return " ".join(parts).replace("( n", "(n")
+    return " ".join(parts)
 
 
 def _oriented(correlations: pd.DataFrame | None) -> dict[tuple[str, str], object]:
