@@ -15,7 +15,6 @@ one decorated function here:
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from nex_causal.io import write_table
 from nex_causal.nex import NexConfig
 from nex_causal.ranking import RankingConfig
 from nex_causal.registry import Registry
-from nex_causal.resume import CLAIM_FILE, mismatch, read_stamp
+from nex_causal.resume import mismatch, read_stamp
 from nex_causal.selectors import SelectionConfig
 from nex_causal.settings import section as section_of
 from nex_causal.sweep import SweepConfig
@@ -245,21 +244,6 @@ def ranking(run: Run) -> None:
         print(f"note: {note}")
 
 
-def _grid(run: Run, experiment: str, section: Any, out: Path, table: str) -> None:
-    """A transfer or ablation grid from its section, on the NEX weights of the variant that gives the neurons."""
-    from nex_causal.intervene.grid import run_grid
-
-    owner = section.donor if experiment == "transfer" else section.recipient
-    fields = dataclasses.asdict(section)
-    config = GridConfig(experiment=experiment, weights=str(run.weights(owner)), family=str(run.family_dir),
-                        device=run.config.device, dtype=run.config.dtype, **fields)
-    if out.exists() and mismatch(read_stamp(out / CLAIM_FILE), config.content()) is not None:
-        shutil.rmtree(out)  # cells of an earlier config, other weights or other versions: never resumed
-    outcomes, summary = run_grid(config, out, progress=run.progress)
-    write_table(outcomes, run.tables(table), config=fields)
-    write_table(summary, run.tables(f"{table}_summary"), config=fields)
-
-
 @stage("transfer", needs=("nex",), section=TransferSection, default=None)
 def transfer(run: Run) -> None:
     """Effective-vs-redundant neuron transfer over donor>recipient pairs, and its summary over pairs."""
@@ -279,8 +263,18 @@ def transfer(run: Run) -> None:
 
 @stage("ablation", needs=("nex",), section=GridSection, default=None)
 def ablation(run: Run) -> None:
-    """Effective-vs-redundant ablation inside one variant."""
-    _grid(run, "ablate", run.config.ablation, run.dir / "ablation", "ablate")
+    """Effective-vs-redundant ablation inside one variant, on its own NEX weights."""
+    from nex_causal.intervene.grid import discard_stale, run_grid
+
+    section = run.config.ablation
+    fields = dataclasses.asdict(section)
+    config = GridConfig(experiment="ablate", weights=str(run.weights(section.recipient)), family=str(run.family_dir),
+                        device=run.config.device, dtype=run.config.dtype, **fields)
+    out = run.dir / "ablation"
+    discard_stale(out, config)
+    outcomes, summary = run_grid(config, out, progress=run.progress)
+    write_table(outcomes, run.tables("ablate"), config=fields)
+    write_table(summary, run.tables("ablate_summary"), config=fields)
 
 
 @stage("figures", needs=("nex", "profile", "sweep", "selection", "ranking", "transfer", "ablation"), section=bool,

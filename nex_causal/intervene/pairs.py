@@ -11,7 +11,6 @@ how many pairs pass the random-set test at the grid's level.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -19,9 +18,8 @@ import numpy as np
 import pandas as pd
 
 from nex_causal.errors import NexError
-from nex_causal.intervene.grid import Grid, GridConfig, load_grid_models
+from nex_causal.intervene.grid import Grid, GridConfig, discard_stale, load_grid_models
 from nex_causal.nex import load_weights
-from nex_causal.resume import CLAIM_FILE, mismatch, read_stamp
 from nex_causal.tasks import load_tasks
 
 Pair = tuple[str, str]  # (donor, recipient)
@@ -93,8 +91,7 @@ def run_pairs(settings: Mapping, pairs: Sequence[Pair], weights_of: Callable[[st
         config = GridConfig(**{**settings, "experiment": "transfer", "donor": donor, "recipient": recipient,
                                "weights": weights_of(donor)})
         pair_dir = Path(out) / f"{donor}__{recipient}"
-        if pair_dir.exists() and mismatch(read_stamp(pair_dir / CLAIM_FILE), config.content()) is not None:
-            shutil.rmtree(pair_dir)  # cells of an earlier config, other weights or other versions: never resumed
+        discard_stale(pair_dir, config)
         model, donor_model = load_grid_models(config)
         grid = Grid(model, load_tasks(config.tasks, seed=config.task_seed), config, pair_dir, donor=donor_model,
                     progress=progress)

@@ -104,13 +104,14 @@ def gap_summary(cells: Sequence[Cell], results: Mapping[str, Mapping[str, np.nda
                        "n_prompts": len(base), "n_random": len(null), "effective_size": int(values["sizes"][0]),
                        "redundant_size": int(values["sizes"][1]), "baseline_value": float(base.mean()),
                        "effective_delta": float(effective.mean()), "redundant_delta": float(redundant.mean())}
-                gap, low, high = _interval(effective - redundant, config)
+                gaps = pair_gaps(values)
+                gap, low, high = _interval(gaps["effective_minus_redundant"], config)
                 row.update(effective_minus_redundant=gap, effective_minus_redundant_low=low,
                            effective_minus_redundant_high=high,
-                           p_value_redundant=sign_flip_p_value(effective - redundant, seed=config.seed))
+                           p_value_redundant=sign_flip_p_value(gaps["effective_minus_redundant"], seed=config.seed))
                 if len(null):
                     means = null.mean(axis=1)
-                    gap, low, high = _interval(effective - null.mean(axis=0), config)
+                    gap, low, high = _interval(gaps["effective_minus_random"], config)
                     spread = float(means.std(ddof=1)) if len(null) > 1 else float("nan")
                     row.update(random_delta=float(means.mean()), random_low=float(np.quantile(means, tail)),
                                random_high=float(np.quantile(means, 1 - tail)), effective_minus_random=gap,
