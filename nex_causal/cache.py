@@ -13,8 +13,10 @@ CSR arrays in the reference release's on-disk layout (raw little-endian, no head
     base/keys.uint32, base/w_sum.float16
 
 plus ``responses.parquet`` (one row of metadata per response) when there is metadata.
-Arrays are memory-mapped on read and validated on open; the writer streams one response
-at a time to disk and publishes the directory atomically.
+Arrays are memory-mapped on read and validated on open: against the integrity record the
+writer leaves beside them (``nex_causal.integrity``), then structurally (pointers, lengths,
+and, at the ``full`` level, finite non-negative masses and keys in range). The writer streams
+one response at a time to disk and publishes the directory atomically.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from nex_causal import integrity
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path
 
@@ -124,16 +127,24 @@ class SparseCache:
     base_w_sum: np.ndarray
 
     @classmethod
-    def open(cls, path: str | Path) -> SparseCache:
-        """Memory-map the cache at ``path``; a missing or inconsistent file raises ``NexError``."""
+    def open(cls, path: str | Path, verify: integrity.Level | None = None) -> SparseCache:
+        """Memory-map the cache at ``path`` after checking it (``verify``: full, fast or off; default
+        ``integrity.default_level()``); a missing, changed or inconsistent file raises ``NexError``."""
         path = Path(path)
         if not path.is_dir():
             raise NexError(f"cache directory {path} does not exist; pass the directory a capture wrote")
         missing = [name for name, _ in FILES.values() if not (path / name).is_file()]
         if missing:
             raise NexError(f"cache {path} is missing {', '.join(missing)}; it is incomplete, re-create it")
+        level = integrity.default_level() if verify is None else verify
+        recorded = integrity.verify(path, level)
+        if not recorded:
+            warnings.warn(f"{path} has no integrity record ({integrity.RECORD_FILE}): a cache in the reference "
+                          "layout or from an older nex-causal, read unverified", stacklevel=2)
         cache = cls(path, **{attr: _map(path / name, dtype) for attr, (name, dtype) in FILES.items()})
         cache._validate()
+        if recorded and level == "full":
+            cache._check_values()
         return cache
 
     @property
@@ -169,7 +180,15 @@ class SparseCache:
         import json
 
         file = self.path / CAPTURE_FILE
-        return json.loads(file.read_text()) if file.is_file() else None
+        if not file.is_file():
+            return None
+        try:
+            info = json.loads(file.read_text())
+            int(info["n_layers"]), int(info["d_mlp"]), dict(info.get("config", {}))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise NexError(f"{file} is not a capture record (JSON with n_layers and d_mlp): it was damaged; "
+                           "re-create the cache, or delete the file to use the arrays without it") from None
+        return info
 
     @property
     def n_neurons(self) -> int | None:
@@ -183,7 +202,13 @@ class SparseCache:
         import pandas as pd
 
         file = self.path / RESPONSES_FILE
-        return pd.read_parquet(file) if file.is_file() else None
+        if not file.is_file():
+            return None
+        try:
+            return pd.read_parquet(file)
+        except Exception as err:  # pyarrow raises several kinds for a damaged file
+            raise NexError(f"cannot read {file} ({type(err).__name__}): the response table is damaged; "
+                           "re-create the cache") from None
 
     def _validate(self) -> None:
         """Check every pointer array against the arrays it points into (one-line NexError)."""
@@ -209,10 +234,32 @@ class SparseCache:
         if file.is_file():
             import pyarrow.parquet as pq
 
-            n_meta = pq.read_metadata(file).num_rows
+            try:
+                n_meta = pq.read_metadata(file).num_rows
+            except Exception as err:  # pyarrow raises several kinds for a damaged file
+                raise NexError(f"cannot read {file} ({type(err).__name__}): the response table is damaged; "
+                               "re-create the cache") from None
             if n_meta != self.n_responses:
                 raise NexError(f"{file} has {n_meta} rows but the cache holds {self.n_responses} responses; "
                                "the cache is corrupt, re-create it")
+
+
+    def _check_values(self) -> None:
+        """Finite, non-negative masses and keys inside the key space (or layer 255), naming the first bad entry."""
+        for keys, mass in (("keys", "w_sum"), ("base_keys", "base_w_sum")):
+            for attr, bad in ((mass, _bad_mass), (keys, out_of_range)):
+                array = getattr(self, attr)
+                for start in range(0, len(array), _CHUNK):
+                    found = np.flatnonzero(bad(np.asarray(array[start:start + _CHUNK])))
+                    if found.size:
+                        at = start + int(found[0])
+                        raise NexError(f"{self.path}/{FILES[attr][0]} holds {array[at]!r} at index {at}, which no "
+                                       "capture writes (masses are finite and non-negative, keys inside 64 layers "
+                                       "x 65536 units): the cache is corrupt, re-create it")
+
+
+def _bad_mass(mass: np.ndarray) -> np.ndarray:
+    return ~np.isfinite(mass) | (mass < 0)
 
 
 def _map(file: Path, dtype: str) -> np.ndarray:
@@ -260,8 +307,8 @@ class SparseCacheWriter:
     inside a ``with`` block discards it, so a half-written cache is never a valid cache.
 
     Mass is stored as float16: finite values beyond +-65504 saturate to +-65504 (counted per
-    view in ``saturated``, with one warning on close); NaN and inf are kept as they are. Base
-    mass, a sum over rows, saturates first.
+    view in ``saturated``, with one warning on close); a NaN, infinite or negative mass is
+    refused, since no capture makes one. Base mass, a sum over rows, saturates first.
     """
 
     def __init__(self, path: str | Path):
@@ -351,6 +398,10 @@ class SparseCacheWriter:
             import pandas as pd
 
             pd.DataFrame(self._meta).to_parquet(self._tmp / RESPONSES_FILE, index=False)
+        for handle in self._files.values():
+            handle.flush()
+        integrity.write_record(self._tmp, [name for name, _ in FILES.values()]
+                               + ([RESPONSES_FILE] if self._meta else []))
         self._stack.close()
         if any(self.saturated.values()):
             warnings.warn(f"{self.path}: {self.saturated['w_sum']} row and {self.saturated['base_w_sum']} base "
@@ -379,6 +430,9 @@ def _entries(keys: Any, mass: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
     if keys.size and (keys.min() < 0 or keys.max() > np.iinfo(np.uint32).max or out_of_range(keys).any()):
         raise NexError(f"{where}: keys must be packed (layer << 16) | unit with layer < {N_LAYERS} "
                        f"(or {RESERVED_LAYER}), unit < 65536")
+    if mass.size and _bad_mass(mass).any():
+        raise NexError(f"{where}: mass {mass[_bad_mass(mass)][0]!r} is not a finite non-negative number: a "
+                       "row's mass sums non-negative per-token scores")
     return keys.astype(np.uint32), mass
 
 

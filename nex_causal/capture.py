@@ -40,6 +40,7 @@ from nex_causal.io import atomic_path, versions, write_json
 from nex_causal.recording import Row, RowRecorder
 from nex_causal.replay import DEFAULT_MAX_TOKENS, replay
 from nex_causal.resume import CLAIM_FILE, mismatch, read_stamp, stamp
+from nex_causal.resume import discard_stale as discard
 from nex_causal.sample import (SampleConfig, load_sampler, prompt_shards, resolve_backend, sample_shard, scored,
                                trace_record)
 from nex_causal.sampling import encode_prompts
@@ -265,15 +266,11 @@ def _finish(work: Work, out: Path, wanted: dict, progress: bool, ray: RayOptions
     return SparseCache.open(out)
 
 
-def discard_stale(config: CaptureConfig, out: str | Path) -> None:
-    """Delete a capture at ``out`` (finished or not) made with another config or other software versions."""
-    out = Path(out)
-    done = read_stamp(out / CAPTURE_FILE)
-    if done is not None and mismatch(done, config.content()) is not None:
-        shutil.rmtree(out)
-    partial = partial_dir(out)
-    if partial.exists() and mismatch(read_stamp(partial / CLAIM_FILE), config.content()) is not None:
-        shutil.rmtree(partial)
+def discard_stale(config: CaptureConfig, out: str | Path, root: str | Path) -> None:
+    """Delete a capture at ``out`` (finished or not), inside ``root``, made with another config or other versions."""
+    wanted = config.content()
+    discard(out, wanted, stamp_file=CAPTURE_FILE, root=root)
+    discard(partial_dir(Path(out)), wanted, stamp_file=CLAIM_FILE, root=root)
 
 
 def capture(config: CaptureConfig, out: str | Path, *, bridge=None, taskset: TaskSet | None = None,

@@ -37,7 +37,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from nex_causal.errors import NexError
-from nex_causal.io import read_mapping, versions, write_json
+from nex_causal.io import check_name, locked, read_mapping, versions, write_json
 from nex_causal.report import degenerate_findings
 from nex_causal.settings import from_mapping
 from nex_causal.stack import result_stack
@@ -76,7 +76,15 @@ ExperimentConfig = _config_class()
 
 def load_config(source: str | Path | Mapping) -> Any:
     """An ExperimentConfig from a YAML file or a mapping, every key and type checked."""
-    return from_mapping(ExperimentConfig, source if isinstance(source, Mapping) else read_mapping(source))
+    config = from_mapping(ExperimentConfig, source if isinstance(source, Mapping) else read_mapping(source))
+    check_name(config.name, "config key 'name' (the run's directory under runs/):")
+    if config.variants is not None:
+        if not config.variants:
+            raise NexError("config key 'variants' is an empty list: name at least one variant, or leave it out "
+                           "(null) to run every variant of the family")
+        for variant in config.variants:
+            check_name(variant, "config key 'variants':")
+    return config
 
 
 def _digest(obj: Any) -> str:
@@ -126,10 +134,10 @@ class Run:
         return self.dir / "tables" / name
 
     def cache(self, variant: str) -> Path:
-        return self.dir / "caches" / variant
+        return self.dir / "caches" / check_name(variant, "variant")
 
     def weights(self, variant: str) -> Path:
-        return self.dir / "nex" / variant / "weights.npz"
+        return self.dir / "nex" / check_name(variant, "variant") / "weights.npz"
 
     @property
     def family_dir(self) -> Path:
@@ -166,7 +174,7 @@ class Run:
             if not table.is_file():
                 raise NexError(f"family directory {self.config.family} has no family.csv; build one with "
                                "`nex-causal zoo build --out DIR` or set `family: zoo`")
-            names = pd.read_csv(table)["name"].astype(str).tolist()
+            names = load_family(table).astype({"name": str})["name"].tolist()
         wanted = self.config.variants or names
         if unknown := [v for v in wanted if v not in names]:
             raise NexError(f"config key 'variants': {unknown[0]!r} is not in the family ({', '.join(names)})")
@@ -180,8 +188,17 @@ class Run:
                 raise NexError(f"config key {key!r}: {variant!r} is not among the run's variants")
 
     def run(self) -> Path:
-        """Run every enabled stage that is not already done; return the report's path."""
+        """Run every enabled stage that is not already done; return the report's path.
+
+        The run directory is locked while it runs, and a stage's stamp is removed before the
+        stage starts and written only once its outputs are complete, so a stage interrupted
+        half-way (killed, Ctrl-C, a full disk) is never taken for done by a later run.
+        """
         self.check()
+        with locked(self.dir, "an experiment run"):
+            return self._run()
+
+    def _run(self) -> Path:
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self._write_manifest(started, None)
         for name in self.order:
@@ -192,6 +209,7 @@ class Run:
                 print(f"[{name}] up to date")
                 continue
             print(f"[{name}] running")
+            (self.dir / "stages" / f"{name}.json").unlink(missing_ok=True)
             t0 = time.perf_counter()
             outputs = STAGES[name].run(self) or {}
             seconds = round(time.perf_counter() - t0, 1)

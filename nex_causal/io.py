@@ -25,6 +25,7 @@ from nex_causal.errors import NexError
 if TYPE_CHECKING:
     import pandas as pd
 
+LOCK_FILE = ".lock"  # held by the process that writes a run, capture or grid directory
 TRACKED_PACKAGES = (
     "nex-causal", "torch", "transformer-lens", "transformers", "mergekit", "numpy",
     "hmmlearn", "scikit-learn", "scipy", "pandas", "pyarrow", "matplotlib",
@@ -54,6 +55,66 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
             os.replace(work, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_name(name: str, what: str) -> str:
+    """``name`` when it is one plain path component (a variant's or a run's name); NexError otherwise.
+
+    Names become directories inside a run (``caches/<variant>``) and are deleted from there when
+    stale, so a name that is a path (absolute, ``..``, with a separator) must never get that far.
+    """
+    text = str(name)
+    if not text or text in {".", ".."} or any(c in text for c in "/\\\0") or text != text.strip():
+        raise NexError(f"{what} {text!r} is not a plain name: use letters, digits, '-', '_' or '.', "
+                       "without '/', '..' or surrounding spaces")
+    return text
+
+
+def inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Whether ``path`` lies strictly inside ``root`` once both are resolved (symbolic links followed)."""
+    return Path(root).resolve() in Path(path).resolve().parents
+
+
+def remove_inside(path: str | os.PathLike, root: str | os.PathLike) -> None:
+    """Delete ``path`` (a tree or a file), which must lie strictly inside ``root``; refuse anything else.
+
+    Every deletion of a stale result goes through here, so no config, family table or link can
+    make the toolkit delete something outside the directory it owns.
+    """
+    path = Path(path)
+    if not inside(path, root):
+        raise NexError(f"refusing to delete {path}: it lies outside {root}, the directory this run owns")
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+@contextlib.contextmanager
+def locked(directory: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (created if needed) for the block; a second process
+    asking for it is refused at once with one line, so two runs never write one directory."""
+    import fcntl
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise NexError(f"{directory} is in use by {holder} ({what}); wait for it to finish, or use another "
+                           "directory") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def nex_home() -> Path:

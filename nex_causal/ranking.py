@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from nex_causal.cache import SparseCache
 from nex_causal.errors import NexError
+from nex_causal.io import check_name
 from nex_causal.pool import Pool, trace_mean
 from nex_causal.registry import Registry
 from nex_causal.stats import QuadraticFit, bootstrap, logistic_quadratic_fit, quadratic_fit, rank_correlations
@@ -293,7 +294,7 @@ def family_pools(family: pd.DataFrame, caches: str | Path) -> tuple[dict[str, Po
     caches = Path(caches)
     pools, notes = {}, []
     for name in family["name"].astype(str):
-        if not (caches / name).is_dir():
+        if not (caches / check_name(name, "variant")).is_dir():
             notes.append(f"{name}: no cache at {caches / name}; left out")
             continue
         pools[name] = Pool.from_cache(SparseCache.open(caches / name))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nex_causal.errors import NexError
-from nex_causal.io import write_json
+from nex_causal.io import remove_inside, write_json
 from nex_causal.stack import result_stack
 
 CLAIM_FILE = "claim.json"
@@ -52,6 +52,19 @@ def mismatch(recorded: Mapping[str, Any] | None, config: Any) -> str | None:
 def read_stamp(path: Path) -> dict[str, Any] | None:
     """The JSON object in ``path``, or None when there is no such file."""
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def discard_stale(path: str | Path, config: Any, *, stamp_file: str, root: str | Path) -> bool:
+    """Delete ``path`` when ``path/stamp_file`` records another config or other versions than ``config``.
+
+    ``path`` must lie inside ``root`` (the run directory that owns it); a result with no stamp
+    at all is deleted too, since nothing says what made it. Returns whether it was deleted.
+    """
+    path = Path(path)
+    if not path.exists() or mismatch(read_stamp(path / stamp_file), config) is None:
+        return False
+    remove_inside(path, root)
+    return True
 
 
 def claim(directory: str | Path, config: Any, *, what: str) -> None:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from nex_causal.cache import CAPTURE_FILE
@@ -141,7 +140,7 @@ def capture(run: Run) -> None:
         out = run.cache(variant)
         if mismatch(read_stamp(out / CAPTURE_FILE), config.content()) is None:
             continue
-        discard_stale(config, out)  # made by an earlier config of this experiment, or other versions
+        discard_stale(config, out, root=run.dir)  # made by an earlier config of this experiment, or other versions
         bridge = load_bridge(run.variant_path(variant), device=c.device, dtype=c.dtype)
         capture_cache(config, out, bridge=bridge, progress=run.progress)
 
@@ -150,7 +149,7 @@ def capture(run: Run) -> None:
 def nex(run: Run) -> None:
     """Per variant, NEX weights self-calibrated on its own cache, and GMF scores."""
     from nex_causal.cache import SparseCache
-    from nex_causal.nex import learn, log_gap, save_weights, score_responses, write_scores
+    from nex_causal.nex import learn, load_weights, log_gap, save_weights, score_responses, write_scores
     from nex_causal.nex.tables import trace_table, weights_table
 
     c, rows, best = run.config.nex, [], None
@@ -174,7 +173,7 @@ def nex(run: Run) -> None:
         focus = pairs_of(run.config.transfer.pairs)[0][0]
     elif run.config.ablation:
         focus = run.config.ablation.recipient
-    weights = np.load(run.weights(focus))["weights"]
+    weights = load_weights(run.weights(focus))
     write_table(weights_table(weights).assign(variant=focus), run.tables("neuron_weights"), config=config)
     variant, r, trace = best
     write_table(trace_table(trace).assign(variant=variant, response=r), run.tables("trace"), config=config)
@@ -264,14 +263,15 @@ def transfer(run: Run) -> None:
 @stage("ablation", needs=("nex",), section=GridSection, default=None)
 def ablation(run: Run) -> None:
     """Effective-vs-redundant ablation inside one variant, on its own NEX weights."""
-    from nex_causal.intervene.grid import discard_stale, run_grid
+    from nex_causal.intervene.grid import run_grid
+    from nex_causal.resume import CLAIM_FILE, discard_stale
 
     section = run.config.ablation
     fields = dataclasses.asdict(section)
     config = GridConfig(experiment="ablate", weights=str(run.weights(section.recipient)), family=str(run.family_dir),
                         device=run.config.device, dtype=run.config.dtype, **fields)
     out = run.dir / "ablation"
-    discard_stale(out, config)
+    discard_stale(out, config.content(), stamp_file=CLAIM_FILE, root=run.dir)
     outcomes, summary = run_grid(config, out, progress=run.progress)
     write_table(outcomes, run.tables("ablate"), config=fields)
     write_table(summary, run.tables("ablate_summary"), config=fields)

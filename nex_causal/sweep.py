@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -29,11 +28,12 @@ from tqdm.auto import tqdm
 
 from nex_causal.cache import CAPTURE_FILE, SparseCache
 from nex_causal.errors import NexError
+from nex_causal.io import check_name
 from nex_causal.nex import NexConfig, learn, score_responses
 from nex_causal.pool import Pool
 from nex_causal.profile import profile_of
 from nex_causal.ranking import METRICS, agreement, family_accuracy
-from nex_causal.resume import mismatch, read_stamp
+from nex_causal.resume import discard_stale
 from nex_causal.rewindow import rewindow
 from nex_causal.stats import bootstrap
 
@@ -90,8 +90,7 @@ def derived_caches(token_caches: dict[str, Path], work: Path, window: int, spars
         target = work / f"w{window}-{sparsifier.replace(':', '')}" / variant
         info = SparseCache.open(source).capture_info
         wanted = {**info["config"], "window": window, "sparsifier": sparsifier}
-        if target.exists() and mismatch(read_stamp(target / CAPTURE_FILE), wanted) is not None:
-            shutil.rmtree(target)
+        discard_stale(target, wanted, stamp_file=CAPTURE_FILE, root=work)
         out[variant] = SparseCache.open(target) if target.exists() else rewindow(
             source, target, window=window, sparsifier=sparsifier, progress=False)
     return out
@@ -150,7 +149,7 @@ def run_sweep(family: pd.DataFrame, caches: str | Path, config: SweepConfig, wor
     chosen setting and the declared default, each on split 2, with the number of settings tried).
     """
     caches, work = Path(caches), Path(work)
-    names = [n for n in family["name"].astype(str) if (caches / n).is_dir()]
+    names = [n for n in family["name"].astype(str) if (caches / check_name(n, "variant")).is_dir()]
     if len(names) < 2:
         raise NexError(f"the sweep needs token-level caches of at least two variants under {caches}")
     tokens = {n: caches / n for n in names}

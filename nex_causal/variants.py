@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nex_causal.errors import NexError
+from nex_causal.io import check_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,9 +49,18 @@ def load_family(path: str | Path) -> pd.DataFrame:
     if not file.is_file():
         raise NexError(f"no family table at {file}: pass a family directory (a built zoo: "
                        f"`nex-causal zoo build --out DIR`) or its {FAMILY_FILE}")
-    family = pd.read_csv(file)
+    try:
+        family = pd.read_csv(file)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise NexError(f"cannot read {file} as a CSV table ({str(err).splitlines()[0]}): write one variant "
+                       "per row with a `name` column") from None
     if "name" not in family:
         raise NexError(f"{file} has no `name` column; it must list one variant per row")
+    for name in family["name"]:
+        check_name(name, f"{file}: variant name")
+    if family["name"].astype(str).duplicated().any():
+        twice = family["name"][family["name"].astype(str).duplicated()].iloc[0]
+        raise NexError(f"{file} lists variant {twice!r} twice: give each variant one row")
     if "path" in family:
         family["path"] = [str((file.parent / p).resolve()) for p in family["path"]]
     return family

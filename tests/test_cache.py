@@ -21,8 +21,8 @@ K255 = int(pack_keys(255, 7))
 
 # Three responses: the second has an empty row and a row of 0 tokens; the third no rows.
 RESPONSES = [
-    [([5, 65536 + 2, 3], [1.0, 2.5, 0.25], 32), ([5, K255], [0.5, 4.0], 32), ([7], [-1.0], 9)],
-    [([1], [np.nan], 32), ([], [], 32), ([9, 1], [3.0, 1.0], 0)],
+    [([5, 65536 + 2, 3], [1.0, 2.5, 0.25], 32), ([5, K255], [0.5, 4.0], 32), ([7], [6.0], 9)],
+    [([1], [0.0], 32), ([], [], 32), ([9, 1], [3.0, 1.0], 0)],
     [],
 ]
 
@@ -52,10 +52,9 @@ def test_pointers_and_raw_files_follow_the_reference_layout(tmp_path):
     # base defaults to the per-key sum of the raw rows, keys sorted
     assert read_raw(cache.path, "base_row_ptr").tolist() == [0, 5, 7, 7]
     assert read_raw(cache.path, "base_keys").tolist() == [3, 5, 7, 65538, K255, 1, 9]
-    np.testing.assert_array_equal(read_raw(cache.path, "base_w_sum")[:5], [0.25, 1.5, -1.0, 2.5, 4.0])
-    assert np.isnan(read_raw(cache.path, "base_w_sum")[5])
+    np.testing.assert_array_equal(read_raw(cache.path, "base_w_sum"), [0.25, 1.5, 6.0, 2.5, 4.0, 1.0, 3.0])
     assert sorted(p.relative_to(cache.path).as_posix() for p in cache.path.rglob("*") if p.is_file()) == sorted(
-        [f for f, _ in FILES.values()] + ["responses.parquet"])
+        [f for f, _ in FILES.values()] + ["responses.parquet", "integrity.json"])
 
 
 def test_round_trip_returns_the_raw_rows(tmp_path):
@@ -85,14 +84,20 @@ def test_explicit_base_and_response_rows_input(tmp_path):
     assert copy.responses is None and not (copy.path / "responses.parquet").exists()
 
 
-def test_float16_saturates_with_one_warning_and_keeps_non_finite(tmp_path):
-    rows = [([1, 2, 3, 4], [1e6, -7e4, np.inf, np.nan], 32), ([5], [4e4], 32), ([5], [4e4], 32)]
+def test_float16_saturates_with_one_warning(tmp_path):
+    rows = [([1, 2, 3], [1e6, 7e4, 1.0], 32), ([5], [4e4], 32), ([5], [4e4], 32)]
     with pytest.warns(UserWarning, match="2 row and 3 base mass values beyond the float16 maximum") as record:
         cache = write(tmp_path / "c", [rows], meta=False)
     assert len(record) == 1
-    mass = cache.response_rows(0).row(0)[1]
-    assert mass[:3].tolist() == [65504.0, -65504.0, np.inf] and np.isnan(mass[3])
-    assert cache.base(0)[1].tolist()[:3] + cache.base(0)[1].tolist()[4:] == [65504.0, -65504.0, np.inf, 65504.0]
+    assert cache.response_rows(0).row(0)[1].tolist() == [65504.0, 65504.0, 1.0]
+    assert cache.base(0)[1].tolist() == [65504.0, 65504.0, 1.0, 65504.0]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -1.0])
+def test_the_writer_refuses_mass_no_capture_makes(tmp_path, bad):
+    with pytest.raises(NexError, match=r"response 0, row 1: mass .* is not a finite non-negative number"):
+        write(tmp_path / "c", [[([1], [1.0], 4), ([2, 3], [1.0, bad], 4)]], meta=False)
+    assert not (tmp_path / "c").exists()
 
 
 def test_exception_inside_the_writer_leaves_nothing(tmp_path):
@@ -211,13 +216,59 @@ CORRUPTIONS = {
 
 
 @pytest.mark.parametrize("name", list(CORRUPTIONS))
-def test_corrupted_cache_gives_a_one_line_error_naming_the_file(tmp_path, name):
+def test_a_corrupted_cache_without_a_record_gives_a_one_line_error_naming_the_file(tmp_path, name):
     corrupt, message = CORRUPTIONS[name]
     cache = write(tmp_path / "c")
+    (cache.path / "integrity.json").unlink()  # the reference layout: structure is all there is to check
     corrupt(cache.path)
-    with pytest.raises(NexError, match=message) as err:
+    with pytest.raises(NexError, match=message) as err, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the note that the cache has no record
         SparseCache.open(cache.path)
     assert "\n" not in str(err.value)
+
+
+def flip_byte(file: Path, at: int) -> None:
+    data = bytearray(file.read_bytes())
+    data[at] ^= 0x01
+    file.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", [f for f, _ in FILES.values()] + ["responses.parquet"])
+def test_one_flipped_byte_in_any_file_is_refused(tmp_path, name):
+    cache = write(tmp_path / "c")
+    file = cache.path / name
+    flip_byte(file, file.stat().st_size // 2)
+    with pytest.raises(NexError, match=rf"{name} does not hold what was written \(CRC-32 differs\)") as err:
+        SparseCache.open(cache.path)
+    assert "\n" not in str(err.value)
+
+
+def test_verification_levels(tmp_path):
+    big = [[(np.arange(600_000) % 60000, np.ones(600_000), 32)]]  # 2.4 MB of keys: a middle beyond both edges
+    cache = write(tmp_path / "c", big, meta=False)
+    keys = cache.path / "rows/keys.uint32"
+    flip_byte(keys, keys.stat().st_size // 2)
+    SparseCache.open(cache.path, verify="fast")  # the ends are intact: fast cannot see the middle
+    with pytest.raises(NexError, match="CRC-32 differs"):
+        SparseCache.open(cache.path, verify="full")
+    flip_byte(keys, 3)
+    with pytest.raises(NexError, match="CRC-32 differs"):
+        SparseCache.open(cache.path, verify="fast")
+    keys.write_bytes(keys.read_bytes()[:-4])
+    with pytest.raises(NexError, match=r"keys\.uint32 has \d+ bytes but was written with \d+"):
+        SparseCache.open(cache.path, verify="off")
+
+
+def test_values_no_capture_writes_are_named_with_their_index(tmp_path):
+    cache = write(tmp_path / "c")
+    mass = read_raw(cache.path, "w_sum")
+    mass[4] = np.nan
+    overwrite(cache.path, "w_sum", mass)
+    from nex_causal import integrity
+
+    integrity.write_record(cache.path, [f for f, _ in FILES.values()] + ["responses.parquet"])  # a forged record
+    with pytest.raises(NexError, match=r"rows/w_sum\.float16 holds .*nan.* at index 4"):
+        SparseCache.open(cache.path)
 
 
 def test_missing_directory():
@@ -227,7 +278,8 @@ def test_missing_directory():
 
 @pytest.mark.skipif(not REFERENCE.exists(), reason="../shared/reference is not available")
 def test_reads_the_reference_example_cache(tmp_path):
-    cache = SparseCache.open(REFERENCE)
+    with pytest.warns(UserWarning, match="no integrity record"):  # the reference layout has none: a note, once
+        cache = SparseCache.open(REFERENCE)
     assert (cache.n_responses, cache.n_rows, len(cache.keys), len(cache.base_keys)) == (1, 83, 26660, 3514)
     rows = cache.response_rows(0)
     assert rows.tokens.sum() == 2646 and rows.tokens[-1] == 22 and len(rows.row(0)[0]) == 372
@@ -235,9 +287,9 @@ def test_reads_the_reference_example_cache(tmp_path):
     assert layer.max() < 36 and unit.max() < 9728
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # re-encoding float16 values saturates nothing
-        copy = concatenate([cache, REFERENCE], tmp_path / "twice")
+        copy = concatenate([cache, cache], tmp_path / "twice")
     assert copy.n_responses == 2 and copy.responses is None
     np.testing.assert_array_equal(copy.keys[len(cache.keys):], cache.keys)
-    single = concatenate([REFERENCE], tmp_path / "once")
+    single = concatenate([cache], tmp_path / "once")
     for file, _ in FILES.values():  # the copy of one part is byte-identical to the source
         assert (single.path / file).read_bytes() == (REFERENCE / file).read_bytes()

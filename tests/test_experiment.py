@@ -39,7 +39,7 @@ def stage_log(run_dir):
 
 def mtimes(run_dir):
     return {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")
-            if p.is_file() and p.name not in ("manifest.json", "report.md")}
+            if p.is_file() and p.name not in ("manifest.json", "report.md", ".lock")}
 
 
 @pytest.fixture(scope="module")

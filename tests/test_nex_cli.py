@@ -65,7 +65,7 @@ def test_run_options_reach_the_learning(nex_planted, tmp_path):
     (["nex", "train", "--cache-dir", "/nonexistent", "--weights-out", "w.npz"], "cache directory /nonexistent"),
     (["nex", "run", "--cache-dir", "{cache}", "--output-dir", "o", "--rho", "1.5"], "rho must lie strictly between 0 and 1"),
     (["nex", "score", "--cache-dir", "{cache}", "--weights", "/nonexistent.npz", "--output-dir", "o"],
-     "cannot read weights /nonexistent.npz"),
+     "weights file /nonexistent.npz does not exist"),
 ])
 def test_errors_are_one_line(nex_planted, tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)

@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from nex_causal.intervene.tables import dose_label, gap_summary, kind_values, ou
 from nex_causal.io import atomic_path, write_json, write_table
 from nex_causal.models import load_bridge
 from nex_causal.nex import load_weights
-from nex_causal.resume import CLAIM_FILE, claim, mismatch, read_stamp
+from nex_causal.resume import claim
 from nex_causal.sampling import encode_prompts, generate, sequence_seed
 from nex_causal.tasks import TaskSet, load_tasks
 from nex_causal.variants import variant_dir
@@ -280,12 +279,6 @@ def load_grid_models(config: GridConfig) -> tuple[object, object | None]:
 
     donor = load(config.donor) if any(INTERVENTIONS[i].needs_donor for i in config.interventions) else None
     return load(config.recipient), donor
-
-
-def discard_stale(out: Path, config: GridConfig) -> None:
-    """Remove ``out`` when another config, other weights or other versions made its cells: never resumed."""
-    if out.exists() and mismatch(read_stamp(out / CLAIM_FILE), config.content()) is not None:
-        shutil.rmtree(out)
 
 
 def run_grid(config: GridConfig, out: str | os.PathLike, *, progress: bool = True

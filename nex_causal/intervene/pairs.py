@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from nex_causal.errors import NexError
-from nex_causal.intervene.grid import Grid, GridConfig, discard_stale, load_grid_models
+from nex_causal.intervene.grid import Grid, GridConfig, load_grid_models
 from nex_causal.nex import load_weights
+from nex_causal.resume import CLAIM_FILE, discard_stale
 from nex_causal.tasks import load_tasks
 
 Pair = tuple[str, str]  # (donor, recipient)
@@ -91,7 +92,7 @@ def run_pairs(settings: Mapping, pairs: Sequence[Pair], weights_of: Callable[[st
         config = GridConfig(**{**settings, "experiment": "transfer", "donor": donor, "recipient": recipient,
                                "weights": weights_of(donor)})
         pair_dir = Path(out) / f"{donor}__{recipient}"
-        discard_stale(pair_dir, config)
+        discard_stale(pair_dir, config.content(), stamp_file=CLAIM_FILE, root=out)
         model, donor_model = load_grid_models(config)
         grid = Grid(model, load_tasks(config.tasks, seed=config.task_seed), config, pair_dir, donor=donor_model,
                     progress=progress)

@@ -2,8 +2,10 @@
 
 The array is indexed by the packed key ``(layer << 16) | unit``, so it has at least 2**22
 entries (the reference accepts a longer array and never reads past 2**22; so does this).
-Weights with a NaN or an infinity are refused: the reference would score every response
-that touches one as 0 without a word.
+``check_weights`` is the one validator every reader goes through: real floating-point
+values (not booleans, integers or complex numbers, which would score as plausible numbers)
+inside [-1, 1], the range of tanh; a NaN or an infinity is refused too, since the reference
+would score every response that touches one as 0 without a word.
 """
 
 from __future__ import annotations
@@ -23,12 +25,19 @@ WEIGHTS_NAME = "weights"  # the one array of a weights .npz file
 def check_weights(weights: np.ndarray, name: str = "weights") -> np.ndarray:
     """The first 2**22 entries of ``weights`` as float32, after checking shape and finiteness."""
     weights = np.asarray(weights)
+    if weights.dtype.kind != "f":
+        raise NexError(f"{name} holds {weights.dtype} values, not floating-point weights: pass the weights "
+                       "`nex-causal nex train` writes")
     if weights.ndim != 1 or weights.size < KEY_SPACE:
         raise NexError(f"{name} has shape {weights.shape}, expected one dimension of at least {KEY_SPACE} "
                        "entries: one weight per packed key (layer << 16) | unit")
     weights = weights[:KEY_SPACE]
     if not np.isfinite(weights).all():
         raise NexError(f"{name} holds non-finite values; re-learn them with `nex-causal nex train`")
+    if (np.abs(weights) > 1).any():
+        at = int(np.argmax(np.abs(weights) > 1))
+        raise NexError(f"{name} holds {weights[at]:g} at key {at}, outside [-1, 1] where tanh puts every NEX "
+                       "weight: these are not NEX weights")
     return weights.astype(np.float32, copy=False)
 
 
@@ -46,12 +55,18 @@ def save_weights(path: str | os.PathLike, weights: np.ndarray) -> None:
 
 def load_weights(path: str | os.PathLike) -> np.ndarray:
     """Read and check a weights ``.npz`` (as written here or by the reference release)."""
+    fix = "pass a .npz written by `nex-causal nex train`"
+    if not os.path.isfile(path):
+        raise NexError(f"weights file {path} does not exist: {fix}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise NexError(f"{path} holds one bare array, not an .npz archive with an array '{WEIGHTS_NAME}': {fix}")
+        with archive:
             if WEIGHTS_NAME not in archive.files:
-                raise NexError(f"{path} has no array named '{WEIGHTS_NAME}' (it has {archive.files}); "
-                               "pass a file written by `nex-causal nex train`")
+                raise NexError(f"{path} has no array named '{WEIGHTS_NAME}' (it has {archive.files}); {fix}")
             weights = archive[WEIGHTS_NAME]
-    except (OSError, ValueError) as err:
-        raise NexError(f"cannot read weights {path}: {err}; pass a .npz written by `nex-causal nex train`") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise NexError(f"cannot read weights {path} ({first}): {fix}") from None
     return check_weights(weights, str(path))
