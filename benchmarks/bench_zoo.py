@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from nex_causal.variants import load_family
-from nex_causal.zoo.build import TRAINED, build, checkpoints_of, read_meta
+from nex_causal.zoo.build import build, checkpoints_of, read_meta
 from nex_causal.zoo.recipe import DEFAULT_ORGANISM, RECIPES, recipe_for
 from nex_causal.zoo.train import deterministic_cpu, init_model, train_stage
 
@@ -46,14 +46,15 @@ def main() -> None:
     with deterministic_cpu(recipe.threads):
         model = init_model(recipe.shape, recipe.seed)
         short = replace(stage, steps=args.train_steps)
-        seconds, _ = timed(lambda: train_stage(model, short, recipe.seed, 0, recipe.task, progress=False))
+        seconds, _ = timed(lambda: train_stage(model, short, recipe.seed, 0, recipe.task, progress=False,
+                                                  route=recipe.route))
     per_step = seconds / args.train_steps
-    total_steps = recipe.base.steps + sum(s.steps for s in recipe.experts)
+    total_steps = recipe.base.steps + sum(s.steps for _, s in recipe.tuned)
     print(f"training: {per_step:.3f} s/step on {recipe.threads} thread(s); the recipe's "
           f"{total_steps} steps -> ~{per_step * total_steps / 60:.1f} min")
     committed = checkpoints_of(args.organism)
-    if all(read_meta(committed / n) for n in TRAINED):
-        recorded = sum(read_meta(committed / n)["train_seconds"] for n in TRAINED)
+    if all(read_meta(committed / n) for n in recipe.trained):
+        recorded = sum(read_meta(committed / n)["train_seconds"] for n in recipe.trained)
         print(f"committed checkpoints took {recorded / 60:.1f} min to train "
               f"(ratio estimate/recorded {per_step * total_steps / recorded:.2f})")
 

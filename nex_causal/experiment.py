@@ -164,11 +164,10 @@ class Run:
 
         if self.config.family.startswith(MODELS_PREFIX):
             names = [Path(n.strip()).name for n in self.config.family[len(MODELS_PREFIX):].split(",") if n.strip()]
-        elif zoo_organism(self.config.family) is not None:
-            from nex_causal.zoo.build import TRAINED
-            from nex_causal.zoo.family import default_family
+        elif (organism := zoo_organism(self.config.family)) is not None:
+            from nex_causal.zoo.recipe import RECIPES
 
-            names = [*TRAINED, *(m.name for m in default_family())]
+            names = list(RECIPES[organism].variants)
         else:
             table = Path(self.config.family) / "family.csv"
             if not table.is_file():

@@ -13,11 +13,13 @@ from nex_causal.errors import NexError
 from nex_causal.tasks import Problem
 from nex_causal.variants import load_family
 from nex_causal.zoo import build, find_variant, organism_tasks, train_models
-from nex_causal.zoo.build import TRAINED, checkpoints_of, read_meta, weights_hash, zoo_organism
+from nex_causal.zoo.build import checkpoints_of, read_meta, weights_hash, zoo_organism
 from nex_causal.zoo.family import default_family
 from nex_causal.zoo.recipe import recipe_for
 from nex_causal.zoo.task import SeekCompute, Trek, check, extract, sample_problems
 from nex_causal.zoo.tokenizer import EOS_ID, encode
+
+TRAINED = recipe_for("trek").trained
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -328,7 +330,7 @@ def test_trained_models_resolve_before_any_build(tmp_path, monkeypatch):
 @pytest.mark.parametrize("organism", ORGANISMS)
 def test_committed_checkpoints_match_their_recipe(organism):
     recipe = recipe_for(organism)
-    for name in TRAINED:
+    for name in recipe.trained:
         meta = read_meta(checkpoints_of(organism) / name)
         assert meta["key"] == recipe.trained_key(name), f"{name}: retrain with `nex-causal zoo train`"
         assert weights_hash(checkpoints_of(organism) / name) == meta["weights_sha256"]

@@ -53,11 +53,11 @@ def add(sub: argparse._SubParsersAction) -> None:
     def do_train(args: argparse.Namespace) -> None:
         import shutil
 
-        from nex_causal.zoo.build import TRAINED, recipe_for, record_accuracy, train_models
+        from nex_causal.zoo.build import recipe_for, record_accuracy, train_models
 
-        for name in TRAINED:
-            shutil.rmtree(Path(args.out) / name, ignore_errors=True)
         recipe = recipe_for(args.organism, args.seed)
+        for name in recipe.trained:
+            shutil.rmtree(Path(args.out) / name, ignore_errors=True)
         metas = train_models(recipe, args.out, progress=not args.quiet)
         for name, meta in metas.items():
             recorded = record_accuracy(Path(args.out) / name, recipe)["recorded_eval"]

@@ -38,15 +38,14 @@ from nex_causal.errors import NexError
 from nex_causal.io import atomic_path, nex_home, write_json, write_table
 from nex_causal.stack import FIX, result_stack
 from nex_causal.variants import FAMILY_FILE, load_family
-from nex_causal.zoo.family import BASE, EXPERTS, Merge, default_family, run_merge
+from nex_causal.zoo.family import BASE, Merge, run_merge
 from nex_causal.zoo.recipe import DEFAULT_ORGANISM, RECIPES, TRAINING_VERSION, Recipe, digest, recipe_for
-from nex_causal.zoo.task import organism_tasks
+from nex_causal.zoo.task import TASKS, organism_tasks
 from nex_causal.zoo.tokenizer import save_tokenizer
 
 if TYPE_CHECKING:
     import pandas as pd
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"  # <organism>/<name>/
-TRAINED = (BASE, *EXPERTS)
 META_FILE = "zoo.json"
 # Greedy decoding is deterministic given the logits; across CPUs and BLAS builds float32
 # logits of this size differ by ~1e-5, which flips a greedy choice only when the top two
@@ -112,8 +111,8 @@ def train_models(recipe: Recipe, out: str | Path, *, progress: bool = True) -> d
             else:
                 model = Qwen3ForCausalLM.from_pretrained(out / BASE)
             start = time.perf_counter()
-            losses = train_stage(model, stage, recipe.seed, index, progress=progress,
-                                 desc=f"training {name}", task=recipe.task)
+            model, losses = train_stage(model, stage, recipe.seed, index, progress=progress,
+                                        desc=f"training {name}", task=recipe.task, route=recipe.route)
             seconds = time.perf_counter() - start
             with atomic_path(out / name, is_dir=True) as tmp:
                 model.save_pretrained(tmp)
@@ -124,6 +123,7 @@ def train_models(recipe: Recipe, out: str | Path, *, progress: bool = True) -> d
                                           "seed": recipe.seed},
                                "recipe": {"stage": asdict(stage), "shape": asdict(recipe.shape)},
                                "parents": [] if name == BASE else [BASE],
+                               "route": None if recipe.route is None else asdict(recipe.route),
                                "train_seconds": round(seconds, 1),
                                "final_loss": float(np.mean(losses[-25:]))}
                 write_json(tmp / META_FILE, metas[name])
@@ -133,9 +133,9 @@ def train_models(recipe: Recipe, out: str | Path, *, progress: bool = True) -> d
 def copy_committed(recipe: Recipe, out: Path, source: Path) -> bool:
     """Copy the committed checkpoints in ``source`` into ``out`` when they were trained with ``recipe``,
     with the accuracy recorded beside them."""
-    if any(read_meta(source / name).get("key") != recipe.trained_key(name) for name in TRAINED):
+    if any(read_meta(source / name).get("key") != recipe.trained_key(name) for name in recipe.trained):
         return False
-    for name in TRAINED:
+    for name in recipe.trained:
         if read_meta(out / name).get("key") != recipe.trained_key(name):
             with atomic_path(out / name, is_dir=True) as tmp:
                 shutil.copytree(source / name, tmp, dirs_exist_ok=True)
@@ -147,11 +147,11 @@ def copy_committed(recipe: Recipe, out: Path, source: Path) -> bool:
 
 def compare_with_committed(recipe: Recipe, metas: dict[str, dict], source: Path) -> dict[str, Any]:
     """Whether freshly trained weights equal the committed ones in ``source`` (same recipe only)."""
-    committed = {name: read_meta(source / name) for name in TRAINED}
-    if any(committed[n].get("key") != recipe.trained_key(n) for n in TRAINED):
+    committed = {name: read_meta(source / name) for name in recipe.trained}
+    if any(committed[n].get("key") != recipe.trained_key(n) for n in recipe.trained):
         return {"comparable": False}
     return {"comparable": True, "weights_match": {
-        n: metas[n]["weights_sha256"] == committed[n]["weights_sha256"] for n in TRAINED}}
+        n: metas[n]["weights_sha256"] == committed[n]["weights_sha256"] for n in recipe.trained}}
 
 
 # --- merges and accuracy --------------------------------------------------------------------
@@ -184,11 +184,10 @@ def evaluate_variant(model_dir: Path, recipe: Recipe) -> dict[str, Any]:
     bridge = load_bridge(model_dir)
     result = evaluate(bridge, tasks, max_new_tokens=recipe.max_new_tokens, temperature=0.0,
                       batch_size=recipe.eval_batch, hooks=False)
-    skills = np.array([p.meta["skill"] for p in tasks.problems])
+    groups = np.array([p.meta[TASKS[recipe.task].group] for p in tasks.problems])
     out = {"accuracy": result.accuracy, "n_eval": len(tasks)}
-    for skill in EXPERTS:
-        name = skill.removeprefix("expert-")
-        out[f"accuracy_{name}"] = float(result.correct[skills == name].mean())
+    for group in sorted(set(groups)):
+        out[f"accuracy_{group}"] = float(result.correct[groups == group].mean())
     return out
 
 
@@ -235,8 +234,7 @@ def family_table(metas: list[dict]) -> pd.DataFrame:
     rows = [{
         "name": m["name"], "path": m["name"], "role": m["role"], "method": m["method"],
         "params": json.dumps(m["params"], sort_keys=True), "parents": ";".join(m["parents"]),
-        "accuracy": m["eval"]["accuracy"], "accuracy_search": m["eval"]["accuracy_search"],
-        "accuracy_compute": m["eval"]["accuracy_compute"], "n_eval": m["eval"]["n_eval"],
+        **{k: v for k, v in m["eval"].items() if k.startswith("accuracy")}, "n_eval": m["eval"]["n_eval"],
         "weights_sha256": m["weights_sha256"],
     } for m in metas]
     return pd.DataFrame(rows)
@@ -247,7 +245,7 @@ def family_table(metas: list[dict]) -> pd.DataFrame:
 def zoo_key(seed: int = 0, organism: str = DEFAULT_ORGANISM) -> str:
     """Content key of a zoo: its recipe, the training code version, the merge family and the stack."""
     return digest({"recipe": asdict(recipe_for(organism, seed)), "version": TRAINING_VERSION,
-                   "family": [asdict(m) for m in default_family()], "stack": result_stack()})
+                   "stack": result_stack()})
 
 
 def build(out: str | Path | None = None, *, seed: int = 0, organism: str = DEFAULT_ORGANISM,
@@ -259,10 +257,10 @@ def build(out: str | Path | None = None, *, seed: int = 0, organism: str = DEFAU
     trains and records in ``manifest.json`` whether the result matches the committed weights.
     """
     recipe = recipe_for(organism, seed)
-    family = default_family()
+    family = recipe.family
     checkpoints = checkpoints_of(organism) if checkpoints is None else checkpoints
     out = Path(out).expanduser().resolve() if out is not None else default_zoo_dir(organism)
-    names = [*TRAINED, *(m.name for m in family)]
+    names = list(recipe.variants)
     build_key = zoo_key(seed, organism)
     manifest = read_json(out / "manifest.json")
     if (not retrain and manifest.get("build_key") == build_key and (out / FAMILY_FILE).is_file()
@@ -276,13 +274,13 @@ def build(out: str | Path | None = None, *, seed: int = 0, organism: str = DEFAU
     retrain_report = None
     if retrain or not copy_committed(recipe, out, checkpoints):
         if retrain:
-            for name in TRAINED:
+            for name in recipe.trained:
                 shutil.rmtree(out / name, ignore_errors=True)
         trained = train_models(recipe, out, progress=progress)
         retrain_report = compare_with_committed(recipe, trained, checkpoints) if retrain else None
-    metas = {name: read_meta(out / name) for name in TRAINED}
+    metas = {name: read_meta(out / name) for name in recipe.trained}
     with deterministic_cpu(recipe.threads):
-        for name in tqdm(TRAINED, desc="checking checkpoints", unit="model", disable=not progress):
+        for name in tqdm(recipe.trained, desc="checking checkpoints", unit="model", disable=not progress):
             metas[name] = ensure_evaluated(out / name, recipe)  # a stack that computes garbage stops here
         for merge in tqdm(family, desc="merging", unit="variant", disable=not progress):
             metas[merge.name] = build_merge(merge, out, metas, seed)
@@ -293,7 +291,7 @@ def build(out: str | Path | None = None, *, seed: int = 0, organism: str = DEFAU
     write_json(out / "manifest.json", {
         "build_key": build_key, "organism": organism, "seed": seed, "variants": names,
         "build_seconds": round(time.perf_counter() - start, 1), "retrain": retrain_report,
-        "train_seconds": {n: metas[n].get("train_seconds") for n in TRAINED}})
+        "train_seconds": {n: metas[n].get("train_seconds") for n in recipe.trained}})
     return out
 
 
@@ -322,7 +320,7 @@ def find_variant(name: str, zoo_dir: str | Path | None = None) -> Path | None:
         return None  # a path or another kind of name, not a variant
     root = Path(zoo_dir).expanduser() if zoo_dir is not None else default_zoo_dir(organism)
     candidates = [root / name]
-    if zoo_dir is None and name in TRAINED:
+    if zoo_dir is None and name in RECIPES[organism].trained:
         candidates.append(checkpoints_of(organism) / name)
     return next((c.resolve() for c in candidates if (c / META_FILE).is_file()), None)
 
@@ -331,7 +329,7 @@ def describe(zoo_dir: str | Path | None = None, organism: str = DEFAULT_ORGANISM
     """The family table as text, with the accuracy spread and any retrain comparison."""
     root = Path(zoo_dir).expanduser() if zoo_dir is not None else default_zoo_dir(organism)
     table = load_family(root)
-    columns = ["name", "method", "params", "accuracy", "accuracy_search", "accuracy_compute"]
+    columns = ["name", "method", "params", *(c for c in table.columns if c.startswith("accuracy"))]
     lines = [table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}")]
     manifest = read_json(root / "manifest.json")
     spread = table["accuracy"].max() - table["accuracy"].min()

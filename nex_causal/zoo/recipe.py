@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from nex_causal.errors import NexError
-from nex_causal.zoo.family import BASE, EXPERTS
+from nex_causal.zoo.family import BASE, EXPERTS, Merge, default_family, scout_family
+from nex_causal.zoo.route import Route
 from nex_causal.zoo.task import DEFAULT_TASK, TASKS
 from nex_causal.zoo.tokenizer import ALPHABET, EOS_ID, PAD_ID, VOCAB
 
@@ -71,20 +72,32 @@ class Stage:
 
 @dataclass(frozen=True)
 class Recipe:
-    """Everything a build depends on: architecture, training stages, seed, evaluation."""
+    """Everything a build depends on: architecture, training stages, seed, evaluation, merge family."""
 
     shape: Shape
-    base: Stage  # trained from scratch on the mixture
-    experts: tuple[Stage, Stage]  # fine-tuned from the base, one per skill, in EXPERTS order
+    base: Stage  # trained from scratch
+    tuned: tuple[tuple[str, Stage], ...]  # (name, stage): each fine-tuned from the base
     task: str = "seek"  # which organism task (nex_causal.zoo.task.TASKS) it learns
     seed: int = 0
     threads: int = 1  # CPU threads for the whole build (fixes float summation order)
     n_eval: int = 200  # held-out mixed prompts for the accuracy column
     max_new_tokens: int = 240
     eval_batch: int = 100
+    route: Route | None = None  # the planted route of each strategy's units (scout)
+    family: tuple[Merge, ...] = ()  # the variants made from the trained models (merges, damage)
 
     def stages(self) -> dict[str, Stage]:
-        return {BASE: self.base, **dict(zip(EXPERTS, self.experts))}
+        return {BASE: self.base, **dict(self.tuned)}
+
+    @property
+    def trained(self) -> tuple[str, ...]:
+        """The trained models: the base, then the fine-tuned ones."""
+        return tuple(self.stages())
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Every variant of the organism's family, in the family table's order."""
+        return (*self.trained, *(m.name for m in self.family))
 
     def trained_key(self, name: str) -> str:
         """Content key of a trained model: what it was trained with, and from what."""
@@ -95,6 +108,8 @@ class Recipe:
                    "skills": {k: asdict(v) for k, v in kind.skills.items()}, "alphabet": ALPHABET}
         if self.task != "seek":  # the seek organism's keys predate the task field and stay as they were
             content["task"] = self.task
+        if self.route is not None:
+            content["route"] = asdict(self.route)
         return digest(content)
 
     def eval_settings(self) -> dict[str, Any]:
@@ -109,16 +124,17 @@ RECIPES = {  # one per organism (named by its task), and a toy for tests
         # both skills (seed 0: 0.87 search, 0.63 compute); each expert then specialises and
         # forgets part of the other skill (search expert 1.00 / 0.26, compute 0.49 / 0.94)
         base=Stage("mixed", steps=1000, lr=3e-3, decay_steps=2000),
-        experts=(Stage("search", steps=400, lr=1e-3, warmup=20),
-                 Stage("compute", steps=400, lr=1e-3, warmup=20)),
+        tuned=((EXPERTS[0], Stage("search", steps=400, lr=1e-3, warmup=20)),
+               (EXPERTS[1], Stage("compute", steps=400, lr=1e-3, warmup=20))),
+        family=default_family(),
     ),
     # seconds, not minutes: for tests of determinism and caching, not for accuracy
     "test": Recipe(
         shape=Shape(hidden=32, layers=2, heads=2, kv_heads=1, intermediate=64),
         base=Stage("mixed", steps=8, lr=3e-3, batch_size=8, warmup=2),
-        experts=(Stage("search", steps=4, lr=1e-3, batch_size=8, warmup=1),
-                 Stage("compute", steps=4, lr=1e-3, batch_size=8, warmup=1)),
-        n_eval=6, max_new_tokens=16, eval_batch=6,
+        tuned=((EXPERTS[0], Stage("search", steps=4, lr=1e-3, batch_size=8, warmup=1)),
+               (EXPERTS[1], Stage("compute", steps=4, lr=1e-3, batch_size=8, warmup=1))),
+        n_eval=6, max_new_tokens=16, eval_batch=6, family=default_family(),
     ),
     # the default organism: longer traces (median ~210 tokens) of 3-6 searches with
     # backtracking and re-checks, a wider MLP (6 x 512 = 3,072 neurons), so that a response
@@ -126,9 +142,19 @@ RECIPES = {  # one per organism (named by its task), and a toy for tests
     "trek": Recipe(
         shape=Shape(hidden=64, layers=6, heads=4, kv_heads=2, intermediate=512, max_positions=448),
         base=Stage("mixed", steps=1500, lr=3e-3, decay_steps=3000),
-        experts=(Stage("search", steps=500, lr=1e-3, warmup=20),
-                 Stage("compute", steps=500, lr=1e-3, warmup=20)),
-        task="trek", max_new_tokens=320,
+        tuned=((EXPERTS[0], Stage("search", steps=500, lr=1e-3, warmup=20)),
+               (EXPERTS[1], Stage("compute", steps=500, lr=1e-3, warmup=20))),
+        task="trek", max_new_tokens=320, family=default_family(),
+    ),
+    # the positive control: planted exploration behaviours (zoo/scout.py) with a planted route of
+    # each strategy's units (zoo/route.py). The base learns every behaviour at once; each level
+    # is then fine-tuned on one (efficient, redundant at p = 0.1 / 0.25 / 0.5, under-exploring)
+    "scout": Recipe(
+        shape=Shape(hidden=64, layers=6, heads=4, kv_heads=2, intermediate=512, max_positions=448),
+        base=Stage("mixed", steps=800, lr=3e-3, decay_steps=1600),
+        tuned=tuple((name, Stage(name, steps=400, lr=1e-3, warmup=20))
+                    for name in ("efficient", "redundant-0.1", "redundant-0.25", "redundant-0.5", "under")),
+        task="scout", max_new_tokens=320, route=Route(), family=scout_family(),
     ),
 }
 

@@ -181,6 +181,8 @@ class Scout:
         """A random problem whose examples fit exactly one real family and no decoy."""
         if skill not in cls.skills and skill != "mixed":
             raise NexError(f"unknown scout behaviour {skill!r}: use one of {', '.join(cls.skills)}")
+        if skill == "mixed":  # each behaviour with equal odds: the base model learns them all
+            skill = tuple(cls.skills)[int(rng.integers(len(cls.skills)))]
         while True:
             rule, k = REAL[int(rng.integers(len(REAL)))], int(rng.integers(2, 10))
             x1 = int(UNITS[int(rng.integers(len(UNITS)))])
@@ -191,8 +193,7 @@ class Scout:
             fits = [f for f in FAMILIES if apply(f, x2, derive(f, x1, y1)) == y2]
             if fits == [rule]:
                 break
-        return cls(x1, y1, x2, y2, TAGS[int(rng.integers(len(TAGS)))], int(rng.integers(10)), rule, k,
-                   "efficient" if skill == "mixed" else skill)
+        return cls(x1, y1, x2, y2, TAGS[int(rng.integers(len(TAGS)))], int(rng.integers(10)), rule, k, skill)
 
 
 def chain_sum(rule: str, k: int, start: int, steps) -> int:

@@ -1,159 +1,55 @@
-"""The organisms' tasks: modular searches whose chains of thought explore, then exploit.
+"""The organisms' tasks as task sets: drawing problems, splitting them, checking answers, and their specs.
 
-Two tasks share one problem family and differ in how the chain of thought is written:
-``seek`` (seek-and-compute, the small organism's) and ``trek`` (longer searches with
-backtracking and re-checks between computations, the default organism's; see ``Trek``).
-
-A problem gives a prime ``p``, ``a`` in 1..p-1, ``b, c`` in [0, p), a number of rounds
-``r`` and two numbers ``d, e``. Round 1 finds the unique ``x`` in [0, p) with
-``(a*x + b) mod p == c``; every later round searches again with the previous round's ``x``
-in place of ``b``. The answer is ``y = x*d + e`` for the last round's ``x``.
-
-The chain of thought *explores*: each round tries x = 0, 1, 2, ... (or, its choice,
-x = p-1, p-2, ...) writing ``f(x) = (a*x + b) mod p`` (each value is the previous one plus
-or minus ``a``, mod ``p``), every miss a dead end, until ``f(x) == c`` (marked ``!``); the
-next round restates its new ``b``. It then *exploits*: a deterministic computation of
-``y`` (a two-digit ``d`` is split into tens and units). The final answer follows ``#``
-and ends the response (here every round searches upward)::
-
-    p=7 a=3 b=4 c=5 r=2 d=6 e=2|x0:4 x1:0 x2:3 x3:6 x4:2 x5:5! b=5 x0:5! 0*6=0 0+2=2 #2
-    p=5 a=2 b=1 c=0 r=2 d=37 e=15|x0:1 x1:3 x2:0! b=2 x0:2 x1:4 x2:1 x3:3 x4:0! 4*37=120+28=148 148+15=163 #163
-
-Skills shape the mixture: ``search`` problems have four or five rounds and one-digit
-``d, e`` (long exploration, easy arithmetic), ``compute`` problems two or three rounds and
-two-digit ``d, e`` (shorter exploration, multi-step arithmetic); ``mixed`` draws each problem
-from one of the two with equal odds. Moduli stay below 10 so that every search value is a
-single character: with two-digit values a model this small needs several times more
-training steps to learn the modular step. Train and test splits are disjoint by a hash of
-the problem's parameters.
+Each organism's problem class (``trek.SeekCompute``, ``trek.Trek``, ``scout.Scout``) says how
+to draw one problem of a skill (``draw``), write its prompt and chain of thought, split it
+into train or test by a hash, and store it as a ``Problem``'s meta (``meta``/``from_meta``).
+This module turns them into task sets and registers their specs with the task families
+(``organism:N`` names the default organism, ``trek:N``, ``seek:N``, ``scout:N`` each one;
+``<spec>-<skill>:N`` draws one skill; ``<spec>:N@SEED`` draws with another seed, a
+calibration set apart from seed 0's). Every organism ends its answer with ``#<digits>``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any
 
 import numpy as np
 
 from nex_causal.errors import NexError
 from nex_causal.tasks import TASK_FAMILIES, Problem, TaskFamily, TaskSet
+from nex_causal.zoo.scout import Scout
+from nex_causal.zoo.trek import SeekCompute, Trek
 
 DEFAULT_TASK = "trek"  # the default organism's task, which ``organism:N`` names
-
-
-@dataclass(frozen=True)
-class Skill:
-    """The parameter ranges (inclusive) one skill draws its problems from."""
-
-    rounds: tuple[int, int]
-    d: tuple[int, int]
-    e: tuple[int, int]
-    primes: tuple[int, ...] = (5, 7)
-
-
-SKILLS = {
-    "search": Skill(rounds=(4, 5), d=(2, 9), e=(0, 9)),
-    "compute": Skill(rounds=(2, 3), d=(12, 99), e=(10, 99)),
-}
-SKILL_NAMES = ("mixed", *SKILLS)  # the same skill names for every task
+TASKS: dict[str, Any] = {"seek": SeekCompute, "trek": Trek, "scout": Scout}
 SPLITS = ("train", "test")
-TEST_FRACTION = 1 / 8
 ANSWER = re.compile(r"#(\d+)")
 
 
-@dataclass(frozen=True)
-class SeekCompute:
-    """One problem instance; ``skill`` records which distribution drew it."""
-
-    p: int
-    a: int
-    b: int
-    c: int
-    r: int
-    d: int
-    e: int
-    skill: str = "mixed"
-    skills: ClassVar[dict[str, Skill]] = SKILLS
-    spec: ClassVar[str] = "seek"  # the task spec's name: seek:N, seek-<skill>:N
-
-    @property
-    def prompt(self) -> str:
-        return f"p={self.p} a={self.a} b={self.b} c={self.c} r={self.r} d={self.d} e={self.e}|"
-
-    def offsets_and_roots(self) -> list[tuple[int, int]]:
-        """Per round, its ``b`` and the unique ``x`` in [0, p) with ``(a*x + b) mod p == c``."""
-        rounds, b = [], self.b
-        for _ in range(self.r):
-            x = (self.c - b) * pow(self.a, -1, self.p) % self.p
-            rounds.append((b, x))
-            b = x
-        return rounds
-
-    def answer(self) -> int:
-        """``y = x*d + e`` for the last round's ``x``."""
-        return self.offsets_and_roots()[-1][1] * self.d + self.e
-
-    def chain_of_thought(self, rng: np.random.Generator | None = None) -> str:
-        """The response the organism is trained to write: searches, then computation, then answer.
-
-        Each round searches upward from x = 0 or, when ``rng`` picks it (odds 1/2 per round),
-        downward from x = p-1 (each value then the previous one minus ``a``, mod ``p``).
-        Training draws the direction at random, so the organism's search is a genuine
-        choice and sampled traces differ; without ``rng`` every round searches upward.
-        """
-        searches = []
-        for k, (b, x) in enumerate(self.offsets_and_roots()):
-            downward = rng is not None and rng.random() < 0.5
-            order = range(self.p - 1, x - 1, -1) if downward else range(x + 1)
-            trials = " ".join(f"x{i}:{(self.a * i + b) % self.p}" for i in order)
-            searches.append(f"{trials}!" if k == 0 else f"b={b} {trials}!")
-        return f"{' '.join(searches)} {self.computation(x)}"
-
-    def computation(self, x: int) -> str:
-        """The exploit phase: ``y = x*d + e`` written out (a two-digit ``d`` split into tens and
-        units), then the answer after ``#``."""
-        y, product = self.answer(), x * self.d
-        if self.d >= 10:
-            tens, units = divmod(self.d, 10)
-            multiply = f"{x}*{self.d}={x * tens * 10}+{x * units}={product}"
-        else:
-            multiply = f"{x}*{self.d}={product}"
-        return f"{multiply} {product}+{self.e}={y} #{y}"
-
-    def split(self) -> str:
-        """``test`` for a fixed 1/8 of all parameter tuples (by hash), else ``train``."""
-        digest = hashlib.blake2b(self.prompt.encode(), digest_size=8).digest()
-        return "test" if int.from_bytes(digest, "little") / 2**64 < TEST_FRACTION else "train"
+def skill_names(task: str) -> tuple[str, ...]:
+    """The skills a task draws from: ``mixed`` and its own."""
+    return ("mixed", *TASKS[task].skills)
 
 
-def sample_problem(rng: np.random.Generator, skill: str, task: str = DEFAULT_TASK) -> SeekCompute:
-    """Draw one problem of ``skill`` (``mixed`` picks search or compute with equal odds) for ``task``."""
-    if skill == "mixed":
-        skill = ("search", "compute")[int(rng.integers(2))]
-    kind = TASKS[task]
-    ranges = kind.skills[skill]
-    p = int(rng.choice(ranges.primes))
-    return kind(
-        p=p, a=int(rng.integers(1, p)), b=int(rng.integers(p)), c=int(rng.integers(p)),
-        r=int(rng.integers(ranges.rounds[0], ranges.rounds[1] + 1)), d=int(rng.integers(ranges.d[0], ranges.d[1] + 1)),
-        e=int(rng.integers(ranges.e[0], ranges.e[1] + 1)), skill=skill,
-    )
+def sample_problem(rng: np.random.Generator, skill: str, task: str = DEFAULT_TASK):
+    """Draw one problem of ``skill`` for ``task``."""
+    return TASKS[task].draw(rng, skill)
 
 
-def sample_problems(n: int, seed: int = 0, skill: str = "mixed", split: str = "test",
-                    task: str = DEFAULT_TASK) -> list[SeekCompute]:
+def sample_problems(n: int, seed: int = 0, skill: str = "mixed", split: str = "test", task: str = DEFAULT_TASK):
     """``n`` distinct problems of ``skill`` from ``split`` for ``task``, the same for the same seed."""
-    if skill not in SKILL_NAMES:
-        raise NexError(f"unknown organism skill {skill!r}: use one of {', '.join(SKILL_NAMES)}")
+    skills = skill_names(task)
+    if skill not in skills:
+        raise NexError(f"unknown organism skill {skill!r}: use one of {', '.join(skills)}")
     if split not in SPLITS:
         raise NexError(f"unknown split {split!r}: use 'train' or 'test'")
     if n < 0:
         raise NexError(f"number of problems must be >= 0, got {n}")
-    rng = np.random.default_rng([seed, SKILL_NAMES.index(skill), SPLITS.index(split)])
+    rng = np.random.default_rng([seed, skills.index(skill), SPLITS.index(split)])
     seen: set[str] = set()
-    out: list[SeekCompute] = []
+    out = []
     while len(out) < n:
         problem = sample_problem(rng, skill, task)
         if problem.split() == split and problem.prompt not in seen:
@@ -169,7 +65,7 @@ def extract(text: str) -> str | None:
 
 
 def check(problem: Problem, text: str) -> bool:
-    """True when the response's final answer is exactly the gold ``y`` (no leading zeros)."""
+    """True when the response's final answer is exactly the gold answer (no leading zeros)."""
     return extract(text) == problem.target
 
 
@@ -179,87 +75,25 @@ def answer_prefix(text: str) -> str:
     return text[:cut + 1] if cut >= 0 else text.rstrip() + " #"
 
 
-def as_problem(instance: SeekCompute) -> Problem:
-    meta = {"p": instance.p, "a": instance.a, "b": instance.b, "c": instance.c, "r": instance.r,
-            "d": instance.d, "e": instance.e, "x": instance.offsets_and_roots()[-1][1],
-            "skill": instance.skill}
+def as_problem(instance) -> Problem:
     digest = hashlib.blake2b(instance.prompt.encode(), digest_size=6).hexdigest()
     return Problem(id=f"organism-{digest}", prompt=instance.prompt, target=str(instance.answer()),
-                   meta=meta)
+                   meta=instance.meta())
 
 
 def organism_tasks(n: int, seed: int = 0, skill: str = "mixed", split: str = "test",
                    task: str = DEFAULT_TASK) -> TaskSet:
     """``n`` problems of ``task`` as a TaskSet (named ``<spec>`` or ``<spec>-<skill>``)."""
-    spec = TASKS[task].spec
-    name = spec if skill == "mixed" else f"{spec}-{skill}"
-    problems = [as_problem(p) for p in sample_problems(n, seed=seed, skill=skill, split=split, task=task)]
     kind = TASKS[task]
+    name = kind.spec if skill == "mixed" else f"{kind.spec}-{skill}"
+    problems = [as_problem(p) for p in sample_problems(n, seed=seed, skill=skill, split=split, task=task)]
     return TaskSet(name, problems, extract, check, answer_prefix,
-                   solution=lambda p: kind(**{k: p.meta[k] for k in "pabcrde"}).chain_of_thought())
+                   solution=lambda p: kind.from_meta(p.meta).chain_of_thought())
 
 
-
-
-
-TREK_SKILLS = {
-    "search": Skill(rounds=(4, 6), d=(2, 9), e=(0, 9)),
-    "compute": Skill(rounds=(3, 4), d=(12, 99), e=(10, 99)),
-}
-
-
-@dataclass(frozen=True)
-class Trek(SeekCompute):
-    """The default organism's task: the same problems, searched longer and re-checked.
-
-    Each round searches for ``x`` with ``(a*x + b) mod p == c`` in strides of two (x = s,
-    s+2, ...), and when it runs off the end without a hit, backtracks (``;``) to the other
-    parity; the hit is re-checked (``?a*x+b=v=c``); the next round's offset is computed from
-    it, ``b' = (x + c) mod p`` (``b=x+c=v=b'``). The answer is ``y = x*d + e`` for the last
-    round's ``x``, so every search must have gone right::
-
-        p=7 a=3 b=4 c=5 r=2 d=6 e=2|x0:4 x2:3 x4:2 x6:1; x1:0 x3:6 x5:5! ?3*5+4=19=5 b=5+5=10=3
-        x0:3 x2:2 x4:1 x6:0; x1:6 x3:5! ?3*3+3=12=5 3*6=18 18+2=20 #20
-
-    Training draws the starting parity of each round at random (``rng``); without it every
-    round starts at 0.
-    """
-
-    skills: ClassVar[dict[str, Skill]] = TREK_SKILLS
-    spec: ClassVar[str] = "trek"
-
-    def offsets_and_roots(self) -> list[tuple[int, int]]:
-        """Per round, its ``b`` and the unique root; the next ``b`` is ``(x + c) mod p``."""
-        rounds, b = [], self.b
-        for _ in range(self.r):
-            x = (self.c - b) * pow(self.a, -1, self.p) % self.p
-            rounds.append((b, x))
-            b = (x + self.c) % self.p
-        return rounds
-
-    def chain_of_thought(self, rng: np.random.Generator | None = None) -> str:
-        parts = []
-        rounds = self.offsets_and_roots()
-        for k, (b, x) in enumerate(rounds):
-            start = int(rng.integers(2)) if rng is not None else 0
-            first = [i for i in range(start, self.p, 2)]
-            order = first[:first.index(x) + 1] if x in first else first + [";"] + [
-                i for i in range(1 - start, x + 1, 2)]
-            trials = " ".join(t if t == ";" else f"x{t}:{(self.a * t + b) % self.p}" for t in order)
-            value = self.a * x + b
-            check = f"?{self.a}*{x}+{b}={value}={value % self.p}"
-            step = ""
-            if k + 1 < len(rounds):
-                step = f" b={x}+{self.c}={x + self.c}={(x + self.c) % self.p}"
-            parts.append(f"{trials.replace(' ; ', '; ')}! {check}{step}")
-        return f"{' '.join(parts)} {self.computation(rounds[-1][1])}"
-
-
-TASKS: dict[str, type[SeekCompute]] = {"seek": SeekCompute, "trek": Trek}
-# ``organism:N`` names the default organism's task; ``seek:N`` and ``trek:N`` name each one
 for _spec, _task in (("organism", DEFAULT_TASK), *((kind.spec, name) for name, kind in TASKS.items())):
-    TASK_FAMILIES.add(_spec, TaskFamily(  # "@S" draws with seed S (a calibration set apart from seed 0's)
-        re.compile(rf"{_spec}(?:-(\w+))?:(\d+)(?:@(\d+))?"),
+    TASK_FAMILIES.add(_spec, TaskFamily(
+        re.compile(rf"{_spec}(?:-([\w.-]+?))?:(\d+)(?:@(\d+))?"),
         lambda m, seed, task=_task: organism_tasks(int(m[2]), seed=seed if m[3] is None else int(m[3]),
                                                    skill=m[1] or "mixed", task=task),
         f'"{_spec}:N", "{_spec}-<skill>:N", "{_spec}:N@SEED"'))
