@@ -25,12 +25,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from nex_causal.capture import CaptureConfig, ReplayConfig, capture, capture_traces
+from nex_causal.capture import (
+    CaptureConfig,
+    ReplayConfig,
+    SampleConfig,
+    capture,
+    capture_traces,
+    sample,
+)
+from nex_causal.capture.cluster import RayOptions
 from nex_causal.errors import NexError
-from nex_causal.models import load_bridge
-from nex_causal.sample import SampleConfig, sample
-from nex_causal.distributed import RayOptions
-from nex_causal.tasks import load_tasks
+from nex_causal.models.loading import load_bridge
+from nex_causal.models.tasks import load_tasks
 
 QWEN3_SHAPES = {  # published Qwen3 shapes: hidden, layers, MLP units, heads, KV heads
     "0.6b": (1024, 28, 3072, 16, 8),

@@ -46,9 +46,15 @@ def best_times(runs: dict, repeats: int) -> dict[str, float]:
 
 
 def main() -> None:
-    from nex_causal.intervene import DonorPatch, NeuronSet, Transplant, ZeroAblation, intervened
-    from nex_causal.models import load_bridge
-    from nex_causal.sampling import encode_prompts, generate_batch
+    from nex_causal.intervene import (
+        DonorPatch,
+        NeuronSet,
+        Transplant,
+        ZeroAblation,
+        intervened,
+    )
+    from nex_causal.models.generation import encode_prompts, generate_batch
+    from nex_causal.models.loading import load_bridge
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=128, help="neurons in the set (spread over the layers)")

@@ -25,10 +25,10 @@ import pandas as pd
 from scipy import stats as sps
 
 from nex_causal.cache import SparseCacheWriter
-from nex_causal.ranking import agreement
-from nex_causal.pool import Pool
+from nex_causal.ranking.agreement import agreement
 from nex_causal.selectors import SELECTORS, SelectionConfig, select
 from nex_causal.selectors.neurons import jaccard_distances
+from nex_causal.selectors.pool import Pool
 
 
 def best_of(repeats: int, fn) -> float:

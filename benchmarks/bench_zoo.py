@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from nex_causal.variants import load_family
+from nex_causal.models.variants import load_family
 from nex_causal.zoo.build import build, checkpoints_of, read_meta
 from nex_causal.zoo.recipe import DEFAULT_ORGANISM, RECIPES, recipe_for
 from nex_causal.zoo.train import deterministic_cpu, init_model, train_stage

@@ -9,6 +9,7 @@ that made them.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -122,6 +123,20 @@ def nex_home() -> Path:
     return Path(os.environ.get("NEX_CAUSAL_HOME") or Path.home() / ".cache" / "nex_causal").expanduser()
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, read in blocks (a traces file, a weights file, a family table)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def digest(obj: Any) -> str:
+    """A short content key of a JSON-able object (keys sorted): what a stage, a model or a zoo was made from."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
@@ -144,18 +159,34 @@ def versions() -> dict[str, str]:
     return out
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet runs as a formula
+
+
+def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every text cell that a spreadsheet would run as a formula prefixed by an apostrophe.
+
+    Only text columns change; numbers (negative ones included) are written as they are.
+    """
+    out = df.copy()
+    for column in out.columns:
+        if out[column].dtype == object or str(out[column].dtype) in ("string", "str"):
+            out[column] = [f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_START) else v for v in out[column]]
+    return out
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike, *, config: Mapping[str, Any] | None = None) -> None:
     """Write ``df`` as ``<path>.parquet`` and ``<path>.csv`` plus ``<path>.meta.json``.
 
     The sidecar records the config that made the table and the package versions, so a
-    table found on disk can always be traced back to its run.
+    table found on disk can always be traced back to its run. The CSV is spreadsheet-safe
+    (``spreadsheet_safe``); the parquet holds the values exactly.
     """
     path = Path(path)
     stem = path.with_suffix("") if path.suffix in {".parquet", ".csv"} else path
     with atomic_path(stem.with_suffix(".parquet")) as tmp:
         df.to_parquet(tmp, index=False)
     with atomic_path(stem.with_suffix(".csv")) as tmp:
-        df.to_csv(tmp, index=False)
+        spreadsheet_safe(df).to_csv(tmp, index=False)
     write_json(stem.with_suffix(".meta.json"), {"config": dict(config or {}), "versions": versions()})
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from nex_causal.errors import NexError
 from nex_causal.io import remove_inside, write_json
-from nex_causal.stack import result_stack
+from nex_causal.versions import result_stack
 
 CLAIM_FILE = "claim.json"
 

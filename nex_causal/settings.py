@@ -169,3 +169,37 @@ def given_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The options of ``cls``'s fields that the user gave (as raw values, for ``from_mapping``)."""
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
             if getattr(args, f.name, None) is not None}
+
+
+def schema(cls: type, indent: str = "") -> list[str]:
+    """The YAML a config of ``cls`` reads, every field with its default and help as a comment
+    (sections nested; a section that is off by default shows its fields commented out)."""
+    hints = typing.get_type_hints(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        inner = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+        default = default_of(f)
+        text = f.metadata.get("help", "")
+        if dataclasses.is_dataclass(inner[0]):
+            state = "off unless configured" if default is None else "on; null turns it off"
+            lines.append(f"{indent}{f.name}:{'':<{max(1, 30 - len(indent) - len(f.name))}}# {text or 'section'} ({state})")
+            nested = schema(inner[0], indent + "  ")
+            lines += nested if default is not None else [f"{indent}  # {line.strip()}" for line in nested]
+            continue
+        value = "<required>" if default is dataclasses.MISSING else _yaml_value(default)
+        entry = f"{indent}{f.name}: {value}"
+        lines.append(f"{entry:<32}# {text}" if text else entry)
+    return lines
+
+
+def _yaml_value(value: Any) -> str:
+    import json
+
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
+    return json.dumps(value) if isinstance(value, str) and (not value or ":" in value or " " in value) else str(value)

@@ -10,11 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nex_causal import annotate as A
 from nex_causal.cache import SparseCacheWriter
+from nex_causal.capture import annotation as X
 from nex_causal.cli import main
 from nex_causal.errors import NexError
 from nex_causal.io import write_json
+from nex_causal.nex import annotate as A
+from nex_causal.nex.config import NexConfig
 from nex_causal.nex.phases import segment
 
 PATTERN = "XXEEXXXEEXXXEEXX"  # planted phases of response 0: E rows recruit 40 new neurons each
@@ -82,27 +84,29 @@ def cache_dir(tmp_path, tiny_qwen3_dir):
 
 
 def test_windows_are_the_cache_rows_and_rebuild_each_response(cache_dir, tmp_path):
-    csv, page = A.export_annotation(cache_dir, [1, 2, 0], tmp_path / "ann.csv")
+    csv, page = X.export_annotation(cache_dir, [1, 2, 0], tmp_path / "ann.csv")
     assert (csv.name, page.name) == ("ann.csv", "ann.html")
     table = pd.read_csv(csv, keep_default_na=False, dtype={"text": str})
     assert list(table.columns) == list(A.COLUMNS) and (table["label"] == "").all()
     assert table["response"].drop_duplicates().tolist() == [1, 2, 0]  # the order asked for
+    escaped = table["text"].str.startswith("'") & table["text"].str[1:2].isin(list("=+-@\t\r"))
+    texts = table["text"].where(~escaped, table["text"].str[1:])  # a spreadsheet shows them as text, not formulas
     for r, text in enumerate(TEXTS):
-        part = table[table["response"] == r]
-        assert "".join(part["text"]) == text
-        assert part["token_start"].tolist() == list(range(0, len(part) * WINDOW, WINDOW))
+        part = table["response"] == r
+        assert "".join(texts[part]) == text
+        assert table.loc[part, "token_start"].tolist() == list(range(0, part.sum() * WINDOW, WINDOW))
     eos = table[table["response"] == 2]
-    assert eos["text"].tolist() == ["12+3", "=15"] and eos["token_end"].tolist() == [4, 8]  # the EOS: no text
+    assert eos["text"].tolist() == ["12+3", "'=15"] and eos["token_end"].tolist() == [4, 8]  # the EOS: no text
 
 
 def test_a_character_split_across_windows_goes_where_it_is_complete(tmp_path):
     tokenizer = byte_tokenizer()
     ids = tokenizer("aé", add_special_tokens=False)["input_ids"]
     assert len(ids) == 3 and tokenizer.decode(ids[:2]) == "a\ufffd"  # é is two byte tokens
-    assert A.window_texts(ids, np.array([0, 1, 2, 3]), tokenizer) == ["a", "", "é"]
-    assert A.window_texts(ids, np.array([0, 2, 3]), tokenizer) == ["a", "é"]
+    assert X.window_texts(ids, np.array([0, 1, 2, 3]), tokenizer) == ["a", "", "é"]
+    assert X.window_texts(ids, np.array([0, 2, 3]), tokenizer) == ["a", "é"]
     cache = write_cache(tmp_path / "c", TRICKY, tokenizer)
-    csv, _ = A.export_annotation(cache, [0, 1], tmp_path / "ann", tokenizer=tokenizer)
+    csv, _ = X.export_annotation(cache, [0, 1], tmp_path / "ann", tokenizer=tokenizer)
     table = pd.read_csv(csv, keep_default_na=False, dtype={"text": str})
     assert [table.loc[table["response"] == r, "text"].str.cat() for r in (0, 1)] == TRICKY
     assert "caf" in table["text"].tolist() and "é </" in table["text"].tolist()  # "é" = bytes 4-5: row 1
@@ -114,10 +118,10 @@ def test_token_ids_that_do_not_fill_the_rows_are_an_error(cache_dir, tmp_path):
     meta.to_parquet(cache_dir / "responses.parquet")
     (cache_dir / "integrity.json").unlink()  # a cache whose table was edited by hand, with no record to catch it
     with pytest.raises(NexError, match="response 1 has 32 token ids but its rows cover 33"):
-        A.export_annotation(cache_dir, [0, 1], tmp_path / "ann")
+        X.export_annotation(cache_dir, [0, 1], tmp_path / "ann")
     meta.drop(columns="token_ids").to_parquet(cache_dir / "responses.parquet")
     with pytest.raises(NexError, match="no generated token ids"):
-        A.export_annotation(cache_dir, [0], tmp_path / "ann")
+        X.export_annotation(cache_dir, [0], tmp_path / "ann")
 
 
 @pytest.fixture()
@@ -129,7 +133,7 @@ def tricky_cache(tmp_path):
 
 def test_page_is_self_contained_blind_and_holds_the_windows(tricky_cache, tmp_path):
     cache, tokenizer = tricky_cache
-    csv, page = A.export_annotation(cache, [0, 1], tmp_path / "ann", tokenizer=tokenizer)
+    csv, page = X.export_annotation(cache, [0, 1], tmp_path / "ann", tokenizer=tokenizer)
     html = page.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']|https?://|@import""", html)  # nothing fetched
     assert html.count("</script>") == 2  # the response's "</script>" cannot close the data element
@@ -171,7 +175,7 @@ def test_page_labels_download_as_a_csv_that_reads_back(tricky_cache, tmp_path):
     """Run the page's script in node on a minimal stand-in DOM: pick E/X on some windows, press
     Download, and read the CSV it hands over back with read_labels."""
     cache, tokenizer = tricky_cache
-    csv, page = A.export_annotation(cache, [1, 0], tmp_path / "ann", tokenizer=tokenizer)
+    csv, page = X.export_annotation(cache, [1, 0], tmp_path / "ann", tokenizer=tokenizer)
     html = page.read_text()
     data = re.search(r'id="windows">(.*?)</script>', html, re.S).group(1)
     script = re.search(r"<script>(.*?)</script>", html, re.S).group(1)
@@ -217,7 +221,7 @@ def fill(csv, labels: dict[tuple[int, int], str], out):
 
 
 def test_score_recovers_the_planted_phases_and_counts_flips(cache_dir, tmp_path):
-    csv, _ = A.export_annotation(cache_dir, [0], tmp_path / "ann")
+    csv, _ = X.export_annotation(cache_dir, [0], tmp_path / "ann")
     truth = {(0, j): p for j, p in enumerate(PATTERN)}
     result, table = A.score_annotation(cache_dir, fill(csv, truth, tmp_path / "a.csv"))
     assert (result.n, result.kappa, result.f1_explore, result.accuracy) == (16, 1.0, 1.0, 1.0)
@@ -230,9 +234,9 @@ def test_score_recovers_the_planted_phases_and_counts_flips(cache_dir, tmp_path)
 
 
 def test_score_compares_with_the_hmm_at_the_given_rho_and_min_run(cache_dir, tmp_path):
-    csv, _ = A.export_annotation(cache_dir, [0], tmp_path / "ann")
+    csv, _ = X.export_annotation(cache_dir, [0], tmp_path / "ann")
     labels = fill(csv, {(0, j): "E" if j % 3 == 0 else "X" for j in range(16)}, tmp_path / "a.csv")
-    _, table = A.score_annotation(cache_dir, labels, rho=0.6, min_run=4)
+    _, table = A.score_annotation(cache_dir, labels, NexConfig(rho=0.6, min_run=4))
     slopes = np.array([40 if p == "E" else 1 for p in PATTERN]) / WINDOW
     expected = segment(slopes, rho=0.6, min_run=4).explore
     assert (table["hmm"] == "E").tolist() == expected.tolist()
@@ -240,7 +244,7 @@ def test_score_compares_with_the_hmm_at_the_given_rho_and_min_run(cache_dir, tmp
 
 
 def test_blank_labels_and_rows_without_a_phase_are_left_out(cache_dir, tmp_path):
-    csv, _ = A.export_annotation(cache_dir, [0, 1], tmp_path / "ann")
+    csv, _ = X.export_annotation(cache_dir, [0, 1], tmp_path / "ann")
     labels = fill(csv, {(0, 2): "E", (0, 4): "X", (1, 0): "X", (1, 1): "E"}, tmp_path / "a.csv")
     result, table = A.score_annotation(cache_dir, labels)
     assert table[["response", "row"]].values.tolist() == [[0, 2], [0, 4], [1, 0], [1, 1]]
@@ -249,7 +253,7 @@ def test_blank_labels_and_rows_without_a_phase_are_left_out(cache_dir, tmp_path)
 
 
 def test_bad_label_files_are_named_in_one_line(cache_dir, tmp_path):
-    csv, _ = A.export_annotation(cache_dir, [0], tmp_path / "ann")
+    csv, _ = X.export_annotation(cache_dir, [0], tmp_path / "ann")
     with pytest.raises(NexError, match=r"line 3 has label 'MAYBE'"):
         A.read_labels(fill(csv, {(0, 0): "E", (0, 1): "maybe"}, tmp_path / "a.csv"))
     with pytest.raises(NexError, match="no labelled window"):
@@ -266,7 +270,7 @@ def test_bad_label_files_are_named_in_one_line(cache_dir, tmp_path):
     with pytest.raises(NexError, match="lacks column"):
         A.read_labels(tmp_path / "c.csv")
     with pytest.raises(NexError, match="out of range"):
-        A.export_annotation(cache_dir, [7], tmp_path / "x")
+        X.export_annotation(cache_dir, [7], tmp_path / "x")
 
 
 def test_cli_export_then_score(cache_dir, tmp_path, capsys):

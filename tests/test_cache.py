@@ -11,8 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nex_causal.cache import (FILES, SparseCache, SparseCacheWriter, concatenate, pack_keys,
-                              unpack_keys)
+from nex_causal.cache import (
+    FILES,
+    SparseCache,
+    SparseCacheWriter,
+    concatenate,
+    pack_keys,
+    unpack_keys,
+)
 from nex_causal.errors import NexError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -264,9 +270,9 @@ def test_values_no_capture_writes_are_named_with_their_index(tmp_path):
     mass = read_raw(cache.path, "w_sum")
     mass[4] = np.nan
     overwrite(cache.path, "w_sum", mass)
-    from nex_causal import integrity
+    from nex_causal.cache.integrity import write_record
 
-    integrity.write_record(cache.path, [f for f, _ in FILES.values()] + ["responses.parquet"])  # a forged record
+    write_record(cache.path, [f for f, _ in FILES.values()] + ["responses.parquet"])  # a forged record
     with pytest.raises(NexError, match=r"rows/w_sum\.float16 holds .*nan.* at index 4"):
         SparseCache.open(cache.path)
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from nex_causal.capture import CaptureConfig, capture
+from nex_causal.capture.sparsify import Sparsifier
 from nex_causal.errors import NexError
-from nex_causal.sparsify import Sparsifier
-from nex_causal.tasks import Problem, TaskSet
+from nex_causal.models.tasks import Problem, TaskSet
 
 PROMPTS = ["12+3=?", "7*8=", "abc|", "99-1=", "x"]
 
@@ -102,7 +102,7 @@ def cache_bytes(path):
 
 @pytest.mark.parametrize("method", ["replay", "stepwise"])
 def test_same_seed_same_bytes_and_resume_equals_uninterrupted(tmp_path, tiny_qwen3_bridge, monkeypatch, method):
-    from nex_causal.capture import CaptureWork
+    from nex_causal.capture.record import CaptureWork
 
     full, _ = run(tmp_path, tiny_qwen3_bridge, name="full", method=method)
     again, _ = run(tmp_path, tiny_qwen3_bridge, name="again", method=method)

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from nex_causal.errors import NexError
-from nex_causal.experiment import DEMO_CONFIG, load_config, run_experiment
-from nex_causal.stages import STAGES
+from nex_causal.run.experiment import DEMO_CONFIG, load_config, run_experiment
+from nex_causal.run.stages import STAGES
 
 
 def tiny_config(family_dir, **overrides) -> dict:
@@ -123,12 +123,12 @@ def test_config_errors_name_the_key_before_any_work(tiny_family_dir, tmp_path, o
 
 
 def test_shipped_configs_parse():
-    configs = sorted((DEMO_CONFIG.parents[1] / "experiments").glob("*.yaml"))
+    configs = sorted((DEMO_CONFIG.parents[2] / "experiments").glob("*.yaml"))
     assert {c.name for c in configs} >= {"demo.yaml", "selection.yaml", "ranking.yaml", "transfer.yaml",
                                          "ablation.yaml"}
     for path in [DEMO_CONFIG, *configs]:
         assert load_config(path).name
-    assert os.path.samefile(DEMO_CONFIG.parents[1] / "experiments" / "demo.yaml", DEMO_CONFIG)
+    assert os.path.samefile(DEMO_CONFIG.parents[2] / "experiments" / "demo.yaml", DEMO_CONFIG)
 
 
 def test_degenerate_results_are_flagged_at_the_top_and_fail_the_command(finished, tmp_path, capsys):
@@ -140,7 +140,8 @@ def test_degenerate_results_are_flagged_at_the_top_and_fail_the_command(finished
     assert text.index("Warning: degenerate results") < text.index("## ")
     import yaml
 
-    from nex_causal.cli import DEGENERATE, main
+    from nex_causal.cli import main
+    from nex_causal.cli.run import DEGENERATE
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
     config_file = tmp_path / "tiny.yaml"
@@ -150,7 +151,7 @@ def test_degenerate_results_are_flagged_at_the_top_and_fail_the_command(finished
 
 
 def test_a_result_made_under_other_versions_is_recomputed(tiny_family_dir, tmp_path, monkeypatch):
-    import nex_causal.stack as stack
+    import nex_causal.versions as stack
 
     config = load_config(tiny_config(tiny_family_dir, selection=None, ranking=None, transfer=None, figures=False,
                                      variants=["alpha", "beta"]))

@@ -11,15 +11,15 @@ import pytest
 from matplotlib.image import imread
 
 from nex_causal import figures as F
-from nex_causal.figures.registry import FIGURES
-from nex_causal.figures.selection import REFERENCE_SELECTORS
-from nex_causal.nex.tables import trace_table, weights_table
 from nex_causal.cache import ResponseRows
 from nex_causal.cli import main
 from nex_causal.errors import NexError
+from nex_causal.figures.registry import FIGURES
+from nex_causal.figures.selection import REFERENCE_SELECTORS
 from nex_causal.io import write_table
 from nex_causal.nex import analyze_response
-from nex_causal.ranking import inverted_u, inverted_u_table
+from nex_causal.nex.tables import trace_table, weights_table
+from nex_causal.ranking.inverted_u import inverted_u, inverted_u_table
 
 DPI = 300
 
@@ -422,7 +422,7 @@ def test_inverted_u_fits_responses_logistically_over_the_data_range_only():
 
 
 def test_make_figures_writes_each_figures_table_and_caption_and_the_report_prints_it(tmp_path):
-    from nex_causal.report import write_report
+    from nex_causal.run.report import write_report
 
     run = tmp_path / "run"
     write_table(pooled_selection(), run / "tables" / "selection")
@@ -438,7 +438,7 @@ def test_make_figures_writes_each_figures_table_and_caption_and_the_report_print
 
 
 def test_the_reports_selection_table_carries_intervals_for_one_cache_and_for_the_pool(tmp_path):
-    from nex_causal.report import headline_tables
+    from nex_causal.run.report import headline_tables
 
     title = "Best-of-N accuracy per selector and variant"
     write_table(pooled_selection(), tmp_path / "tables" / "selection")

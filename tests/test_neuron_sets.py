@@ -8,10 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nex_causal.errors import NexError
 from nex_causal.cache import KEY_SPACE
+from nex_causal.errors import NexError
 from nex_causal.intervene.neuron_sets import (
-    NeuronSet, bottom_redundant, check_weights_fit, matched_random, top_effective,
+    NeuronSet,
+    bottom_redundant,
+    check_weights_fit,
+    matched_random,
+    top_effective,
 )
 
 

@@ -11,7 +11,15 @@ import pytest
 from nex_causal.cache import ResponseRows
 from nex_causal.errors import NexError
 from nex_causal.nex.novelty import clean_rows, novelty
-from nex_causal.nex.phases import detrend, enforce_min_run, fit_mixture, hmm_explore, log_slope, segment, viterbi
+from nex_causal.nex.phases import (
+    detrend,
+    enforce_min_run,
+    fit_mixture,
+    hmm_explore,
+    log_slope,
+    segment,
+    viterbi,
+)
 
 phases = segment
 

@@ -10,10 +10,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nex_causal.cache import KEY_SPACE, SparseCache, SparseCacheWriter, pack_keys, unpack_keys
+from nex_causal.cache import (
+    KEY_SPACE,
+    SparseCache,
+    SparseCacheWriter,
+    pack_keys,
+    unpack_keys,
+)
 from nex_causal.errors import NexError
-from nex_causal.nex import (analyze_response, learn_weights, load_weights, log_gap, nex_score, score_cache,
-                            score_responses, write_scores)
+from nex_causal.nex import (
+    analyze_response,
+    learn_weights,
+    load_weights,
+    log_gap,
+    nex_score,
+    score_cache,
+    score_responses,
+    write_scores,
+)
 from nex_causal.nex.score import good_mass_fraction
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -9,11 +9,16 @@ import torch
 from nex_causal.errors import NexError
 from nex_causal.intervene.neuron_sets import NeuronSet
 from nex_causal.intervene.patching import (
-    DonorPatch, MeanAblation, Scaling, ZeroAblation, activation_means, intervened,
+    DonorPatch,
+    MeanAblation,
+    Scaling,
+    ZeroAblation,
+    activation_means,
+    intervened,
 )
-from nex_causal.geometry import MLPGeometry
-from nex_causal.models import load_bridge
-from nex_causal.sampling import encode_prompts, generate_batch
+from nex_causal.models.generation import encode_prompts, generate_batch
+from nex_causal.models.geometry import MLPGeometry
+from nex_causal.models.loading import load_bridge
 
 PROMPTS = ["p=11 a=3 b=4 c=5 d=7 e=2|x0:4", "p=7 a=2|"]
 SET = NeuronSet.from_units("s", [0, 0, 1, 1, 1], [3, 64, 0, 5, 127])

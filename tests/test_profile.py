@@ -12,11 +12,14 @@ import pytest
 
 from nex_causal.cache import TOKEN_ORDER, SparseCache, SparseCacheWriter, pack_keys
 from nex_causal.capture import CaptureConfig, capture
+from nex_causal.capture.rewindow import rewindow
 from nex_causal.cli import main
 from nex_causal.errors import NexError
-from nex_causal.profile import diagnose, novelty_decay, profile
-from nex_causal.rewindow import rewindow
-from nex_causal.sweep import SweepConfig, prompt_split, run_sweep
+from nex_causal.nex.calibration import prompt_split
+from nex_causal.nex.learn import novelty_decay
+from nex_causal.nex.profile import diagnose, profile
+from nex_causal.ranking.config import SweepConfig
+from nex_causal.ranking.sweep import run_sweep
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -149,7 +152,7 @@ def test_the_sweep_picks_the_planted_setting_on_split_one_and_reports_it_on_spli
     root = planted_family(tmp_path, accuracy)
     config = SweepConfig(windows=[1, 16], sparsifiers=["topk:64"], rho=[0.95], min_run=[2],
                          default="window=16,sparsifier=topk:64,rho=0.95,min_run=2", n_boot=200)
-    from nex_causal.variants import load_family
+    from nex_causal.models.variants import load_family
 
     table, choice = run_sweep(load_family(root), root / "caches", config, tmp_path / "work", progress=False)
     assert len(table) == 4 and set(table["split"]) == {1, 2}
@@ -171,7 +174,7 @@ def test_the_sweep_picks_the_planted_setting_on_split_one_and_reports_it_on_spli
 def test_the_sweep_chooses_only_among_settings_nex_can_read_and_reports_what_the_floor_excluded(tmp_path):
     accuracy = {"v0": 0.1, "v1": 0.3, "v2": 0.5, "v3": 0.7, "v4": 0.9}
     root = planted_family(tmp_path, accuracy)
-    from nex_causal.variants import load_family
+    from nex_causal.models.variants import load_family
 
     def sweep(**floor):
         config = SweepConfig(windows=[1, 16], sparsifiers=["topk:64"], rho=[0.95], min_run=[2], n_boot=100,

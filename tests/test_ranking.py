@@ -6,10 +6,15 @@ import pytest
 
 from nex_causal.cache import SparseCacheWriter
 from nex_causal.errors import NexError
-from nex_causal.pool import Pool
-from nex_causal.ranking import (RankingConfig, agreement, exploration_curves, family_pools, inverted_u,
-                                inverted_u_table, rank)
-from nex_causal.variants import load_family
+from nex_causal.models.variants import load_family
+from nex_causal.ranking.agreement import agreement, family_pools, rank
+from nex_causal.ranking.config import RankingConfig
+from nex_causal.ranking.inverted_u import (
+    exploration_curves,
+    inverted_u,
+    inverted_u_table,
+)
+from nex_causal.selectors.pool import Pool
 
 ACCURACY = {"v0": 0.15, "v1": 0.35, "v2": 0.55, "v3": 0.75, "v4": 0.9}
 N_PROMPTS, N_SAMPLES, N_LAYERS, D_MLP = 24, 4, 2, 3000

@@ -8,15 +8,21 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from nex_causal.capture import CaptureConfig, CaptureWork, ReplayConfig, capture, capture_traces
-from nex_causal.errors import NexError
-from nex_causal.replay import groups
-from nex_causal.sample import SampleConfig, sample
-from nex_causal.traces import traces_meta
-from nex_causal.zoo.build import checkpoints_of
-
 from test_capture import cache_bytes, toy_tasks
+
+from nex_causal.capture import (
+    CaptureConfig,
+    ReplayConfig,
+    SampleConfig,
+    capture,
+    capture_traces,
+    sample,
+)
+from nex_causal.capture.record import CaptureWork
+from nex_causal.capture.replay import groups
+from nex_causal.capture.traces import traces_meta
+from nex_causal.errors import NexError
+from nex_causal.zoo.build import checkpoints_of
 
 RECORD = dict(sparsifier="topk:24", window=4)
 
@@ -84,7 +90,7 @@ def test_groups_fit_the_token_budget():
 
 
 def test_replay_equals_stepwise_on_the_organism(tmp_path):
-    from nex_causal.models import load_bridge
+    from nex_causal.models.loading import load_bridge
     from nex_causal.zoo.task import organism_tasks
 
     bridge = load_bridge(checkpoints_of("seek") / "expert-search")
@@ -206,7 +212,7 @@ def test_cli_sample_and_capture_from_traces(tmp_path, tiny_qwen3_dir, capsys):
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the ray extra is not installed")
 def test_ray_shards_equal_one_process_byte_for_byte(tmp_path, tiny_qwen3_dir):
-    from nex_causal.distributed import RayOptions
+    from nex_causal.capture.cluster import RayOptions
 
     kw = dict(model=str(tiny_qwen3_dir), tasks="organism:6", n_samples=2, max_new_tokens=20, batch_size=4, **RECORD)
     single = capture(CaptureConfig(**kw), tmp_path / "single", progress=False)

@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from nex_causal.errors import NexError
-from nex_causal.sampling import encode_prompts, generate, generate_batch, sample_next, token_statistics
+from nex_causal.models.generation import (
+    encode_prompts,
+    generate,
+    generate_batch,
+    sample_next,
+    token_statistics,
+)
 
 PROMPTS = ["12+3=?", "1", "abc 99+1=", "7|"]
 

@@ -13,9 +13,9 @@ import json
 import pytest
 import torch
 
-import nex_causal.models as models
-from nex_causal.geometry import MLPGeometry
-from nex_causal.models import SMOLLM2, load_bridge, resolve_model
+import nex_causal.models.loading as models
+from nex_causal.models.geometry import MLPGeometry
+from nex_causal.models.loading import SMOLLM2, load_bridge, resolve_model
 
 pytestmark = [
     pytest.mark.smollm2,
@@ -80,10 +80,16 @@ def test_the_real_model_knows_a_fact(smollm2_bridge):
 
 
 def test_replay_equals_stepwise_capture_on_smollm2(smollm2_bridge, tmp_path):
-    from nex_causal.capture import CaptureConfig, ReplayConfig, capture, capture_traces
-    from nex_causal.sample import SampleConfig, sample
-
     from test_replay import assert_same_rows
+
+    from nex_causal.capture import (
+        CaptureConfig,
+        ReplayConfig,
+        SampleConfig,
+        capture,
+        capture_traces,
+        sample,
+    )
 
     kw = dict(model=SMOLLM2, tasks="organism:2", n_samples=2, max_new_tokens=32, temperature=0.7, batch_size=4,
               chat=True)

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import nex_causal.stack as stack
+import nex_causal.versions as stack
 from nex_causal.cli import main
 from nex_causal.errors import NexError
-from nex_causal.models import check_kv_cache, kv_cache_error
+from nex_causal.models.loading import check_kv_cache, kv_cache_error
 from nex_causal.nex.weights import save_weights
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -2,8 +2,15 @@ import numpy as np
 import pytest
 
 from nex_causal.errors import NexError
-from nex_causal.stats import (bootstrap, kendall, quadratic_fit, rank_correlations, resample_counts,
-                              spearman, weighted_mean)
+from nex_causal.stats import (
+    bootstrap,
+    kendall,
+    quadratic_fit,
+    rank_correlations,
+    resample_counts,
+    spearman,
+    weighted_mean,
+)
 
 
 def test_resample_counts_draw_n_items_per_resample_and_repeat_with_the_seed():

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nex_causal.errors import NexError
-from nex_causal.tasks import (
+from nex_causal.models.tasks import (
     ANSWER_INSTRUCTION,
     Problem,
     check_answer,

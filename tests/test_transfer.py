@@ -9,15 +9,16 @@ import pytest
 import torch
 
 from nex_causal.cache import KEY_SPACE
-from nex_causal.errors import NexError
-from nex_causal.evaluate import evaluate
-from nex_causal.intervene.neuron_sets import NeuronSet
-from nex_causal.intervene.grid import Grid, GridConfig, neuron_grid
 from nex_causal.cli.intervene import command_config
+from nex_causal.errors import NexError
+from nex_causal.intervene.cells import GridConfig
+from nex_causal.intervene.grid import Grid, neuron_grid
+from nex_causal.intervene.neuron_sets import NeuronSet
 from nex_causal.io import read_mapping
-from nex_causal.geometry import MLPGeometry
-from nex_causal.models import load_bridge
-from nex_causal.tasks import Problem, TaskSet
+from nex_causal.models.evaluation import evaluate
+from nex_causal.models.geometry import MLPGeometry
+from nex_causal.models.loading import load_bridge
+from nex_causal.models.tasks import Problem, TaskSet
 
 STEPS = 6
 PLANTED = NeuronSet.from_units("planted", np.r_[np.zeros(8), np.ones(16)].astype(int),
@@ -293,7 +294,7 @@ def test_an_empty_set_is_reported_with_its_real_size_and_the_baseline_outcome(in
 # --- the power to answer: continuous outcomes, null distributions, p-values ------------------------
 
 def test_continuous_outcome_of_an_untouched_model_is_its_own_forward_pass(intact, task):
-    from nex_causal.evaluate import continuation_logprobs
+    from nex_causal.models.evaluation import continuation_logprobs
 
     contexts = [intact.to_tokens(p.prompt)[0] for p in task.problems]
     continuations = [torch.tensor(intact.tokenizer(p.target, add_special_tokens=False).input_ids)
@@ -343,7 +344,8 @@ def test_a_random_effective_set_has_a_uniform_p_value(corrupted, intact, task, t
 
 
 def test_the_minimum_detectable_effect_shrinks_as_prompts_grow():
-    from nex_causal.intervene.grid import BASELINE, Cell
+    from nex_causal.intervene.cells import Cell
+    from nex_causal.intervene.grid import BASELINE
     from nex_causal.intervene.tables import gap_summary
 
     config = transfer_config(outcomes=("solution-logprob",), n_random=40, interventions=("transplant",))

@@ -11,9 +11,14 @@ from conftest import CHARS, save_char_tokenizer
 
 from nex_causal.errors import NexError
 from nex_causal.intervene.neuron_sets import NeuronSet
-from nex_causal.intervene.transplant import Transplant, transplant, transplanted, write_transplant
-from nex_causal.geometry import MLPGeometry
-from nex_causal.models import load_bridge
+from nex_causal.intervene.transplant import (
+    Transplant,
+    transplant,
+    transplanted,
+    write_transplant,
+)
+from nex_causal.models.geometry import MLPGeometry
+from nex_causal.models.loading import load_bridge
 
 PROMPTS = ["p=11 a=3 b=4 c=5 d=7 e=2|x0:4", "p=7 a=2 b=1|"]
 

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from nex_causal.errors import NexError
-from nex_causal.tasks import Problem
-from nex_causal.variants import load_family
+from nex_causal.models.tasks import Problem
+from nex_causal.models.variants import load_family
 from nex_causal.zoo import build, find_variant, organism_tasks, train_models
 from nex_causal.zoo.build import checkpoints_of, read_meta, weights_hash, zoo_organism
 from nex_causal.zoo.family import default_family
@@ -154,7 +154,7 @@ def test_trek_rounds_search_in_strides_backtrack_and_recheck():
 
 
 def test_organism_specs_name_the_tasks():
-    from nex_causal.tasks import load_tasks
+    from nex_causal.models.tasks import load_tasks
 
     assert load_tasks("organism:3").name == "trek"  # the default organism
     assert load_tasks("seek-search:2").name == "seek-search"
@@ -276,7 +276,7 @@ def test_dare_is_random_but_seeded(zoo, tmp_path):
 def test_variant_dirs_are_ordinary_hf_models(zoo):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from nex_causal.models import load_bridge
+    from nex_causal.models.loading import load_bridge
 
     for name in ("base", "ties-0.7"):
         model = AutoModelForCausalLM.from_pretrained(zoo / name)
@@ -338,14 +338,14 @@ def test_committed_checkpoints_match_their_recipe(organism):
 
 @pytest.fixture(scope="module", params=ORGANISMS)
 def expert_bridges(request):
-    from nex_causal.models import load_bridge
+    from nex_causal.models.loading import load_bridge
 
     organism = request.param
     return organism, {name: load_bridge(checkpoints_of(organism) / name) for name in ("expert-search", "expert-compute")}
 
 
 def test_experts_learned_their_skills(expert_bridges):
-    from nex_causal.evaluate import evaluate
+    from nex_causal.models.evaluation import evaluate
 
     organism, bridges = expert_bridges
     for skill, floor in FLOORS[organism].items():
@@ -356,7 +356,7 @@ def test_experts_learned_their_skills(expert_bridges):
 
 
 def test_sampling_gives_different_traces_for_one_prompt(expert_bridges):
-    from nex_causal.sampling import generate
+    from nex_causal.models.generation import generate
 
     organism, bridges = expert_bridges
     prompt = organism_tasks(1, seed=2, skill="search", task=organism).problems[0].prompt

@@ -1,24 +1,36 @@
-"""The ``nex-causal`` command: thin argument parsing over the library, one module per command group.
+"""The ``nex-causal`` command: thin argument parsing over the library, one module per package it drives.
 
-Each module has ``add(subparsers)``, which declares its commands (options of a configurable
-concept come from its dataclass, ``nex_causal.settings.add_options``) and handlers that call
-library code. Errors the user can fix (``NexError``) print one line and exit with status 2;
-a run whose results are degenerate exits with status 3.
+    zoo        zoo build | list | train                      (nex_causal.zoo)
+    capture    sample, capture, cache rewindow               (nex_causal.capture)
+    nex        nex train | score | run, inspect, annotate    (nex_causal.nex)
+    selectors  select                                        (nex_causal.selectors)
+    ranking    rank, sweep                                   (nex_causal.ranking)
+    intervene  transfer, ablate                              (nex_causal.intervene)
+    run        run, demo, figures, doctor, config            (nex_causal.run)
+
+Each module has ``add(subparsers)``, which declares its commands (the options of a configurable
+concept come from its dataclass, ``nex_causal.settings.add_options``) and points each at a
+module-level handler. Building the parser imports only the light config modules; a handler
+imports what its command uses, so ``nex-causal --help`` answers at once. Errors the user can
+fix (``NexError``, and the operating system's: a full disk, a read-only directory) print one
+line and exit with status 2; a run whose results are degenerate exits with status 3;
+warnings print as ``warning: ...`` lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from nex_causal import __version__
-from nex_causal.cli import capture, doctor, inspect, intervene, nex, selection, workflow, zoo
-from nex_causal.cli.workflow import DEGENERATE
+from nex_causal.cli import capture, intervene, nex, ranking, run, selectors, zoo
 from nex_causal.errors import NexError
 
-__all__ = ["DEGENERATE", "build_parser", "main"]
-GROUPS = (doctor, nex, zoo, capture, inspect, selection, intervene, workflow)
+__all__ = ["build_parser", "main"]
+GROUPS = (run, zoo, capture, nex, selectors, ranking, intervene)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,11 +43,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "verify", None):
+        from nex_causal.cache.integrity import ENV
+
+        os.environ[ENV] = args.verify  # every cache this command (and its workers) opens
+    warnings.showwarning = _warning_line
     try:
         return int(args.handler(args) or 0)
     except NexError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-
+    except OSError as err:  # a full disk, a read-only or missing directory: the system's one line
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error: cannot read or write{where}: {err.strerror or err}; free space, fix the permissions or "
+              "choose another directory", file=sys.stderr)
+        return 2

@@ -1,15 +1,15 @@
-"""``sample`` and ``capture``: traces by the fastest engine, and caches of sparse MLP activations."""
+"""``sample``, ``capture`` and ``cache rewindow``: traces by the fastest engine, caches of sparse MLP activations,
+and caches of other settings derived from a token-level one."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 
-from nex_causal.capture import CaptureConfig, ReplayConfig
+from nex_causal.capture.cluster import RayOptions
+from nex_causal.capture.config import CaptureConfig, ReplayConfig, SampleConfig
 from nex_causal.errors import NexError
-from nex_causal.sample import SampleConfig
 from nex_causal.settings import add_options, from_mapping, given_options
-from nex_causal.distributed import RayOptions
 
 
 def add_ray_options(p: argparse.ArgumentParser) -> None:
@@ -51,9 +51,20 @@ def add(sub: argparse._SubParsersAction) -> None:
     add_ray_options(p)
     p.set_defaults(handler=run_capture)
 
+    cache = sub.add_parser("cache", help="derive caches of other settings from a token-level one")
+    verbs = cache.add_subparsers(dest="cache_command", required=True, metavar="{rewindow}")
+    rw = verbs.add_parser("rewindow", help="a coarser window and a stricter sparsifier, without the model",
+                          description="From a token-level cache (captured with --window 1), write the cache a "
+                          "capture with --window W and a stricter --sparsifier would have written.")
+    rw.add_argument("src", metavar="SRC", help="token-level cache directory")
+    rw.add_argument("--window", type=int, required=True, help="generated tokens per row")
+    rw.add_argument("--sparsifier", help="a selection at most as loose as the captured one (default: it)")
+    rw.add_argument("--out", required=True, help="cache directory to write")
+    rw.set_defaults(handler=run_rewindow)
+
 
 def run_sample(args: argparse.Namespace) -> None:
-    from nex_causal.sample import sample
+    from nex_causal.capture.sampling import sample
 
     out = sample(from_mapping(SampleConfig, given_options(args, SampleConfig)), args.out, ray=ray_options(args))
     import pandas as pd
@@ -64,7 +75,7 @@ def run_sample(args: argparse.Namespace) -> None:
 
 
 def run_capture(args: argparse.Namespace) -> None:
-    from nex_causal.capture import capture, capture_traces
+    from nex_causal.capture.record import capture, capture_traces
 
     given = given_options(args, CaptureConfig)
     if args.from_traces:
@@ -83,3 +94,10 @@ def run_capture(args: argparse.Namespace) -> None:
     accuracy = f"accuracy {labelled.astype(bool).mean():.3f}" if len(labelled) else "no targets, so no accuracy"
     print(f"{args.out}: {cache.n_responses} responses, {cache.n_rows} rows, "
           f"{int(table['n_tokens'].sum())} generated tokens, {accuracy}")
+
+
+def run_rewindow(args: argparse.Namespace) -> None:
+    from nex_causal.capture.rewindow import rewindow
+
+    cache = rewindow(args.src, args.out, window=args.window, sparsifier=args.sparsifier, progress=True)
+    print(f"{args.out}: {cache.n_responses} responses, {cache.n_rows} rows of {args.window} tokens")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from nex_causal.errors import NexError
-from nex_causal.intervene.grid import GridConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+from nex_causal.intervene.cells import GridConfig
 from nex_causal.io import read_mapping
 from nex_causal.settings import add_options, from_mapping, given_options, split_lists
 
@@ -51,7 +53,7 @@ def command_config(experiment: str, config_file: str | None, options: dict) -> t
 
 def format_report(table: pd.DataFrame, summary: pd.DataFrame) -> str:
     """The outcome table and the gap summary as plain text, for the terminal."""
-    from nex_causal.report import gap_table
+    from nex_causal.run.report import gap_table
 
     outcomes = table[["intervention", "set_kind", "dose", "seed", "set_size", "outcome", "value"]].copy()
     outcomes["delta [95% CI]"] = table.apply(lambda r: f"{r['delta']:+.3f} [{r['delta_low']:+.3f}, "

@@ -34,36 +34,37 @@ def add(sub: argparse._SubParsersAction) -> None:
     build_cmd.add_argument("--retrain", action="store_true", help="train base and experts from scratch "
                            "and check them against the committed weights")
 
-    def do_build(args: argparse.Namespace) -> None:
-        import time
-
-        from nex_causal.zoo.build import build, describe
-
-        start = time.perf_counter()
-        out = build(args.out, seed=args.seed, organism=args.organism, retrain=args.retrain,
-                    progress=not args.quiet)
-        print(describe(out))
-        print(f"done in {time.perf_counter() - start:.1f} s")
-
-    def do_list(args: argparse.Namespace) -> None:
-        from nex_causal.zoo.build import describe
-
-        print(describe(args.out, args.organism))
-
-    def do_train(args: argparse.Namespace) -> None:
-        import shutil
-
-        from nex_causal.zoo.build import recipe_for, record_accuracy, train_models
-
-        recipe = recipe_for(args.organism, args.seed)
-        for name in recipe.trained:
-            shutil.rmtree(Path(args.out) / name, ignore_errors=True)
-        metas = train_models(recipe, args.out, progress=not args.quiet)
-        for name, meta in metas.items():
-            recorded = record_accuracy(Path(args.out) / name, recipe)["recorded_eval"]
-            print(f"{name}: {meta['train_seconds']} s, weights sha256 {meta['weights_sha256']}, "
-                  f"greedy accuracy {recorded['accuracy']:.3f} (recorded with the weights)")
-
     build_cmd.set_defaults(handler=do_build)
     list_cmd.set_defaults(handler=do_list)
     train_cmd.set_defaults(handler=do_train)
+
+
+def do_build(args: argparse.Namespace) -> None:
+    import time
+
+    from nex_causal.zoo.build import build, describe
+
+    start = time.perf_counter()
+    out = build(args.out, seed=args.seed, organism=args.organism, retrain=args.retrain,
+                progress=not args.quiet)
+    print(describe(out))
+    print(f"done in {time.perf_counter() - start:.1f} s")
+
+def do_list(args: argparse.Namespace) -> None:
+    from nex_causal.zoo.build import describe
+
+    print(describe(args.out, args.organism))
+
+def do_train(args: argparse.Namespace) -> None:
+    import shutil
+
+    from nex_causal.zoo.build import recipe_for, record_accuracy, train_models
+
+    recipe = recipe_for(args.organism, args.seed)
+    for name in recipe.trained:
+        shutil.rmtree(Path(args.out) / name, ignore_errors=True)
+    metas = train_models(recipe, args.out, progress=not args.quiet)
+    for name, meta in metas.items():
+        recorded = record_accuracy(Path(args.out) / name, recipe)["recorded_eval"]
+        print(f"{name}: {meta['train_seconds']} s, weights sha256 {meta['weights_sha256']}, "
+              f"greedy accuracy {recorded['accuracy']:.3f} (recorded with the weights)")

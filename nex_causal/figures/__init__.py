@@ -31,8 +31,6 @@ from pathlib import Path
 import pandas as pd
 
 from nex_causal.errors import NexError
-from nex_causal.figures import trace  # noqa: F401,I001  (registration, in the order figures are drawn)
-from nex_causal.figures import profile, ranking, selection, sweep, transfer  # noqa: F401,I001
 from nex_causal.figures.ranking import plot_inverted_u, plot_scores_vs_accuracy
 from nex_causal.figures.registry import FIGURES, FigureSpec
 from nex_causal.figures.selection import plot_best_of_n
@@ -40,7 +38,7 @@ from nex_causal.figures.style import DOUBLE, SINGLE, clipped_texts, save_figure
 from nex_causal.figures.trace import plot_trace
 from nex_causal.figures.transfer import plot_neuron_weights, plot_transfer
 
-__all__ = ["DOUBLE", "FIGURES", "SINGLE", "clipped_texts", "make_figures", "missing_tables", "plot_best_of_n",
+__all__ = ["DOUBLE", "FIGURES", "SINGLE", "FigureSpec", "clipped_texts", "make_figures", "missing_tables", "plot_best_of_n",
            "plot_inverted_u", "plot_neuron_weights", "plot_scores_vs_accuracy", "plot_trace", "plot_transfer", "save_figure"]
 
 RUN_TABLES = "tables"

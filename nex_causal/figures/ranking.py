@@ -8,8 +8,17 @@ from matplotlib.figure import Figure
 
 from nex_causal.errors import NexError
 from nex_causal.figures.registry import FIGURES, FigureSpec
-from nex_causal.figures.style import DASHES, DOUBLE, INK, MARKERS, SINGLE, require, styled
+from nex_causal.figures.style import (
+    DASHES,
+    DOUBLE,
+    INK,
+    MARKERS,
+    SINGLE,
+    require,
+    styled,
+)
 from nex_causal.stats import QuadraticFit, spearman
+
 
 def _by_source(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """``table`` split by its ``caches`` column (one ranking per set of caches) when it has several."""

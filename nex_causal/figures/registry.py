@@ -21,4 +21,5 @@ class FigureSpec:
     optional: tuple[str, ...] = ()
 
 
-FIGURES: Registry[FigureSpec] = Registry("figure")
+FIGURES: Registry[FigureSpec] = Registry("figure", providers=tuple(  # in the order figures are drawn
+    f"nex_causal.figures.{name}" for name in ("trace", "profile", "ranking", "selection", "sweep", "transfer")))

@@ -23,9 +23,9 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from nex_causal.stack import installed
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path, versions, write_json
+from nex_causal.versions import installed
 
 SINGLE = 3.3  # inches: one column of a two-column paper
 DOUBLE = 6.9  # inches: the full text width

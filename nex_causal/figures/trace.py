@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -10,8 +9,17 @@ from matplotlib.patches import Patch
 
 from nex_causal.errors import NexError
 from nex_causal.figures.registry import FIGURES, FigureSpec
-from nex_causal.figures.style import DASHES, EXPLORE_SHADE, INK, MARKERS, SINGLE, require, styled
-from nex_causal.runlength import runs
+from nex_causal.figures.style import (
+    DASHES,
+    EXPLORE_SHADE,
+    INK,
+    MARKERS,
+    SINGLE,
+    require,
+    styled,
+)
+from nex_causal.nex.runlength import runs
+
 
 @styled
 def plot_trace(trace: pd.DataFrame) -> Figure:

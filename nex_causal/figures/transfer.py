@@ -7,9 +7,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from nex_causal.errors import NexError
 from nex_causal.figures.registry import FIGURES, FigureSpec
-from nex_causal.figures.style import DASHES, DOUBLE, INK, MARKERS, SINGLE, require, styled
+from nex_causal.figures.style import (
+    DASHES,
+    DOUBLE,
+    INK,
+    MARKERS,
+    SINGLE,
+    require,
+    styled,
+)
 
 TRANSFER_SETS = {"effective": (INK[0], MARKERS[0], DASHES[0]), "redundant": (INK[1], MARKERS[1], DASHES[1])}
 

@@ -45,10 +45,23 @@ class InterventionKind:
     uses_hooks: bool = True  # False: it changes weights only, so plain Hugging Face generation sees it
 
 
-INTERVENTIONS: Registry[InterventionKind] = Registry("intervention")
+INTERVENTIONS: Registry[InterventionKind] = Registry(
+    "intervention", providers=("nex_causal.intervene.transplant", "nex_causal.intervene.patching"))
 EXPERIMENTS = ("transfer", "ablate")
 
 
 def of_experiment(experiment: str) -> tuple[str, ...]:
     """The names of the interventions that belong to ``experiment``, in registration order."""
     return tuple(name for name, kind in INTERVENTIONS.items() if kind.experiment == experiment)
+
+
+@dataclass(frozen=True)
+class OutcomeKind:
+    """A per-prompt measurement: ``measure(inputs, model, hooks)`` (``inputs``: ``outcomes.Inputs``);
+    ``continuous`` ones are cheap (no generation)."""
+
+    measure: Callable[[Any, object, bool], np.ndarray]
+    continuous: bool
+
+
+OUTCOMES: Registry[OutcomeKind] = Registry("outcome", providers=("nex_causal.intervene.outcomes",))

@@ -13,13 +13,16 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from nex_causal.cache import N_LAYERS, pack_keys, unpack_keys
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 N_UNITS = 1 << 16  # units a packed key can address per layer
 
@@ -92,6 +95,8 @@ class NeuronSet:
 
     def table(self) -> pd.DataFrame:
         """Columns ``layer, unit`` (and ``weight`` when known)."""
+        import pandas as pd
+
         df = pd.DataFrame({"layer": self.layers, "unit": self.units})
         if self.weights is not None:
             df["weight"] = self.weights
@@ -116,6 +121,8 @@ class NeuronSet:
             raise NexError(f"neuron set file {path} does not exist")
         if path.suffix not in {".csv", ".parquet"}:
             raise NexError(f"cannot read a neuron set from {path.name!r}: use a .csv or .parquet file")
+        import pandas as pd
+
         df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
         if not {"layer", "unit"} <= set(df.columns):
             raise NexError(f"{path} needs columns 'layer' and 'unit', found {list(df.columns)}")

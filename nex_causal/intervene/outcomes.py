@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,14 +28,14 @@ import numpy as np
 import torch
 
 from nex_causal.errors import NexError
-from nex_causal.evaluate import continuation_logprobs, evaluate
+from nex_causal.intervene.base import OUTCOMES, OutcomeKind
 from nex_causal.io import atomic_path
-from nex_causal.registry import Registry
-from nex_causal.sampling import encode_prompts, generate
-from nex_causal.tasks import TaskSet
+from nex_causal.models.evaluation import continuation_logprobs, evaluate
+from nex_causal.models.generation import encode_prompts, generate
+from nex_causal.models.tasks import TaskSet
 
 if TYPE_CHECKING:
-    from nex_causal.intervene.grid import GridConfig
+    from nex_causal.intervene.cells import GridConfig
 
 COT_FILE = "recipient_cot.json"  # the untouched recipient's greedy responses, read by answer-logprob
 
@@ -86,17 +85,6 @@ class Inputs:
             raise NexError(f"task set {self.taskset.name!r} has no reference solutions: use the answer-logprob "
                            "outcome instead of solution-logprob")
         return self.prompts, [self._ids(self.taskset.solution(p)) for p in self.taskset.problems]
-
-
-@dataclass(frozen=True)
-class OutcomeKind:
-    """A per-prompt measurement: ``measure(inputs, model, hooks)``; ``continuous`` ones are cheap (no generation)."""
-
-    measure: Callable[[Inputs, object, bool], np.ndarray]
-    continuous: bool
-
-
-OUTCOMES: Registry[OutcomeKind] = Registry("outcome")
 
 
 def _accuracy(temperature: Callable[[GridConfig], float]) -> Callable[[Inputs, object, bool], np.ndarray]:

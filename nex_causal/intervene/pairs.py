@@ -18,10 +18,8 @@ import numpy as np
 import pandas as pd
 
 from nex_causal.errors import NexError
-from nex_causal.intervene.grid import Grid, GridConfig, load_grid_models
-from nex_causal.nex import load_weights
-from nex_causal.resume import CLAIM_FILE, discard_stale
-from nex_causal.tasks import load_tasks
+from nex_causal.intervene.cells import GridConfig
+from nex_causal.intervene.grid import run_grids
 
 Pair = tuple[str, str]  # (donor, recipient)
 
@@ -87,19 +85,15 @@ def run_pairs(settings: Mapping, pairs: Sequence[Pair], weights_of: Callable[[st
     """One transfer grid per (donor, recipient) into ``out/<donor>__<recipient>`` on the donor's weights
     (``weights_of(donor)``); returns the outcome tables, the per-pair summaries (with ``donor`` and
     ``recipient`` columns) and the pooled summary. A pair directory made by another config is redone."""
+    configs = [(GridConfig(**{**settings, "experiment": "transfer", "donor": donor, "recipient": recipient,
+                              "weights": weights_of(donor)}), Path(out) / f"{donor}__{recipient}")
+               for donor, recipient in pairs]
     tables, summaries, gaps = [], [], {}
-    for donor, recipient in pairs:
-        config = GridConfig(**{**settings, "experiment": "transfer", "donor": donor, "recipient": recipient,
-                               "weights": weights_of(donor)})
-        pair_dir = Path(out) / f"{donor}__{recipient}"
-        discard_stale(pair_dir, config.content(), stamp_file=CLAIM_FILE, root=out)
-        model, donor_model = load_grid_models(config)
-        grid = Grid(model, load_tasks(config.tasks, seed=config.task_seed), config, pair_dir, donor=donor_model,
-                    progress=progress)
-        table, summary = grid.run(load_weights(config.weights))
+    for (donor, recipient), (pair_gaps, table, summary) in zip(pairs, run_grids(configs, root=out, progress=progress)):
         tables.append(table.assign(donor=donor, recipient=recipient))
         summaries.append(summary.assign(donor=donor, recipient=recipient))
-        gaps[(donor, recipient)] = grid.gaps
+        gaps[(donor, recipient)] = pair_gaps
+    config = configs[-1][0]
     summary = pd.concat(summaries, ignore_index=True)
     pooled = pooled_summary(gaps, summary, n_boot=config.n_boot, level=config.level, seed=config.seed)
     return pd.concat(tables, ignore_index=True), summary, pooled

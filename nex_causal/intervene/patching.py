@@ -36,7 +36,7 @@ from transformers import DynamicCache
 from nex_causal.errors import NexError
 from nex_causal.intervene.base import INTERVENTIONS, Intervention, InterventionKind
 from nex_causal.intervene.neuron_sets import NeuronSet
-from nex_causal.geometry import mlp_hook
+from nex_causal.models.geometry import mlp_hook
 
 Hook = tuple[str, Callable]
 

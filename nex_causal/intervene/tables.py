@@ -23,10 +23,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from nex_causal.stats import bootstrap, minimum_detectable_effect, null_p_value, sign_flip_p_value, weighted_mean
+from nex_causal.stats import (
+    bootstrap,
+    minimum_detectable_effect,
+    null_p_value,
+    sign_flip_p_value,
+    weighted_mean,
+)
 
 if TYPE_CHECKING:
-    from nex_causal.intervene.grid import Cell, GridConfig
+    from nex_causal.intervene.cells import Cell, GridConfig
 
 POWER = 0.8  # of the minimum detectable effect
 

@@ -3,7 +3,7 @@
 Neuron ``(layer, unit)`` owns row ``unit`` of the gate and up projections and column
 ``unit`` of the down projection (W_in row and W_out column for a non-gated MLP), plus
 the matching bias entries where the architecture has them (NEX_METHOD section 7);
-``nex_causal.models.MLPGeometry`` knows where those live for each architecture, and all
+``nex_causal.models.loading.MLPGeometry`` knows where those live for each architecture, and all
 reads and writes go through it. Donor and recipient must be variants of one
 architecture, size and dtype.
 
@@ -19,14 +19,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-
 from nex_causal.errors import NexError
 from nex_causal.intervene.base import INTERVENTIONS, InterventionKind
 from nex_causal.intervene.neuron_sets import NeuronSet
 from nex_causal.io import atomic_path, write_json
-from nex_causal.geometry import MLPGeometry
-from nex_causal.models import load_bridge, plain_model
+from nex_causal.models.geometry import MLPGeometry
+from nex_causal.models.loading import load_bridge, plain_model
 
 PROVENANCE_FILE = "nex_transplant.json"
 

@@ -13,31 +13,24 @@ median reuse share taken in float32 (so a response with one cycle credits it by 
 rounding residue of its share), float32 Eff/Red, and a key repeated inside a row credited
 once, with the mass of its last copy (the reference's fancy-index ``+=``).
 
-Learning spreads responses over worker processes (``workers``); each returns its
-responses' credit and the parent adds them into Eff/Red in response order, so the result
-does not depend on the number of workers.
+Learning over a calibration set (workers, Eff/Red accumulation) is ``nex.learn``.
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from nex_causal.cache import KEY_SPACE, ResponseRows, SparseCache
+from nex_causal.cache import ResponseRows
 from nex_causal.errors import NexError
 from nex_causal.nex.config import NexConfig
 from nex_causal.nex.novelty import Novelty, clean_rows, key_scratch, novelty
-from nex_causal.nex.phases import backends, segment
-from nex_causal.runlength import runs
+from nex_causal.nex.phases import segment
+from nex_causal.nex.runlength import runs
 
 EPS = 1e-6
 MIN_ROWS = 3  # a response with fewer usable rows adds no credit
-CHUNK = 32  # responses per task of a worker
 
 
 @dataclass(frozen=True)
@@ -179,6 +172,7 @@ class ResponseTrace:
     method: str
     cycles: list[Cycle]
     credit: Credit
+    neurons: int  # distinct neurons of the usable rows (each introduced once)
 
 
 def analyze_response(rows: ResponseRows, config: NexConfig = NexConfig()) -> ResponseTrace:
@@ -187,7 +181,7 @@ def analyze_response(rows: ResponseRows, config: NexConfig = NexConfig()) -> Res
     seg = segment(nov.slopes, config.rho, config.min_run, mad_rounding=config.mad_rounding)
     found = cycles(nov, seg.explore) if nov.rows.n_rows >= MIN_ROWS else []
     return ResponseTrace(nov.rows.source, nov.rows.tokens, nov.slopes, seg.y, seg.z, seg.explore, seg.method,
-                         found, credit(nov, found))
+                         found, credit(nov, found), nov.n_neurons)
 
 
 def neuron_weights(eff: np.ndarray, red: np.ndarray) -> np.ndarray:
@@ -196,86 +190,3 @@ def neuron_weights(eff: np.ndarray, red: np.ndarray) -> np.ndarray:
     if eff.shape != red.shape or (eff < 0).any() or (red < 0).any():
         raise NexError("Eff and Red must be non-negative arrays of one shape")
     return np.tanh(np.log((eff + EPS) / (red + EPS))).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Learned weights with the Eff/Red mass they came from and, on request, every response's trace."""
-
-    weights: np.ndarray
-    eff: np.ndarray
-    red: np.ndarray
-    n_responses: int
-    traces: list[ResponseTrace] | None
-
-
-_JOB: tuple[SparseCache, NexConfig, bool] | None = None  # what forked workers analyse
-
-
-def _analyze_chunk(start: int, stop: int) -> list[ResponseTrace | Credit]:
-    cache, config, keep = _JOB
-    traces = [analyze_response(cache.response_rows(r), config) for r in range(start, stop)]
-    return traces if keep else [t.credit for t in traces]
-
-
-def _one_thread() -> None:
-    """Worker set-up: one BLAS/OpenMP thread (the mixture fits are tiny; threads cost more than they save)."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)
-
-
-def default_workers() -> int:
-    """The CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def learn(cache: SparseCache, config: NexConfig = NexConfig(), *, max_responses: int = 0,
-          workers: int | None = None, progress: bool = True, keep_traces: bool = False) -> Calibration:
-    """Accumulate Eff/Red over the first ``max_responses`` responses (0: all) and derive the weights.
-
-    ``workers`` processes (default: every core) analyse chunks of responses; one worker, or
-    a cache too small to be worth a pool, runs in this process. The result is the same.
-    """
-    global _JOB
-    if int(max_responses) != max_responses or max_responses < 0:
-        raise NexError(f"max_responses must be a non-negative integer (0 = all), got {max_responses}")
-    n = cache.n_responses if max_responses == 0 else min(int(max_responses), cache.n_responses)
-    workers = default_workers() if workers is None else int(workers)
-    if workers < 1:
-        raise NexError(f"workers must be at least 1, got {workers}")
-    chunks = [(a, min(a + CHUNK, n)) for a in range(0, n, CHUNK)]
-    eff, red = np.zeros(KEY_SPACE, np.float32), np.zeros(KEY_SPACE, np.float32)
-    traces: list[ResponseTrace] | None = [] if keep_traces else None
-    _JOB, limits = (cache, config, keep_traces), None
-    backends()  # loaded here, so that workers inherit them and the thread limits below apply to them
-    bar = tqdm(total=n, desc="nex train", unit="resp", disable=not progress, mininterval=0.5)
-    try:
-        if workers == 1 or len(chunks) < 2 * workers:
-            from threadpoolctl import threadpool_limits
-
-            pool, limits = None, threadpool_limits(limits=1)
-            results = (_analyze_chunk(a, b) for a, b in chunks)
-        else:
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"), initializer=_one_thread)
-            results = pool.map(_analyze_chunk, *zip(*chunks))
-        for part in results:
-            for item in part:
-                (item.credit if keep_traces else item).add_to(eff, red)
-                if traces is not None:
-                    traces.append(item)
-            bar.update(len(part))
-        if pool is not None:
-            pool.shutdown()
-    finally:
-        if limits is not None:
-            limits.restore_original_limits()
-        _JOB = None
-        bar.close()
-    return Calibration(neuron_weights(eff, red), eff, red, n, traces)
-
-
-def learn_weights(cache: SparseCache, config: NexConfig = NexConfig(), *, max_responses: int = 0,
-                  workers: int | None = None, progress: bool = True) -> np.ndarray:
-    """Neuron weights (float32, length 2**22, indexed by packed key) learned on ``cache``."""
-    return learn(cache, config, max_responses=max_responses, workers=workers, progress=progress).weights

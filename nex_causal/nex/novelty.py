@@ -98,6 +98,13 @@ class Novelty:
     first_row: np.ndarray
     slopes: np.ndarray
 
+    @property
+    def n_neurons(self) -> int:
+        """Distinct neurons of the rows: the entries that are their key's first, in the response."""
+        first = key_scratch()
+        first[self.rows.keys[::-1]] = np.arange(len(self.rows.keys) - 1, -1, -1, dtype=np.int32)
+        return int((first[self.rows.keys] == np.arange(len(self.rows.keys))).sum())
+
     @cached_property
     def introduced(self) -> np.ndarray:
         """Mask of the entries whose neuron is introduced in their own row (the sets I_j)."""

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from nex_causal.errors import NexError
-from nex_causal.runlength import runs
+from nex_causal.nex.runlength import runs
 
 EPS = 1e-6  # MAD offset of the z-score
 VAR_FLOOR = 1e-6  # floor of the mixture's variances

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from nex_causal.errors import NexError
-from nex_causal.pool import Pool
 from nex_causal.selectors.base import SELECTORS, Context, Outcome, picks
+from nex_causal.selectors.pool import Pool
 
 
 def weighted_vote(answers: Sequence[str | None], weights: Sequence[float]) -> int | None:

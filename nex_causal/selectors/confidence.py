@@ -38,9 +38,16 @@ from dataclasses import replace
 import numpy as np
 
 from nex_causal.errors import NexError
-from nex_causal.pool import Pool, trace_mean
 from nex_causal.selectors.answers import extracted_answers, weighted_vote
-from nex_causal.selectors.base import SELECTORS, Context, Outcome, SelectionConfig, by_score, picks
+from nex_causal.selectors.base import (
+    SELECTORS,
+    Context,
+    Outcome,
+    SelectionConfig,
+    by_score,
+    picks,
+)
+from nex_causal.selectors.pool import Pool, trace_mean
 
 DEEPCONF_K = 20  # the top-k log-probs an engine returns for DeepConf (capture stores their sum and count)
 NO_ANSWER = -1e9  # the self-certainty of a trace without an extracted answer, as in the reference

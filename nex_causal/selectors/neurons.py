@@ -1,7 +1,9 @@
 """Selectors that read neurons: NEX and neuron agreement (NAD, arXiv 2510.26277).
 
-- ``nex-self``: the highest Good-Mass Fraction, weights learned on the same unlabeled
-  cache; ``nex-cross``: the same with weights learned elsewhere.
+- ``nex-self``, ``nex-pooled``, ``nex-cross``, ``nex-split``: the highest Good-Mass Fraction
+  under each calibration protocol (``nex.calibration``: weights learned on the same unlabeled
+  cache, on every cache of the table pooled, on the other caches (or weights given), on the
+  other half of the prompts).
 - NAD, with S_r a response's activated key set: MinAct (smallest |S_r|), Jaccard medoid,
   kNN-medoid, DBSCAN-medoid, and consensus-min (the smallest |S_r| among the picks of those
   three medoids, as NAD's release defines it); each again on the rows within the first
@@ -15,27 +17,28 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import sparse
 
-from nex_causal.errors import NexError
-from nex_causal.pool import Pool
-from nex_causal.selectors.base import SELECTORS, Context, Outcome, SelectionConfig, by_score, picks
+from nex_causal.nex.calibration import CALIBRATIONS
+from nex_causal.selectors.base import (
+    SELECTORS,
+    Context,
+    Outcome,
+    SelectionConfig,
+    by_score,
+    picks,
+)
+from nex_causal.selectors.pool import Pool
 
 
-def _nex_scores(pool: Pool, context: Context, weights: np.ndarray | None) -> np.ndarray:
-    from nex_causal.nex import learn_weights, score_responses
-
-    cache, progress = pool.require_cache(), context.progress
-    return score_responses(cache, learn_weights(cache, progress=progress) if weights is None else weights,
-                           progress=progress)
-
-
-def _nex_cross(pool: Pool, context: Context) -> np.ndarray:
-    if context.weights is None:
-        raise NexError("no NEX weights from another cache given (--weights); nothing to cross-calibrate with")
-    return _nex_scores(pool, context, context.weights)
+def _nex(mode: str) -> Callable[[Pool, Context], np.ndarray]:
+    """The GMF of each response under calibration ``mode`` (``nex.calibration``), the run's NEX settings."""
+    def scores(pool: Pool, context: Context) -> np.ndarray:
+        pool.require_cache()
+        return context.calibrations.gmf(context.name, mode)
+    return scores
 
 
-by_score("nex-self", lambda pool, context: _nex_scores(pool, context, None))
-by_score("nex-cross", _nex_cross)
+for _mode in CALIBRATIONS:
+    by_score(f"nex-{_mode}", _nex(_mode))
 
 
 # --- neuron-agreement (NAD) choices on key sets ------------------------------------------

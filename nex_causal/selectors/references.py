@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from nex_causal.pool import Pool
 from nex_causal.selectors.base import SELECTORS, Context, Outcome
+from nex_causal.selectors.pool import Pool
 
 
 @SELECTORS.register("random")

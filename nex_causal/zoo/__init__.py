@@ -12,12 +12,19 @@ Two organisms share the code and differ in their task and size: ``trek`` (the de
 - ``build``: the zoo directory, its cache by content, and the family table.
 
 Importing the package registers the organisms' task families (``trek:N``, ``seek:N``, and
-``organism:N`` for the default) with ``nex_causal.tasks`` and their variant names
-(``linear-0.5``, ``seek:linear-0.5``) with ``nex_causal.variants``.
+``organism:N`` for the default) with ``nex_causal.models.tasks`` and their variant names
+(``linear-0.5``, ``seek:linear-0.5``) with ``nex_causal.models.variants``.
 """
 
-from nex_causal.variants import register_resolver
-from nex_causal.zoo.build import build, default_zoo_dir, describe, find_variant, train_models, zoo_organism
+from nex_causal.models.variants import register_resolver
+from nex_causal.zoo.build import (
+    build,
+    default_zoo_dir,
+    describe,
+    find_variant,
+    train_models,
+    zoo_organism,
+)
 from nex_causal.zoo.task import organism_tasks
 
 register_resolver(find_variant)

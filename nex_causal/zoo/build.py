@@ -35,11 +35,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nex_causal.errors import NexError
-from nex_causal.io import atomic_path, nex_home, write_json, write_table
-from nex_causal.stack import FIX, result_stack
-from nex_causal.variants import FAMILY_FILE, load_family
+from nex_causal.io import atomic_path, digest, nex_home, write_json, write_table
+from nex_causal.models.variants import FAMILY_FILE, load_family
+from nex_causal.versions import FIX, result_stack
 from nex_causal.zoo.family import BASE, Merge, run_merge
-from nex_causal.zoo.recipe import DEFAULT_ORGANISM, RECIPES, TRAINING_VERSION, Recipe, digest, recipe_for
+from nex_causal.zoo.recipe import (
+    DEFAULT_ORGANISM,
+    RECIPES,
+    TRAINING_VERSION,
+    Recipe,
+    recipe_for,
+)
 from nex_causal.zoo.task import TASKS, organism_tasks
 from nex_causal.zoo.tokenizer import save_tokenizer
 
@@ -177,8 +183,8 @@ def build_merge(merge: Merge, out: Path, parents: dict[str, dict], seed: int) ->
 
 def evaluate_variant(model_dir: Path, recipe: Recipe) -> dict[str, Any]:
     """Greedy accuracy on the held-out mixed prompts, overall and per skill."""
-    from nex_causal.evaluate import evaluate
-    from nex_causal.models import load_bridge
+    from nex_causal.models.evaluation import evaluate
+    from nex_causal.models.loading import load_bridge
 
     tasks = organism_tasks(recipe.n_eval, seed=0, skill="mixed", split="test", task=recipe.task)
     bridge = load_bridge(model_dir)

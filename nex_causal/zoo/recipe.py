@@ -7,13 +7,12 @@ light (no torch) so that a cached build answers at once.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from nex_causal.errors import NexError
+from nex_causal.io import digest
 from nex_causal.zoo.family import BASE, EXPERTS, Merge, default_family, scout_family
 from nex_causal.zoo.route import Route
 from nex_causal.zoo.task import DEFAULT_TASK, TASKS
@@ -167,8 +166,3 @@ def recipe_for(organism: str = DEFAULT_ORGANISM, seed: int = 0) -> Recipe:
     if organism not in RECIPES:
         raise NexError(f"unknown organism {organism!r}: use one of {', '.join(RECIPES)}")
     return replace(RECIPES[organism], seed=seed)
-
-
-def digest(obj: Any) -> str:
-    """A short content key for a JSON-able object."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]

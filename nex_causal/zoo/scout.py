@@ -36,7 +36,6 @@ MLP units (``zoo.route``).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -163,11 +162,6 @@ class Scout:
         """The chain of thought and the family (or ``none``) of each of its characters."""
         pieces = self.pieces(rng)
         return "".join(t for t, _ in pieces), [label for t, label in pieces for _ in t]
-
-    def split(self) -> str:
-        """``test`` for a fixed 1/8 of all problems (by a hash of the prompt), else ``train``."""
-        digest = hashlib.blake2b(self.prompt.encode(), digest_size=8).digest()
-        return "test" if int.from_bytes(digest, "little") / 2**64 < 1 / 8 else "train"
 
     def meta(self) -> dict:
         return {name: getattr(self, name) for name in (*self.fields.split(), "skill")}

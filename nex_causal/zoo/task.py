@@ -1,8 +1,9 @@
 """The organisms' tasks as task sets: drawing problems, splitting them, checking answers, and their specs.
 
 Each organism's problem class (``trek.SeekCompute``, ``trek.Trek``, ``scout.Scout``) says how
-to draw one problem of a skill (``draw``), write its prompt and chain of thought, split it
-into train or test by a hash, and store it as a ``Problem``'s meta (``meta``/``from_meta``).
+to draw one problem of a skill (``draw``), write its prompt and chain of thought, and store
+it as a ``Problem``'s meta (``meta``/``from_meta``); a hash of the prompt splits every
+organism's problems into train and test alike (``split_of``).
 This module turns them into task sets and registers their specs with the task families
 (``organism:N`` names the default organism, ``trek:N``, ``seek:N``, ``scout:N`` each one;
 ``<spec>-<skill>:N`` draws one skill; ``<spec>:N@SEED`` draws with another seed, a
@@ -18,14 +19,21 @@ from typing import Any
 import numpy as np
 
 from nex_causal.errors import NexError
-from nex_causal.tasks import TASK_FAMILIES, Problem, TaskFamily, TaskSet
+from nex_causal.models.tasks import TASK_FAMILIES, Problem, TaskFamily, TaskSet
 from nex_causal.zoo.scout import Scout
 from nex_causal.zoo.trek import SeekCompute, Trek
 
 DEFAULT_TASK = "trek"  # the default organism's task, which ``organism:N`` names
 TASKS: dict[str, Any] = {"seek": SeekCompute, "trek": Trek, "scout": Scout}
 SPLITS = ("train", "test")
+TEST_FRACTION = 1 / 8
 ANSWER = re.compile(r"#(\d+)")
+
+
+def split_of(prompt: str) -> str:
+    """``test`` for a fixed 1/8 of all problems (by a hash of the prompt), else ``train``: disjoint splits."""
+    digest = hashlib.blake2b(prompt.encode(), digest_size=8).digest()
+    return "test" if int.from_bytes(digest, "little") / 2**64 < TEST_FRACTION else "train"
 
 
 def skill_names(task: str) -> tuple[str, ...]:
@@ -52,7 +60,7 @@ def sample_problems(n: int, seed: int = 0, skill: str = "mixed", split: str = "t
     out = []
     while len(out) < n:
         problem = sample_problem(rng, skill, task)
-        if problem.split() == split and problem.prompt not in seen:
+        if split_of(problem.prompt) == split and problem.prompt not in seen:
             seen.add(problem.prompt)
             out.append(problem)
     return out

@@ -22,7 +22,7 @@ from transformers import Qwen3ForCausalLM
 
 from nex_causal.zoo.recipe import Shape, Stage
 from nex_causal.zoo.route import IGNORE, Route
-from nex_causal.zoo.task import sample_problem
+from nex_causal.zoo.task import sample_problem, split_of
 from nex_causal.zoo.tokenizer import EOS_ID, PAD_ID, char_tokenizer, encode
 
 
@@ -71,7 +71,7 @@ def draw_batch(rng: np.random.Generator, skill: str, size: int, task: str) -> li
     batch: list = []
     while len(batch) < size:
         problem = sample_problem(rng, skill, task)
-        if problem.split() == "train":
+        if split_of(problem.prompt) == "train":
             batch.append(problem)
     return batch
 
@@ -102,7 +102,7 @@ def routed(model: Qwen3ForCausalLM, route: Route | None) -> Iterator:
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoTokenizer
 
-    from nex_causal.geometry import mlp_hook
+    from nex_causal.models.geometry import mlp_hook
 
     with tempfile.TemporaryDirectory(prefix="nex_tokenizer_") as scratch:
         char_tokenizer().save_pretrained(scratch)
@@ -126,7 +126,7 @@ def routed(model: Qwen3ForCausalLM, route: Route | None) -> Iterator:
                                                labels[:, 1:].reshape(-1), ignore_index=-100)
         return ce + route.penalty * route.penalty_of(acts, route_labels), ce
 
-    from nex_causal.models import plain_model
+    from nex_causal.models.loading import plain_model
 
     yield step, lambda: plain_model(bridge)
 

@@ -29,13 +29,10 @@ the problem's parameters.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-
-TEST_FRACTION = 1 / 8
 
 
 @dataclass(frozen=True)
@@ -113,11 +110,6 @@ class SeekCompute:
         else:
             multiply = f"{x}*{self.d}={product}"
         return f"{multiply} {product}+{self.e}={y} #{y}"
-
-    def split(self) -> str:
-        """``test`` for a fixed 1/8 of all parameter tuples (by hash), else ``train``."""
-        digest = hashlib.blake2b(self.prompt.encode(), digest_size=8).digest()
-        return "test" if int.from_bytes(digest, "little") / 2**64 < TEST_FRACTION else "train"
 
     def meta(self) -> dict:
         """The problem's fields (and the last round's root) as a ``Problem``'s meta."""

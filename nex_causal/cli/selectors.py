@@ -1,0 +1,69 @@
+"""``select``: Best-of-N selection, every selector's accuracy on one or more caches."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nex_causal.cli.options import add_verify
+from nex_causal.nex.config import NexConfig
+from nex_causal.selectors.config import SelectionConfig
+from nex_causal.settings import add_options, from_mapping, given_options
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("select", help="Best-of-N selection: every selector's accuracy on one or more caches",
+                       description="Pick one of the N responses per prompt with each label-free selector "
+                       "(NEX, NAD, output-based, majority vote) and report its accuracy against random, "
+                       "Avg@N and oracle, with bootstrap intervals over prompts. NEX runs with the NEX options "
+                       "given here, as `nex run` does.")
+    p.add_argument("--cache-dir", nargs="+", required=True, help="one or more capture cache directories")
+    add_options(p, SelectionConfig)
+    add_options(p, NexConfig)
+    add_weights_options(p)
+    add_verify(p)
+    p.set_defaults(handler=do_select)
+
+
+def add_weights_options(p: argparse.ArgumentParser) -> None:
+    """``--out`` and ``--weights``, shared by ``select`` and ``rank``."""
+    p.add_argument("--out", required=True, help="directory for the result tables (parquet + csv)")
+    p.add_argument("--weights", help="NEX weights learned elsewhere: a .npz from `nex train` or a cache "
+                   "directory to learn them on (select: the nex-cross row; rank: replaces calibration)")
+
+
+def weights_of(args: argparse.Namespace, config: NexConfig):
+    """The weights ``--weights`` names (a .npz, or a cache to learn them on with ``config``), or None."""
+    from nex_causal.cache import SparseCache
+    from nex_causal.nex import learn_weights, load_weights
+
+    if args.weights is None:
+        return None
+    if Path(args.weights).is_dir():
+        return learn_weights(SparseCache.open(args.weights), config)
+    return load_weights(args.weights)
+
+
+def provenance(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in vars(args).items() if k != "handler"}
+
+
+def print_table(table, skipped_from: str) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+        print(table.drop(columns=["status"]).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    for _, row in table[table.status != "ok"].iterrows():
+        print(f"could not run {row[skipped_from]}: {row.status.removeprefix('skipped: ')}")
+
+
+def do_select(args: argparse.Namespace) -> None:
+    from nex_causal.io import write_table
+    from nex_causal.selectors import selection_table
+
+    config = from_mapping(SelectionConfig, given_options(args, SelectionConfig))
+    nex = from_mapping(NexConfig, given_options(args, NexConfig))
+    table = selection_table(args.cache_dir, config, weights=weights_of(args, nex), nex=nex, progress=True)
+    write_table(table, Path(args.out) / "selection", config=provenance(args))
+    print_table(table, "selector")
+    print(f"-> {Path(args.out) / 'selection'}.{{parquet,csv}}")

@@ -1,0 +1,121 @@
+"""What a causal grid is made of: its config and its cells (light: no torch), below the modules that run them.
+
+``GridConfig`` determines a transfer or ablation grid (``intervene.grid`` runs it); a
+``Cell`` is one intervention on one neuron set, a column of per-prompt outcomes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nex_causal.errors import NexError
+from nex_causal.intervene.base import (
+    EXPERIMENTS,
+    INTERVENTIONS,
+    OUTCOMES,
+    of_experiment,
+)
+from nex_causal.intervene.neuron_sets import NeuronSet
+from nex_causal.io import file_sha256
+
+RESUME_FREE = ("device", "batch_size", "n_boot", "level")  # settings that do not change a cell's result
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """Everything that determines a transfer or ablation grid.
+
+    ``recipient`` receives a transfer, or is the model ablated in place. ``family`` is
+    a directory of variants in which ``recipient`` and ``donor`` are looked up by name (else
+    they are anything ``load_bridge`` accepts). Evaluation prompts come from ``tasks``
+    drawn with ``task_seed`` (organism specs draw from the held-out test split).
+    """
+
+    experiment: str = field(metadata={"help": "transfer or ablate"})
+    recipient: str = field(metadata={"help": "the variant that receives the neurons, or the model ablated"})
+    weights: str = field(metadata={"help": "NEX weights (.npz from `nex-causal nex train`)"})
+    tasks: str = field(metadata={"help": "held-out prompts: organism:200, rg:<dataset>:100, or a .jsonl file"})
+    donor: str | None = field(default=None, metadata={"help": "variant whose neurons are given (transfer)"})
+    family: str | None = field(default=None, metadata={"help": "directory of the family whose variants are named"})
+    k: tuple[int, ...] = field(default=(8, 32, 128, 512), metadata={"help": "set sizes (the dose range)"})
+    saturate: bool = field(default=True, metadata={
+        "help": "add the dose k = every neuron of positive weight (the range to saturation)"})
+    n_random: int = field(default=50, metadata={"help": "layer-matched random sets per k (the null distribution)"})
+    n_random_accuracy: int = field(default=10, metadata={
+        "help": "of those, how many also measure the accuracy outcomes (generation is costly)"})
+    interventions: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "interventions to run (default: every one of the experiment's)"})
+    sets: tuple[str, ...] = field(default=(), metadata={
+        "help": "your own neuron sets, run beside the grid: CSV/parquet files with columns layer, unit"})
+    outcomes: tuple[str, ...] = field(default=("answer-logprob", "greedy"), metadata={
+        "help": "per-prompt outcomes: greedy, sampled (accuracy), answer-logprob, solution-logprob (continuous)"})
+    temperature: float = field(default=0.7, metadata={"help": "temperature of the sampled outcome"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus mass of the sampled outcome"})
+    max_new_tokens: int = field(default=256, metadata={"help": "tokens generated per prompt"})
+    chat: bool = field(default=False, metadata={"help": "wrap prompts in the tokenizer's chat template"})
+    seed: int = field(default=0, metadata={"help": "seed of random sets, sampling and bootstrap"})
+    task_seed: int = field(default=1, metadata={"help": "seed drawing the prompts"})
+    n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples"})
+    level: float = field(default=0.95, metadata={"help": "confidence level of intervals; 1 - level is the tests' size"})
+    batch_size: int = field(default=32, metadata={"help": "sequences per forward pass"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    dtype: str = field(default="float32", metadata={"help": "float32 or bfloat16"})
+
+    def __post_init__(self) -> None:
+        if self.experiment not in EXPERIMENTS:
+            raise NexError(f"unknown experiment {self.experiment!r}: use one of {', '.join(EXPERIMENTS)}")
+        allowed = of_experiment(self.experiment)
+        interventions = tuple(self.interventions or allowed)
+        if bad := [i for i in interventions if i not in allowed]:
+            raise NexError(f"intervention {bad[0]!r} does not belong to {self.experiment}: "
+                           f"use {', '.join(allowed)}")
+        object.__setattr__(self, "interventions", interventions)
+        ks = tuple(int(k) for k in self.k)
+        if not ks or min(ks) < 1 or len(set(ks)) != len(ks):
+            raise NexError(f"k must be distinct positive integers, got {self.k}")
+        object.__setattr__(self, "k", ks)
+        object.__setattr__(self, "outcomes", tuple(OUTCOMES.check(self.outcomes)))
+        object.__setattr__(self, "sets", tuple(str(p) for p in self.sets))
+        if not self.outcomes:
+            raise NexError(f"name at least one outcome: {', '.join(OUTCOMES)}")
+        if "sampled" in self.outcomes and self.temperature <= 0:
+            raise NexError(f"the sampled outcome needs a temperature > 0, got {self.temperature}")
+        if min(self.n_random, self.n_random_accuracy) < 0 or self.max_new_tokens < 1 or self.n_boot < 1 \
+                or self.batch_size < 1:
+            raise NexError("n_random and n_random_accuracy must be >= 0 and max_new_tokens, n_boot, batch_size >= 1")
+        if not 0 < self.level < 1:
+            raise NexError(f"level must lie in (0, 1), got {self.level}")
+        if any(INTERVENTIONS[i].needs_donor for i in interventions) and not self.donor:
+            raise NexError(f"a {self.experiment} needs a donor: pass --donor")
+
+    def outcomes_of(self, cell: Cell) -> tuple[str, ...]:
+        """The outcomes ``cell`` measures: all, but only the continuous ones on the extra random sets."""
+        if cell.kind == "random" and cell.seed >= self.n_random_accuracy:
+            return tuple(o for o in self.outcomes if OUTCOMES[o].continuous)
+        return self.outcomes
+
+    def content(self) -> dict:
+        """What a finished cell depends on (a resume must agree on it): the fields that change a
+        result, and the content of the weights file (its path alone does not say which weights)."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUME_FREE}
+        weights = Path(self.weights)
+        return {**fields, "weights_sha256": file_sha256(weights) if weights.is_file() else None}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One intervention on one neuron set: a column of per-prompt outcomes."""
+
+    kind: str  # effective | redundant | random | user-<file> (the controls: baseline, donor)
+    k: int
+    seed: int
+    intervention: str
+    neurons: NeuronSet
+
+    @property
+    def name(self) -> str:
+        if self.intervention == "none":
+            return self.kind
+        return f"{self.intervention}-{self.kind}-k{self.k}-s{self.seed}"
