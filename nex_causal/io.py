@@ -193,11 +193,15 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, *, config: Mapping[st
 def jsonl_objects(path: Path) -> Iterator[tuple[int, str, dict]]:
     """Each non-blank line of a JSON Lines file as (line number, "PATH, line N", the object); a line
     that is not JSON or not an object fails with one line naming it."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}, line {lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise NexError(f"{where}: byte {err.start} is not UTF-8 text: save the file as UTF-8") from None
             if not line.strip():
                 continue
-            where = f"{path}, line {lineno}"
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
@@ -205,6 +209,21 @@ def jsonl_objects(path: Path) -> Iterator[tuple[int, str, dict]]:
             if not isinstance(record, dict):
                 raise NexError(f"{where}: expected a JSON object, got {type(record).__name__}")
             yield lineno, where, record
+
+
+def _unique_keys_loader() -> type:
+    """A safe YAML loader that refuses a key given twice in one mapping (YAML would keep the last silently)."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+            if twice := sorted({str(k) for k in keys if keys.count(k) > 1}):
+                raise yaml.constructor.ConstructorError(None, None, f"key {twice[0]!r} is given twice: keep one",
+                                                        node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeys
 
 
 def read_mapping(path: str | os.PathLike) -> dict:
@@ -215,9 +234,15 @@ def read_mapping(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise NexError(f"config file {path} does not exist")
     try:
-        values = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise NexError(f"{path}: byte {err.start} is not UTF-8 text: save the config as UTF-8") from None
+    try:
+        values = yaml.load(text, Loader=_unique_keys_loader())
     except yaml.YAMLError as err:
-        raise NexError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise NexError(f"cannot parse {path}{where}: {getattr(err, 'problem', None) or str(err).splitlines()[0]}") from None
     if not isinstance(values, dict):
         raise NexError(f"{path} must hold a mapping of settings (key: value lines)")
     return values

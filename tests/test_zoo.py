@@ -13,7 +13,8 @@ from nex_causal.errors import NexError
 from nex_causal.models.tasks import Problem
 from nex_causal.models.variants import load_family
 from nex_causal.zoo import build, find_variant, organism_tasks, train_models
-from nex_causal.zoo.build import checkpoints_of, read_meta, weights_hash, zoo_organism
+from nex_causal.models.files import weights_hash
+from nex_causal.zoo.build import checkpoints_of, read_meta, zoo_organism
 from nex_causal.zoo.family import default_family
 from nex_causal.zoo.recipe import recipe_for
 from nex_causal.zoo.task import SeekCompute, Trek, check, extract, sample_problems

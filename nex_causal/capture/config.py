@@ -59,6 +59,8 @@ class SampleConfig:
             raise NexError("n_samples, batch_size and max_new_tokens must all be at least 1")
         if not 0.0 < self.top_p <= 1.0:
             raise NexError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not self.temperature >= 0.0:
+            raise NexError(f"temperature must be 0 (greedy) or positive, got {self.temperature}")
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,9 @@ class ReplayConfig(RecordConfig):
     model: str = same_field(SampleConfig, "model")
     chat: bool = field(default=False, metadata={
         "help": "wrap prompts in the chat template (for traces that do not record their prompt token ids)"})
+    checker: str | None = field(default=None, metadata={
+        "help": "task spec whose answer checker judges the traces, e.g. organism:1 (default: the task a traces table "
+                "records, else the generic Answer:-line checker)"})
     batch_size: int = same_field(SampleConfig, "batch_size")
     device: str = same_field(SampleConfig, "device")
     dtype: str = same_field(SampleConfig, "dtype")

@@ -52,7 +52,13 @@ from nex_causal.errors import NexError
 from nex_causal.io import atomic_path, versions, write_json
 from nex_causal.models.generation import encode_prompts
 from nex_causal.models.geometry import mlp_hook
-from nex_causal.models.tasks import TaskSet, check_answer, extract_answer, load_tasks
+from nex_causal.models.tasks import (
+    Problem,
+    TaskSet,
+    check_answer,
+    extract_answer,
+    load_tasks,
+)
 from nex_causal.resume import CLAIM_FILE, mismatch, read_stamp, stamp
 from nex_causal.resume import discard_stale as discard
 
@@ -132,8 +138,9 @@ class ReplayWork:
 
     what = "replay"
 
-    def __init__(self, config: ReplayConfig, traces: list[Trace], task: str, bridge=None):
-        self.config, self.traces, self.task, self.bridge = config, traces, task, bridge
+    def __init__(self, config: ReplayConfig, traces: list[Trace], task: str, checker: str | None, bridge=None):
+        self.config, self.traces, self.task, self.checker_spec, self.bridge = config, traces, task, checker, bridge
+        self.checker: TaskSet | None = None
         self.sparsifier = config.check_recording()
         self.shards = [range(i, min(i + config.batch_size, len(traces)))
                        for i in range(0, len(traces), config.batch_size)]
@@ -148,6 +155,7 @@ class ReplayWork:
         c = self.config
         if self.bridge is None:
             self.bridge = load_bridge(c.model, device=c.device, dtype=c.dtype)
+        self.checker = load_tasks(self.checker_spec) if self.checker_spec else None
 
     def size(self, index: int) -> int:
         return len(self.shards[index])
@@ -163,20 +171,24 @@ class ReplayWork:
         recorder = RowRecorder(self.bridge, self.sparsifier, self.config.window, len(traces))
         stats = replay(self.bridge, prompts, [t.token_ids for t in traces], recorder,
                        max_tokens=self.config.replay_tokens)
-        records = [trace_record(t, p, s, **_answer_of(t), model=self.config.model, task=self.task)
+        records = [trace_record(t, p, s, **_answer_of(t, self.checker), model=self.config.model, task=self.task)
                    for t, p, s in zip(traces, prompts, stats)]
         write_shard(path, recorder.finish(), records)
 
 
-def _answer_of(trace: Trace) -> dict:
-    """A trace's recorded answer and correctness, else the generic ``Answer:``-line checker's (None without a target)."""
+def _answer_of(trace: Trace, checker: TaskSet | None) -> dict:
+    """A trace's recorded answer and correctness, else ``checker``'s verdict (the task family that made the traces;
+    without one, the generic ``Answer:``-line checker; None without a target)."""
     if trace.correct is not None:
         return {"answer": trace.answer, "correct": trace.correct}
-    from nex_causal.models.tasks import Problem
+    extract, check = (checker.extract, checker.check) if checker is not None else (extract_answer, check_answer)
+    correct = None if trace.target is None else check(Problem(trace.prompt_id, trace.prompt, trace.target),
+                                                      trace.response)
+    return {"answer": extract(trace.response), "correct": correct}
 
-    correct = None if trace.target is None else check_answer(Problem(trace.prompt_id, trace.prompt, trace.target),
-                                                             trace.response)
-    return {"answer": extract_answer(trace.response), "correct": correct}
+
+MAX_CONTEXTS = 8  # a trace longer than this many model contexts is refused: no trace of this model, and replay's
+# KV cache would grow without bound
 
 
 def _existing(out: Path, wanted: dict) -> SparseCache | None:
@@ -246,13 +258,31 @@ def capture_traces(config: ReplayConfig, out: str | Path, *, bridge=None, progre
     wanted = config.content()
     if (cache := _existing(out, wanted)) is not None:
         return cache
-    tokenizer, vocab = (bridge.tokenizer, int(bridge.cfg.d_vocab)) if bridge is not None else \
-        (tokenizer_of(config.model), shape_of(config.model)[2])
-    traces = read_traces(config.traces, tokenizer, vocab)
+    tokenizer, vocab, n_ctx = ((bridge.tokenizer, int(bridge.cfg.d_vocab), int(bridge.cfg.n_ctx)) if bridge is not None
+                               else (tokenizer_of(config.model), *shape_of(config.model)[2:]))
+    traces = read_traces(config.traces, tokenizer, vocab, max_tokens=MAX_CONTEXTS * n_ctx)
     if (unknown := sum(t.correct is None and t.target is None for t in traces)):
         warnings.warn(f"{unknown} of {len(traces)} traces have no target: their correctness is unknown "
                       "(left empty in responses.parquet)", stacklevel=2)
+    lengths = [t.n_tokens + (len(t.prompt_ids) if t.prompt_ids is not None else
+                             len(tokenizer(t.prompt, add_special_tokens=False).input_ids)) for t in traces]
+    if over := sum(length > n_ctx for length in lengths):
+        warnings.warn(f"{over} of {len(traces)} traces are longer than the model's context of {n_ctx} tokens (up to "
+                      f"{max(lengths)}): replayed beyond the positions it was trained on, their activations are out "
+                      "of distribution", stacklevel=2)
     made = traces_meta(config.traces) if config.traces.endswith(".parquet") else {}
-    task = (made.get("stamp") or {}).get("config", {}).get("tasks") or f"traces:{Path(config.traces).stem}"
-    return _finish(ReplayWork(config, traces, task, bridge), out, wanted, progress, ray,
+    recorded = (made.get("stamp") or {}).get("config", {}).get("tasks")
+    checker = config.checker
+    if checker is not None:
+        load_tasks(checker)  # a bad spec: one line now, not in a worker
+    elif recorded is not None and not any(t.correct is None for t in traces):
+        pass  # the sampler judged every trace already
+    elif recorded is not None:
+        try:
+            load_tasks(recorded)
+            checker = recorded
+        except NexError:  # made from a task set in memory: no spec to load it by
+            checker = None
+    task = recorded or f"traces:{Path(config.traces).stem}"
+    return _finish(ReplayWork(config, traces, task, checker, bridge), out, wanted, progress, ray,
                    n_prompts=len({t.prompt_id for t in traces}), traces_made_by=made.get("stamp"))

@@ -80,15 +80,16 @@ class VLLMSampler:
     (entropy and KL to uniform need the whole distribution and are left NaN; replay computes them)."""
 
     def __init__(self, config: SampleConfig):
-        from transformers import AutoTokenizer
         from vllm import LLM
 
+        from nex_causal.models.files import load_tokenizer
         from nex_causal.models.loading import resolve_model
 
         path = str(resolve_model(config.model))
         self.config = config
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.llm = LLM(model=path, dtype=config.dtype, seed=config.seed, enable_prefix_caching=True)
+        self.tokenizer = load_tokenizer(path)
+        self.llm = LLM(model=path, dtype=config.dtype, seed=config.seed, enable_prefix_caching=True,
+                       trust_remote_code=False)
 
     def encode(self, prompts: Sequence[str]) -> list[torch.Tensor]:
         if self.config.chat:

@@ -23,6 +23,7 @@ Errors name the file and the line (or row) of the trace at fault.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,33 +86,53 @@ def traces_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
-def read_traces(path: str | Path, tokenizer, vocab_size: int) -> list[Trace]:
-    """The traces in ``path`` (parquet or JSONL), checked against the replaying model's vocabulary."""
+def read_traces(path: str | Path, tokenizer, vocab_size: int, max_tokens: int | None = None) -> list[Trace]:
+    """The traces in ``path`` (parquet or JSONL), checked against the replaying model's vocabulary.
+
+    Every prompt and sample index appears once (a Best-of-N pool needs one response per
+    sample) and no index is negative; with ``max_tokens`` (a bound on what replay can hold),
+    no trace is longer than that.
+    """
     path = Path(path)
     if not path.is_file():
         raise NexError(f"traces file {path} does not exist: check the path")
     if path.suffix == ".parquet":
-        traces = _from_parquet(path, tokenizer)
+        traces = _from_parquet(path, tokenizer, vocab_size)
     elif path.suffix == ".jsonl":
-        traces = _from_jsonl(path, tokenizer)
+        traces = _from_jsonl(path, tokenizer, vocab_size)
     else:
         raise NexError(f"traces file {path} is neither .parquet nor .jsonl: write one of the two")
     if not traces:
         raise NexError(f"traces file {path} holds no traces: add one response per line or row")
+    seen: dict[tuple[str, int], str] = {}
     for where, trace in traces:
-        _check_ids(trace.token_ids, vocab_size, where, "response")
-        if trace.prompt_ids is not None:
-            _check_ids(trace.prompt_ids, vocab_size, where, "prompt")
+        if trace.sample_index < 0:
+            raise NexError(f"{where}: sample_index {trace.sample_index} is negative: number a prompt's samples 0, 1, ...")
+        key = (trace.prompt_id, trace.sample_index)
+        if key in seen:
+            raise NexError(f"{where} repeats prompt {key[0]!r} sample {key[1]} of {seen[key]}: give each sample of a "
+                           "prompt its own sample_index (Best-of-N pools need one response per sample)")
+        seen[key] = where
+        length = trace.n_tokens + (0 if trace.prompt_ids is None else len(trace.prompt_ids))
+        if max_tokens is not None and length > max_tokens:
+            raise NexError(f"{where}: {length} tokens, more than the {max_tokens} replay can hold for this model: "
+                           "not a trace of this model; drop it")
     return [trace for _, trace in traces]
 
 
-def _check_ids(ids: np.ndarray, vocab_size: int, where: str, part: str) -> None:
+def token_ids(values: Any, vocab_size: int, where: str, part: str) -> np.ndarray:
+    """``values`` as int64 token ids of a model with ``vocab_size`` ids; one line naming the first bad one."""
+    try:
+        ids = np.asarray(values, np.int64).reshape(-1)
+    except (OverflowError, ValueError, TypeError):
+        raise NexError(f"{where}: the {part} token ids are not integers of the model's vocabulary") from None
     if len(ids) == 0:
         raise NexError(f"{where}: the {part} has no tokens: drop the trace or give its tokens")
     bad = ids[(ids < 0) | (ids >= vocab_size)]
     if len(bad):
         raise NexError(f"{where}: {part} token id {int(bad[0])} is outside the model's vocabulary of {vocab_size} ids: "
                        "were these traces made with another tokenizer?")
+    return ids
 
 
 def _text_ids(tokenizer, text: str, where: str) -> np.ndarray:
@@ -129,7 +150,7 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
-def _from_parquet(path: Path, tokenizer) -> list[tuple[str, Trace]]:
+def _from_parquet(path: Path, tokenizer, vocab_size: int) -> list[tuple[str, Trace]]:
     import pandas as pd
 
     try:
@@ -142,20 +163,22 @@ def _from_parquet(path: Path, tokenizer) -> list[tuple[str, Trace]]:
     out = []
     for i, row in enumerate(table.to_dict("records")):
         row = {k: (None if _missing(v) else v) for k, v in row.items()}
-        ids = np.asarray(row["token_ids"], np.int64)
+        where = f"{path}, row {i}"
+        ids = token_ids(row["token_ids"], vocab_size, where, "response")
+        prompt_ids = row.get("prompt_token_ids")
         text = row.get("response")
-        out.append((f"{path}, row {i}", Trace(
+        out.append((where, Trace(
             prompt_id=str(row.get("prompt_id") or i), sample_index=int(row.get("sample_index") or 0),
             prompt=row["prompt"], token_ids=ids,
             response=text if isinstance(text, str) else tokenizer.decode(ids.tolist(), skip_special_tokens=True),
             finish_reason=str(row.get("finish_reason") or "unknown"),
             target=None if row.get("target") is None else str(row["target"]),
-            prompt_ids=None if row.get("prompt_token_ids") is None else np.asarray(row["prompt_token_ids"], np.int64),
+            prompt_ids=None if prompt_ids is None else token_ids(prompt_ids, vocab_size, where, "prompt"),
             answer=row.get("answer"), correct=None if row.get("correct") is None else bool(row["correct"]))))
     return out
 
 
-def _from_jsonl(path: Path, tokenizer) -> list[tuple[str, Trace]]:
+def _from_jsonl(path: Path, tokenizer, vocab_size: int) -> list[tuple[str, Trace]]:
     out: list[tuple[str, Trace]] = []
     by_text: dict[str, str] = {}  # prompt text -> the id given to lines without a prompt_id
     counts: dict[str, int] = {}
@@ -166,7 +189,7 @@ def _from_jsonl(path: Path, tokenizer) -> list[tuple[str, Trace]]:
         if ids is not None:
             if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
                 raise NexError(f"{where}: 'response_token_ids' must be a list of integers")
-            ids = np.asarray(ids, np.int64)
+            ids = token_ids(ids, vocab_size, where, "response")
             if not isinstance(text, str):
                 text = tokenizer.decode(ids.tolist(), skip_special_tokens=True) if len(ids) else ""
         elif isinstance(text, str):
@@ -184,7 +207,10 @@ def _from_jsonl(path: Path, tokenizer) -> list[tuple[str, Trace]]:
         if prompt_ids is not None and not (isinstance(prompt_ids, list) and all(
                 isinstance(t, int) and not isinstance(t, bool) for t in prompt_ids)):
             raise NexError(f"{where}: 'prompt_token_ids' must be a list of integers")
+        if target is not None and (isinstance(target, bool) or not isinstance(target, (str, int, float))
+                                   or (isinstance(target, float) and not math.isfinite(target))):
+            raise NexError(f"{where}: 'target' must be the gold answer as text or a finite number, got {target!r}")
         out.append((where, Trace(pid, index, prompt, text, ids, str(record.get("finish_reason") or "unknown"),
                                  None if target is None else str(target),
-                                 None if prompt_ids is None else np.asarray(prompt_ids, np.int64))))
+                                 None if prompt_ids is None else token_ids(prompt_ids, vocab_size, where, "prompt"))))
     return out

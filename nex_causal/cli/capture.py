@@ -18,6 +18,11 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ray-address", metavar="ADDR", help="shard over the Ray cluster at ADDR (e.g. ray://head:10001)")
     g.add_argument("--ray-workers", type=int, metavar="N",
                    help="Ray workers (default: one per GPU when there are GPUs, else one per CPU core)")
+    g.add_argument("--ray-retries", type=int, default=RayOptions.retries, metavar="N",
+                   help=f"times a shard is given to a fresh worker when its worker dies or stalls "
+                   f"(default {RayOptions.retries})")
+    g.add_argument("--ray-timeout", type=float, default=RayOptions.timeout, metavar="SECONDS",
+                   help=f"a shard running longer than this is taken from its worker (default {RayOptions.timeout:g})")
 
 
 def ray_options(args: argparse.Namespace) -> RayOptions | None:
@@ -27,7 +32,10 @@ def ray_options(args: argparse.Namespace) -> RayOptions | None:
         if args.ray_workers is not None:
             raise NexError("--ray-workers needs --ray or --ray-address")
         return None
-    return RayOptions(address=args.ray_address, workers=args.ray_workers)
+    if args.ray_retries < 0 or not args.ray_timeout > 0:
+        raise NexError("--ray-retries must be >= 0 and --ray-timeout > 0")
+    return RayOptions(address=args.ray_address, workers=args.ray_workers, retries=args.ray_retries,
+                      timeout=args.ray_timeout)
 
 
 def add(sub: argparse._SubParsersAction) -> None:

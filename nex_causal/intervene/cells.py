@@ -80,6 +80,8 @@ class GridConfig:
         object.__setattr__(self, "sets", tuple(str(p) for p in self.sets))
         if not self.outcomes:
             raise NexError(f"name at least one outcome: {', '.join(OUTCOMES)}")
+        if not self.temperature >= 0:
+            raise NexError(f"temperature must be 0 (greedy) or positive, got {self.temperature}")
         if "sampled" in self.outcomes and self.temperature <= 0:
             raise NexError(f"the sampled outcome needs a temperature > 0, got {self.temperature}")
         if min(self.n_random, self.n_random_accuracy) < 0 or self.max_new_tokens < 1 or self.n_boot < 1 \

@@ -26,6 +26,8 @@ Pair = tuple[str, str]  # (donor, recipient)
 
 def pairs_of(entries: Sequence[str], both_directions: bool = True) -> list[Pair]:
     """``donor>recipient`` entries as pairs, each also reversed when ``both_directions``; order kept, no repeats."""
+    if not entries:
+        raise NexError("no transfer pair given: list at least one 'donor>recipient' (transfer.pairs)")
     pairs: list[Pair] = []
     for entry in entries:
         donor, sep, recipient = str(entry).partition(">")

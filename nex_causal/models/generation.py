@@ -20,6 +20,7 @@ matmuls).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -73,15 +74,29 @@ def encode_prompts(bridge, prompts: Sequence[str], *, chat: bool = False) -> lis
 
     With ``chat`` the prompt becomes a user turn of the tokenizer's chat template, followed
     by the assistant prefix, as instruction-tuned models (Qwen3, SmolLM2) expect.
+    Prompts are never cut: one longer than the model's context is fed whole, with a warning
+    that counts them (the positions beyond it are ones the model was not trained on).
     """
     tokenizer = bridge.tokenizer
     if not chat:
-        return [bridge.to_tokens(p, padding_side="left")[0].cpu() for p in prompts]
-    if not getattr(tokenizer, "chat_template", None):
-        raise NexError("this model's tokenizer has no chat template: run without --chat")
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                           add_generation_prompt=True) for p in prompts]
-    return [torch.tensor(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+        encoded = [bridge.to_tokens(p, padding_side="left", truncate=False)[0].cpu() for p in prompts]
+    else:
+        if not getattr(tokenizer, "chat_template", None):
+            raise NexError("this model's tokenizer has no chat template: run without --chat")
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                               add_generation_prompt=True) for p in prompts]
+        encoded = [torch.tensor(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+    warn_beyond_context(bridge, [len(e) for e in encoded], "prompts")
+    return encoded
+
+
+def warn_beyond_context(bridge, lengths: Sequence[int], what: str) -> None:
+    """One warning counting the sequences longer than the bridge's context (``cfg.n_ctx``)."""
+    n_ctx = int(bridge.cfg.n_ctx)
+    if over := sum(length > n_ctx for length in lengths):
+        warnings.warn(f"{over} of {len(lengths)} {what} are longer than the model's context of {n_ctx} tokens "
+                      f"(up to {max(lengths)}): read beyond the positions it was trained on, their numbers are "
+                      "out of distribution", stacklevel=3)
 
 
 def token_statistics(logits: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:

@@ -33,18 +33,25 @@ import importlib.util
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path, file_sha256, nex_home, write_json
+from nex_causal.models.files import (
+    check_finite,
+    check_recorded_hash,
+    check_tensors,
+    load_tokenizer,
+    read_config,
+)
 from nex_causal.models.variants import find_variant
 from nex_causal.versions import FIX, check_transformers, installed
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
-    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     TokenizerSpec = PreTrainedTokenizerBase | str | os.PathLike | None  # a tokenizer or its directory
 
@@ -112,16 +119,24 @@ def resolve_model(name: str | os.PathLike) -> Path:
 
 def tokenizer_of(model: str | os.PathLike) -> PreTrainedTokenizerBase:
     """The tokenizer saved with model ``model`` (a name for ``resolve_model``), without loading weights."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(resolve_model(model))
+    return load_tokenizer(resolve_model(model))
 
 
-def shape_of(model: str | os.PathLike) -> tuple[int, int, int]:
-    """(layers, MLP units per layer, vocabulary size) of model ``model``, read from its config."""
-    config = _read_config(resolve_model(model))
+class ModelShape(NamedTuple):
+    """What a model's config says about its size: layers, MLP units per layer, vocabulary, context."""
+
+    n_layers: int
+    d_mlp: int
+    vocab: int
+    n_ctx: int
+
+
+def shape_of(model: str | os.PathLike) -> ModelShape:
+    """The shape of model ``model``, read from its config (no weights loaded)."""
+    config = read_config(resolve_model(model))
     config = getattr(config, "text_config", config)
-    return int(config.num_hidden_layers), int(config.intermediate_size), int(config.vocab_size)
+    n_ctx = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
+    return ModelShape(int(config.num_hidden_layers), int(config.intermediate_size), int(config.vocab_size), int(n_ctx))
 
 
 # -- booting a bridge ------------------------------------------------------------------------
@@ -159,17 +174,6 @@ def _check_architecture(config, source: str) -> None:
                        f"GPT-2, ...)") from None
 
 
-def _read_config(path: Path) -> PretrainedConfig:
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(path)
-    except (ValueError, KeyError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise NexError(f"cannot read the model config in {path} ({first}): is it a Hugging Face "
-                       f"model directory of an architecture this transformers version knows?") from None
-
-
 def _tokenizer_for(model: PreTrainedModel | None, tokenizer: TokenizerSpec,
                    scratch: str) -> PreTrainedTokenizerBase | None:
     """A tokenizer TransformerLens can boot with (None: let it load the model directory's own).
@@ -177,7 +181,6 @@ def _tokenizer_for(model: PreTrainedModel | None, tokenizer: TokenizerSpec,
     TransformerLens reloads a tokenizer by its ``name_or_path`` to switch BOS on, so one
     built in memory is first saved to ``scratch`` (alive while booting) and read back.
     """
-    from transformers import AutoTokenizer
 
     if tokenizer is None and model is not None:
         source = getattr(model, "name_or_path", "") or ""
@@ -190,11 +193,11 @@ def _tokenizer_for(model: PreTrainedModel | None, tokenizer: TokenizerSpec,
     if isinstance(tokenizer, (str, os.PathLike)):
         if not Path(tokenizer).is_dir():
             raise NexError(f"tokenizer directory {tokenizer} does not exist: check the path")
-        return AutoTokenizer.from_pretrained(tokenizer)
+        return load_tokenizer(tokenizer)
     if "name_or_path" in tokenizer.init_kwargs:
         return tokenizer
     tokenizer.save_pretrained(scratch)
-    return AutoTokenizer.from_pretrained(scratch)
+    return load_tokenizer(scratch)
 
 
 def load_bridge(model: str | os.PathLike | PreTrainedModel, *, device: str | torch.device = "cpu",
@@ -223,7 +226,12 @@ def load_bridge(model: str | os.PathLike | PreTrainedModel, *, device: str | tor
         name = getattr(model, "name_or_path", "") or "in-memory"
     elif isinstance(model, (str, os.PathLike)):
         path = resolve_model(model)
-        _check_architecture(_read_config(path), str(path))
+        config = read_config(path)
+        _check_architecture(config, str(path))
+        check_tensors(path, config)
+        check_recorded_hash(path)
+        if tokenizer is None:
+            load_tokenizer(path)  # a missing or broken tokenizer: one line now, not a traceback in the boot
         name = str(path)
     else:
         raise NexError(f"cannot load a model from the {type(model).__name__} {model!r:.40}: pass a "
@@ -239,6 +247,7 @@ def load_bridge(model: str | os.PathLike | PreTrainedModel, *, device: str | tor
                                                      tokenizer=boot_tokenizer, device=torch_device,
                                                      dtype=torch_dtype)
     bridge.eval()
+    check_finite(bridge.original_model, name)
     check_kv_cache(bridge)
     return bridge
 
@@ -362,11 +371,11 @@ def smollm2_dir() -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False,
         quantization_config=GgufConfig(dequantize=True))
     if not model.config.architectures:
         model.config.architectures = [type(model).__name__]
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
     with atomic_path(target, is_dir=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

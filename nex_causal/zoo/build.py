@@ -23,7 +23,6 @@ stack it runs on computes other numbers than the one that made the weights.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -36,6 +35,7 @@ from tqdm.auto import tqdm
 
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path, digest, nex_home, write_json, write_table
+from nex_causal.models.files import MODEL_RECORD, check_recorded_hash, weights_hash
 from nex_causal.models.variants import FAMILY_FILE, load_family
 from nex_causal.versions import FIX, result_stack
 from nex_causal.zoo.family import BASE, Merge, run_merge
@@ -52,7 +52,7 @@ from nex_causal.zoo.tokenizer import save_tokenizer
 if TYPE_CHECKING:
     import pandas as pd
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"  # <organism>/<name>/
-META_FILE = "zoo.json"
+META_FILE = MODEL_RECORD
 # Greedy decoding is deterministic given the logits; across CPUs and BLAS builds float32
 # logits of this size differ by ~1e-5, which flips a greedy choice only when the top two
 # logits are that close. On the committed checkpoints the closest pair over every step of
@@ -60,20 +60,6 @@ META_FILE = "zoo.json"
 # closer than 1e-3, so the expected change is 0 answers; the tolerance lets 4 of 200 move
 # and still catches any broken stack (a KV cache that is ignored scores 0).
 ACCURACY_TOLERANCE = 0.02
-
-
-def weights_hash(model_dir: str | Path) -> str:
-    """SHA-256 over every tensor's name, dtype, shape and bytes (file metadata ignored)."""
-    import torch
-    from safetensors import safe_open
-
-    h = hashlib.sha256()
-    with safe_open(str(Path(model_dir) / "model.safetensors"), "pt") as f:
-        for name in sorted(f.keys()):
-            tensor = f.get_tensor(name).contiguous()
-            h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-            h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def default_zoo_dir(organism: str = DEFAULT_ORGANISM) -> Path:
@@ -271,6 +257,8 @@ def build(out: str | Path | None = None, *, seed: int = 0, organism: str = DEFAU
     manifest = read_json(out / "manifest.json")
     if (not retrain and manifest.get("build_key") == build_key and (out / FAMILY_FILE).is_file()
             and all((out / n / META_FILE).is_file() for n in names)):
+        for name in names:  # a variant changed on disk since the build is refused, not reused
+            check_recorded_hash(out / name)
         return out
 
     from nex_causal.zoo.train import deterministic_cpu
