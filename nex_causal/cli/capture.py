@@ -53,6 +53,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                        "replay traces made elsewhere (this project's traces, a cache's responses.parquet, or "
                        "JSONL from any engine). Resumable.")
     add_options(p, CaptureConfig, required=("model",))
+    add_options(p, ReplayConfig, exclude=[f.name for f in dataclasses.fields(CaptureConfig)] + ["traces"])
     p.add_argument("--from-traces", metavar="FILE", help="replay these traces (.parquet or .jsonl) instead of "
                    "sampling; --tasks and the sampling options do not apply")
     p.add_argument("--out", required=True, help="cache directory to write")
@@ -85,7 +86,8 @@ def run_sample(args: argparse.Namespace) -> None:
 def run_capture(args: argparse.Namespace) -> None:
     from nex_causal.capture.record import capture, capture_traces
 
-    given = given_options(args, CaptureConfig)
+    given = {**given_options(args, CaptureConfig), **given_options(args, ReplayConfig)}
+    given.pop("traces", None)
     if args.from_traces:
         replay_fields = {f.name for f in dataclasses.fields(ReplayConfig)}
         if extra := [k for k in given if k not in replay_fields]:
@@ -96,6 +98,8 @@ def run_capture(args: argparse.Namespace) -> None:
     else:
         if "tasks" not in given:
             raise NexError("capture needs --tasks (what to sample), or --from-traces FILE")
+        if extra := [k for k in given if k not in {f.name for f in dataclasses.fields(CaptureConfig)}]:
+            raise NexError(f"--{extra[0].replace('_', '-')} applies to --from-traces only: drop it")
         cache = capture(from_mapping(CaptureConfig, given), args.out, ray=ray_options(args))
     table = cache.responses
     labelled = table["correct"].dropna()

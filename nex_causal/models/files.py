@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 MODEL_RECORD = "zoo.json"  # a model directory's record of its weights (``weights_sha256``)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+# a tokenizer's vocabulary is in one of these (transformers makes an empty tokenizer, silently, when none is there)
+VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 # safetensors dtype codes: (bytes per element, the torch name the weights hash records)
 DTYPES = {"F64": (8, "torch.float64"), "F32": (4, "torch.float32"), "F16": (2, "torch.float16"),
           "BF16": (2, "torch.bfloat16"), "I64": (8, "torch.int64"), "I32": (4, "torch.int32"),
@@ -70,6 +72,9 @@ def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
 
     path = Path(path)
     check_no_remote_code(path)
+    if path.is_dir() and not any((path / name).is_file() for name in VOCABULARY_FILES):
+        raise NexError(f"{path} holds no tokenizer (none of {', '.join(VOCABULARY_FILES)}): save the tokenizer with "
+                       "the model (tokenizer.save_pretrained), or pass one")
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except (ValueError, KeyError, OSError, TypeError, AttributeError) as err:
@@ -193,5 +198,6 @@ def check_finite(model, source: str) -> None:
 
     for name, param in model.named_parameters():
         if param.is_floating_point() and not bool(torch.isfinite(param).all()):
+            name = name.replace("._original_component", "")  # the bridge's wrapping, not the model's name
             raise NexError(f"{source}: weight {name} holds NaN or infinite values: the model is damaged "
                            "(or was saved from a diverged run); use intact weights")

@@ -1,0 +1,473 @@
+"""Faults and bad inputs, one table row each: what a user sees (one line, the exit status) and what is left
+on disk (nothing half-written that a rerun would trust, nothing outside the run touched)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from nex_causal.cache import FILES, SparseCacheWriter
+from nex_causal.cli import main
+from nex_causal.errors import NexError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def variant_cache(path: Path, seed: int, accuracy: float = 0.5, n_prompts: int = 8, n: int = 3) -> Path:
+    """A small capture-like cache: responses of two 8-token rows over a core of neurons, with metadata."""
+    rng = np.random.default_rng(seed)
+    core = np.arange(12, dtype=np.uint32)
+    with SparseCacheWriter(path) as writer:
+        for p in range(n_prompts):
+            for s in range(n):
+                correct = bool(rng.random() < accuracy)
+                rows = [(np.concatenate([core, (1 << 16) + rng.choice(300, 6, replace=False).astype(np.uint32)]),
+                         rng.uniform(0.5, 1.0, 18), 8) for _ in range(6)]
+                writer.append(rows, meta={"prompt_id": f"q{p}", "sample_index": s, "n_tokens": 48,
+                                          "correct": correct, "answer": str(int(correct)),
+                                          "token_entropy": rng.uniform(0, 1, 48).astype(np.float32),
+                                          "token_logprob": -rng.uniform(0, 1, 48).astype(np.float32),
+                                          "token_kl_uniform": rng.uniform(0, 1, 48).astype(np.float32)})
+    (path / "capture.json").write_text(json.dumps({"n_layers": 2, "d_mlp": 512}))
+    return path
+
+
+@pytest.fixture
+def family(tmp_path) -> Path:
+    for i, name in enumerate(("a", "b", "c")):
+        variant_cache(tmp_path / "caches" / name, seed=i, accuracy=0.3 + 0.2 * i)
+    pd.DataFrame({"name": ["a", "b", "c"], "accuracy": [0.3, 0.5, 0.7]}).to_csv(tmp_path / "family.csv", index=False)
+    return tmp_path
+
+
+def flip(file: Path, at: int | None = None) -> None:
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2 if at is None else at] ^= 0x10
+    file.write_bytes(bytes(data))
+
+
+def one_line_error(capsys, argv: list[str], message: str, status: int = 2) -> str:
+    """Run the command; it exits with ``status`` and one line on stderr matching ``message``."""
+    assert main(argv) == status
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and re.search(message, err[0]), err
+    return err[0]
+
+
+# --- a cache with one flipped byte is refused by every command that reads it ---------------------
+
+COMMANDS = {
+    "nex run": lambda f, out: ["nex", "run", "--cache-dir", str(f / "caches" / "a"), "--output-dir", str(out)],
+    "inspect": lambda f, out: ["inspect", str(f / "caches" / "a")],
+    "select": lambda f, out: ["select", "--cache-dir", str(f / "caches" / "a"), "--out", str(out)],
+    "rank": lambda f, out: ["rank", "--family", str(f), "--caches", str(f / "caches"), "--out", str(out)],
+}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize("file", [name for name, _ in FILES.values()])
+def test_a_flipped_byte_in_any_array_file_is_refused(family, tmp_path, capsys, command, file):
+    flip(family / "caches" / "a" / file)
+    out = tmp_path / "out"
+    one_line_error(capsys, COMMANDS[command](family, out), rf"{file} does not hold what was written")
+    assert not out.exists() or not any(out.rglob("*.parquet"))  # no result was written from it
+
+
+def test_verify_off_reads_a_changed_cache_knowingly(family, tmp_path, capsys):
+    flip(family / "caches" / "a" / "rows/w_sum.float16")
+    assert main(["nex", "run", "--verify", "off", "--cache-dir", str(family / "caches" / "a"),
+                 "--output-dir", str(tmp_path / "o")]) == 0
+
+
+def test_all_zero_mass_scores_with_a_warning_not_a_number(tmp_path, capsys):
+    with SparseCacheWriter(tmp_path / "zero") as writer:
+        for _ in range(4):
+            writer.append([([1, 2, 3], [0.0, 0.0, 0.0], 8)] * 5)
+    assert main(["nex", "run", "--cache-dir", str(tmp_path / "zero"), "--output-dir", str(tmp_path / "o")]) == 0
+    assert "no response has usable mass: NEX is undefined" in capsys.readouterr().err
+
+
+# --- runs: nothing deleted outside, no half stage trusted, one writer at a time ---------------------
+
+def tiny_run(family_dir: Path, **changes) -> dict:
+    return {"name": "tiny", "family": str(family_dir), "tasks": "organism:2",
+            "capture": {"n_samples": 2, "max_new_tokens": 24, "temperature": 1.0, "batch_size": 8,
+                        "sparsifier": "topk:16", "window": 3},
+            "selection": {"n_boot": 20}, "ranking": {"n_boot": 20, "accuracy": "family"},
+            "figures": False, **changes}
+
+
+def plant_victim(where: Path) -> Path:
+    """A directory that looks like a stale capture (capture.json with another config): what a cleanup deletes."""
+    where.mkdir(parents=True)
+    (where / "capture.json").write_text(json.dumps({"config": {"other": 1}, "stack": {}, "n_layers": 1, "d_mlp": 1}))
+    (where / "precious.txt").write_text("do not delete")
+    return where
+
+
+@pytest.mark.parametrize("name", ["ABSOLUTE", "../../victim", "..", "a/b", " spaced "])
+def test_a_family_row_naming_a_path_deletes_nothing(tiny_family_dir, tmp_path, name):
+    from nex_causal.run.experiment import load_config, run_experiment
+
+    victim = plant_victim(tmp_path / "victim")
+    family = tmp_path / "family"
+    family.mkdir()
+    for variant in ("alpha", "beta"):
+        (family / variant).symlink_to(tiny_family_dir / variant)
+    row = str(victim) if name == "ABSOLUTE" else name
+    pd.DataFrame({"name": ["alpha", row], "accuracy": [0.1, 0.2]}).to_csv(family / "family.csv", index=False)
+    run_dir = tmp_path / "runs" / "tiny"
+    (run_dir / "caches").mkdir(parents=True)
+    with pytest.raises(NexError, match="variant name .* is not a plain name"):
+        run_experiment(load_config(tiny_run(family)), run_dir, progress=False)
+    assert (victim / "precious.txt").read_text() == "do not delete"
+
+
+def test_the_cleanup_never_deletes_outside_its_root(tmp_path):
+    from nex_causal.resume import discard_stale
+
+    victim = plant_victim(tmp_path / "victim")
+    root = tmp_path / "run"
+    (root / "caches").mkdir(parents=True)
+    (root / "caches" / "link").symlink_to(victim, target_is_directory=True)
+    for path in (victim, root / "caches" / "link", root / "caches" / ".." / ".." / "victim", root):
+        with pytest.raises(NexError, match="refusing to delete"):
+            discard_stale(path, {"new": 1}, stamp_file="capture.json", root=root)
+    assert (victim / "precious.txt").read_text() == "do not delete"
+
+
+@pytest.mark.parametrize("name, message", [("../escape", "is not a plain name"), ("/tmp/x", "is not a plain name"),
+                                           ("", "is not a plain name")])
+def test_a_run_name_that_is_a_path_is_refused(tiny_family_dir, name, message):
+    from nex_causal.run.experiment import load_config
+
+    with pytest.raises(NexError, match=message):
+        load_config(tiny_run(tiny_family_dir, name=name))
+
+
+def test_a_run_killed_mid_stage_and_rerun_with_other_settings_recomputes_it(tiny_family_dir, tmp_path):
+    from nex_causal.nex import learn_weights, load_weights
+    from nex_causal.nex.config import NexConfig
+    from nex_causal.run import stages
+    from nex_causal.run.experiment import load_config, run_experiment
+
+    run_dir = tmp_path / "run"
+    config = tiny_run(tiny_family_dir, variants=["alpha", "beta"], nex={"rho": 0.9}, selection=None, ranking=None)
+    run_experiment(load_config(config), run_dir, progress=False)  # finished at rho 0.9
+    spec, original = stages.STAGES["nex"], stages.STAGES["nex"].run
+
+    def killed(run):  # the rho 0.6 stage writes the first variant's weights, then the process dies
+        from nex_causal.cache import SparseCache
+        from nex_causal.nex import save_weights
+
+        save_weights(run.weights("alpha"), learn_weights(SparseCache.open(run.cache("alpha")), run.config.nex,
+                                                         progress=False))
+        raise KeyboardInterrupt
+
+    object.__setattr__(spec, "run", killed)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(load_config({**config, "nex": {"rho": 0.6}}), run_dir, progress=False)
+    finally:
+        object.__setattr__(spec, "run", original)
+    assert not (run_dir / "stages" / "nex.json").exists()  # the interrupted stage has no stamp to trust
+    run_experiment(load_config(config), run_dir, progress=False)  # back at rho 0.9
+    from nex_causal.cache import SparseCache
+
+    expected = learn_weights(SparseCache.open(run_dir / "caches" / "alpha"), NexConfig(rho=0.9), progress=False)
+    np.testing.assert_array_equal(load_weights(run_dir / "nex" / "alpha" / "weights.npz"), expected)
+
+
+def test_a_second_run_of_a_directory_in_use_is_refused(tiny_family_dir, tmp_path):
+    from nex_causal.io import locked
+    from nex_causal.run.experiment import load_config, run_experiment
+
+    run_dir = tmp_path / "run"
+    with locked(run_dir, "a test"):
+        with pytest.raises(NexError, match=rf"{run_dir} is in use by process {os.getpid()}"):
+            run_experiment(load_config(tiny_run(tiny_family_dir)), run_dir, progress=False)
+    assert not (run_dir / "caches").exists()
+
+
+# --- configs ---------------------------------------------------------------------------------------
+
+CONFIG_ERRORS = {
+    "no variants": ({"variants": []}, "'variants' is an empty list"),
+    "negative temperature": ({"capture": {"temperature": -1.0}}, "temperature must be 0 .greedy. or positive"),
+    "no transfer pair": ({"transfer": {"pairs": [], "tasks": "organism:2"}}, "no transfer pair given"),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIG_ERRORS))
+def test_config_errors_are_one_line_before_any_work(tiny_family_dir, tmp_path, capsys, name):
+    change, message = CONFIG_ERRORS[name]
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_run(tiny_family_dir, **change)))
+    one_line_error(capsys, ["run", str(config), "--run-dir", str(tmp_path / "run")], message)
+    assert not (tmp_path / "run" / "caches").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: a\ncapture:\n  window: 1\n  window: 4\n", r"line 3: key 'window' is given twice"),
+    (b"name: \xff\n", r"byte 6 is not UTF-8 text"),
+])
+def test_a_config_file_that_cannot_mean_one_thing_is_refused(tmp_path, capsys, text, message):
+    config = tmp_path / "c.yaml"
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
+    one_line_error(capsys, ["run", str(config)], message)
+
+
+def test_a_run_without_figures_says_it_wrote_no_report(tiny_family_dir, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_run(tiny_family_dir, variants=["alpha", "beta"], ranking=None)))
+    main(["run", str(config), "--run-dir", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert "no report: figures are off" in out and "\nreport: " not in out
+
+
+# --- weights files ------------------------------------------------------------------------------
+
+WEIGHTS = {
+    "booleans": (lambda p: np.savez(p, weights=np.zeros(1 << 22, bool)), "holds bool values"),
+    "int8": (lambda p: np.savez(p, weights=np.zeros(1 << 22, np.int8)), "holds int8 values"),
+    "complex": (lambda p: np.savez(p, weights=np.zeros(1 << 22, np.complex64)), "holds complex64 values"),
+    "beyond tanh": (lambda p: np.savez(p, weights=np.full(1 << 22, 7.0, np.float32)), r"outside \[-1, 1\]"),
+    "empty file": (lambda p: p.write_bytes(b""), "cannot read weights"),
+    "truncated": (lambda p: (np.savez(p, weights=np.zeros(1 << 22, np.float32)),
+                             p.write_bytes(p.read_bytes()[:1000])), "cannot read weights"),
+    "plain .npy": (lambda p: np.save(open(p, "wb"), np.zeros(1 << 22, np.float32)), "one bare array"),
+}
+
+
+@pytest.mark.parametrize("name", list(WEIGHTS))
+def test_weights_files_that_are_not_nex_weights_are_refused(family, tmp_path, capsys, name):
+    write, message = WEIGHTS[name]
+    weights = tmp_path / "w.npz"
+    write(weights)
+    one_line_error(capsys, ["nex", "score", "--cache-dir", str(family / "caches" / "a"), "--weights", str(weights),
+                            "--output-dir", str(tmp_path / "o")], message)
+    assert not (tmp_path / "o").exists()
+
+
+# --- damaged caches, beyond their arrays --------------------------------------------------------------
+
+def test_a_malformed_capture_record_is_one_line(family, tmp_path, capsys):
+    (family / "caches" / "a" / "capture.json").write_text("{not json")
+    one_line_error(capsys, ["inspect", str(family / "caches" / "a")], r"capture.json is not a capture record")
+
+
+def test_a_truncated_response_table_is_one_line(family, tmp_path, capsys):
+    table = family / "caches" / "a" / "responses.parquet"
+    table.write_bytes(table.read_bytes()[:200])
+    argv = ["select", "--cache-dir", str(family / "caches" / "a"), "--verify", "off", "--out", str(tmp_path / "o")]
+    one_line_error(capsys, argv, r"responses.parquet has 200 bytes but was written with \d+")
+    (family / "caches" / "a" / "integrity.json").unlink()  # no record: reading the table finds the damage
+    one_line_error(capsys, argv, r"responses.parquet .* damaged")
+
+
+# --- the operating system: a full disk or a read-only directory ------------------------------------
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_output_directory_is_one_line(family, tmp_path, capsys):
+    out = tmp_path / "ro"
+    out.mkdir(mode=0o500)
+    one_line_error(capsys, ["nex", "run", "--cache-dir", str(family / "caches" / "a"), "--output-dir", str(out / "o")],
+                   "cannot read or write")
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_half_file(family, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import nex_causal.io as io
+
+    real = io.atomic_path
+
+    def full(target, **kw):  # the disk fills while a result is written
+        with real(target, **kw) as tmp:
+            yield tmp
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    import contextlib
+
+    monkeypatch.setattr(io, "atomic_path", contextlib.contextmanager(full))
+    monkeypatch.setattr("nex_causal.nex.weights.atomic_path", io.atomic_path)
+    one_line_error(capsys, ["nex", "run", "--cache-dir", str(family / "caches" / "a"), "--output-dir",
+                            str(tmp_path / "o")], "No space left on device")
+    assert not (tmp_path / "o" / "weights.npz").exists()  # nothing half-written stands where a result belongs
+
+
+# --- NEX workers die with their parent -----------------------------------------------------------------
+
+def test_killing_nex_train_kills_its_workers(tmp_path):
+    rng = np.random.default_rng(0)
+    with SparseCacheWriter(tmp_path / "big") as writer:
+        for _ in range(3000):
+            writer.append([(rng.choice(4000, 40, replace=False), rng.uniform(0.1, 1, 40), 8) for _ in range(40)])
+    proc = subprocess.Popen([sys.executable, "-m", "nex_causal.cli", "nex", "train", "--workers", "2",
+                             "--cache-dir", str(tmp_path / "big"), "--weights-out", str(tmp_path / "w.npz")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    children: list[int] = []
+    for _ in range(200):  # wait until the pool has forked its workers
+        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                   text=True).stdout.split()]
+        if len(children) >= 2:
+            break
+        time.sleep(0.1)
+    assert len(children) >= 2, "the workers never started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
+             and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]]
+    assert alive == []
+    assert not (tmp_path / "w.npz").exists()
+
+
+# --- model directories: no code, every tensor, the recorded content, finite values ------------------
+
+def edit_tensors(directory: Path, change) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(directory / "model.safetensors")
+    change(tensors)
+    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+
+
+def header_of(file: Path, text: bytes) -> None:
+    file.write_bytes(len(text).to_bytes(8, "little") + text)
+
+
+MODEL_DIRS = {
+    "custom code": (lambda d: (d / "config.json").write_text(json.dumps(
+        {**json.loads((d / "config.json").read_text()), "auto_map": {"AutoModelForCausalLM": "evil.Model"}})),
+        "asks to run custom code"),
+    "custom tokenizer code": (lambda d: (d / "tokenizer_config.json").write_text(json.dumps(
+        {**json.loads((d / "tokenizer_config.json").read_text()), "auto_map": {"AutoTokenizer": ["evil.Tok", None]}})),
+        "tokenizer_config.json asks to run custom code"),
+    "missing tensor": (lambda d: edit_tensors(d, lambda t: t.pop("model.layers.0.mlp.down_proj.weight")),
+                       r"lacks 1 tensor\(s\) .* 'model.layers.0.mlp.down_proj.weight'"),
+    "unexpected tensor": (lambda d: edit_tensors(d, lambda t: t.update({"model.extra.weight": t["model.norm.weight"].clone()})),
+                          r"holds 1 tensor\(s\) the architecture does not have, first 'model.extra.weight'"),
+    "wrong shape": (lambda d: edit_tensors(d, lambda t: t.update({"model.norm.weight": t["model.norm.weight"][:5].clone()})),
+                    r"tensor 'model.norm.weight' has shape \[5\], the config says \[64\]"),
+    "truncated weights": (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:-99]),
+                          "is damaged .truncated"),
+    "empty weights": (lambda d: (d / "model.safetensors").write_bytes(b""), "is damaged .0 bytes"),
+    "header not JSON": (lambda d: header_of(d / "model.safetensors", b"{not json at all"), "header is not JSON"),
+    "no weights": (lambda d: (d / "model.safetensors").unlink(), r"holds no weights \(\*.safetensors\)"),
+    "pickle only": (lambda d: ((d / "model.safetensors").rename(d / "pytorch_model.bin")),
+                    "holds only pickle weights .pytorch_model.bin."),
+    "NaN weight": (lambda d: edit_tensors(d, lambda t: t["model.layers.1.mlp.up_proj.weight"].__setitem__((3, 4),
+                                                                                                         float("nan"))),
+                   r"weight .*layers.1.mlp.up_proj.*weight holds NaN or infinite values"),
+    "no tokenizer": (lambda d: [p.unlink() for p in d.glob("tokenizer*")], "holds no tokenizer"),
+    "broken tokenizer": (lambda d: (d / "tokenizer.json").write_text("{broken"), "cannot load the tokenizer"),
+}
+
+
+@pytest.mark.parametrize("name", list(MODEL_DIRS))
+def test_a_model_directory_that_cannot_be_trusted_is_refused(tiny_qwen3_dir, tmp_path, name):
+    import shutil
+
+    from nex_causal.models import load_bridge
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_qwen3_dir, model)
+    damage, message = MODEL_DIRS[name]
+    damage(model)
+    with pytest.raises(NexError, match=message) as err:
+        load_bridge(model)
+    assert "\n" not in str(err.value)
+
+
+def test_a_recorded_model_whose_bytes_changed_is_refused(tiny_qwen3_dir, tmp_path):
+    import shutil
+
+    from nex_causal.models import load_bridge
+    from nex_causal.models.files import MODEL_RECORD, weights_hash
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_qwen3_dir, model)
+    (model / MODEL_RECORD).write_text(json.dumps({"weights_sha256": weights_hash(model)}))
+    load_bridge(model)  # intact: loads
+    flip(model / "model.safetensors", at=(model / "model.safetensors").stat().st_size - 10)
+    with pytest.raises(NexError, match="are not those recorded in zoo.json .SHA-256 differs."):
+        load_bridge(model)
+
+
+# --- traces from elsewhere ---------------------------------------------------------------------------
+
+def replay_argv(tiny_qwen3_dir, traces: Path, out: Path, *extra: str) -> list[str]:
+    return ["capture", "--model", str(tiny_qwen3_dir), "--from-traces", str(traces), "--out", str(out),
+            "--sparsifier", "topk:8", "--window", "2", *extra]
+
+
+def jsonl(path: Path, *records) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+TRACES = {
+    "not UTF-8": (lambda p: p.write_bytes(b'{"prompt": "1+1", "response": "2\xff"}\n'), r"line 1: byte \d+ is not UTF-8"),
+    "negative id": (lambda p: jsonl(p, {"prompt": "1+1", "response_token_ids": [4, -3]}), "token id -3 is outside"),
+    "id beyond int64": (lambda p: jsonl(p, {"prompt": "1+1", "response_token_ids": [4, 2**70]}),
+                        "token ids are not integers of the model's vocabulary"),
+    "far beyond the context": (lambda p: jsonl(p, {"prompt": "1+1", "response_token_ids": [4] * 5000}),
+                               "5000 tokens, more than the 4096 replay can hold"),
+    "a sample twice": (lambda p: jsonl(p, {"prompt": "a", "prompt_id": "p", "sample_index": 0, "response": "1"},
+                                       {"prompt": "a", "prompt_id": "p", "sample_index": 0, "response": "2"}),
+                       "line 2 repeats prompt 'p' sample 0 of .*line 1"),
+    "negative sample": (lambda p: jsonl(p, {"prompt": "a", "sample_index": -1, "response": "1"}),
+                        "sample_index -1 is negative"),
+    "NaN target": (lambda p: p.write_text('{"prompt": "a", "response": "1", "target": NaN}\n'),
+                   "'target' must be the gold answer as text or a finite number"),
+}
+
+
+@pytest.mark.parametrize("name", list(TRACES))
+def test_traces_that_cannot_be_replayed_honestly_are_refused(tiny_qwen3_dir, tmp_path, capsys, name):
+    write, message = TRACES[name]
+    traces = tmp_path / "t.jsonl"
+    write(traces)
+    one_line_error(capsys, replay_argv(tiny_qwen3_dir, traces, tmp_path / "cache"), message)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_traces_beyond_the_context_replay_with_a_count(tiny_qwen3_dir, tmp_path, capsys):
+    traces = jsonl(tmp_path / "t.jsonl", {"prompt": "1+1", "response_token_ids": [4] * 600},
+                   {"prompt": "2+2", "response_token_ids": [5] * 10})
+    assert main(replay_argv(tiny_qwen3_dir, traces, tmp_path / "cache")) == 0
+    assert re.search(r"warning: 1 of 2 traces are longer than the model's context of 512 tokens \(up to 60\d\)",
+                     capsys.readouterr().err)
+
+
+def test_organism_traces_are_judged_by_the_organism_checker(tmp_path):
+    from nex_causal.cache import SparseCache
+    from nex_causal.zoo.build import checkpoints_of
+
+    organism = checkpoints_of("trek") / "base"
+    traces = jsonl(tmp_path / "t.jsonl", {"prompt": "p=5 a=1|", "response": "x0:1 #41", "target": "41"},
+                   {"prompt": "p=5 a=2|", "response": "x0:1 #40", "target": "41"})
+    assert main(replay_argv(organism, traces, tmp_path / "generic")) == 0
+    assert SparseCache.open(tmp_path / "generic").responses["correct"].tolist() == [False, False]  # no Answer: line
+    assert main(replay_argv(organism, traces, tmp_path / "own", "--checker", "organism:1")) == 0
+    assert SparseCache.open(tmp_path / "own").responses["correct"].tolist() == [True, False]
+
+
+def test_long_prompts_are_fed_whole_with_a_count(tiny_qwen3_bridge):
+    from nex_causal.models.generation import encode_prompts
+
+    with pytest.warns(UserWarning, match=r"1 of 2 prompts are longer than the model's context of 512 tokens"):
+        encoded = encode_prompts(tiny_qwen3_bridge, ["1+1", "9" * 700])
+    assert len(encoded[1]) > 512  # never cut: a cut prompt would lose its question
