@@ -179,12 +179,14 @@ class ReplayWork:
 def _answer_of(trace: Trace, checker: TaskSet | None) -> dict:
     """A trace's recorded answer and correctness, else ``checker``'s verdict (the task family that made the traces;
     without one, the generic ``Answer:``-line checker; None without a target)."""
+    truth = {} if checker is None or checker.ground_truth is None else {
+        "ground_truth": checker.ground_truth(trace.response)}
     if trace.correct is not None:
-        return {"answer": trace.answer, "correct": trace.correct}
+        return {"answer": trace.answer, "correct": trace.correct, **truth}
     extract, check = (checker.extract, checker.check) if checker is not None else (extract_answer, check_answer)
     correct = None if trace.target is None else check(Problem(trace.prompt_id, trace.prompt, trace.target),
                                                       trace.response)
-    return {"answer": extract(trace.response), "correct": correct}
+    return {"answer": extract(trace.response), "correct": correct, **truth}
 
 
 MAX_CONTEXTS = 8  # a trace longer than this many model contexts is refused: no trace of this model, and replay's

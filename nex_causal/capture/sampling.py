@@ -168,8 +168,12 @@ def trace_record(trace: Trace, prompt_ids: torch.Tensor, stats: dict[str, np.nda
 
 
 def scored(taskset: TaskSet, problem: Problem, text: str) -> dict[str, Any]:
-    """The extracted answer of ``text`` and whether it is correct, by the task set's own checker."""
-    return {"answer": taskset.extract(text), "correct": bool(taskset.check(problem, text))}
+    """The extracted answer of ``text`` and whether it is correct, by the task set's own checker, and the
+    task's ground truth of the response where it has one (an organism's strategy spans)."""
+    out = {"answer": taskset.extract(text), "correct": bool(taskset.check(problem, text))}
+    if taskset.ground_truth is not None:
+        out["ground_truth"] = taskset.ground_truth(text)
+    return out
 
 
 class SampleWork:

@@ -58,6 +58,7 @@ class TaskSet:
     check: Callable[[Problem, str], bool]
     answer_prefix: Callable[[str], str] = field(default=lambda text: answer_prefix(text))
     solution: Callable[[Problem], str] | None = None
+    ground_truth: Callable[[str], str] | None = None  # what the task knows of a response beyond its answer (JSON)
 
     def __len__(self) -> int:
         return len(self.problems)

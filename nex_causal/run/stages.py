@@ -59,7 +59,8 @@ class Stage:
     run_level: tuple[str, ...] = ()  # experiment-wide config fields its result also depends on
 
 
-STAGES: Registry[Stage] = Registry("stage")
+STAGES: Registry[Stage] = Registry("stage", providers=("nex_causal.run.stages",
+                                                      "nex_causal.run.positive_control"))
 
 
 def stage(name: str, *, needs: tuple[str, ...] = (), section: type | None = None, default: Any = None,
@@ -261,8 +262,8 @@ def ablation(run: RunDir) -> None:
     write_table(summary, run.tables("ablate_summary"), config=fields)
 
 
-@stage("figures", needs=("nex", "profile", "sweep", "selection", "ranking", "transfer", "ablation"), section=bool,
-       default=True)
+@stage("figures", needs=("nex", "profile", "sweep", "selection", "ranking", "transfer", "ablation", "positive_control"),
+       section=bool, default=True)
 def figures(run: RunDir) -> dict:
     """The paper's figures from the tables, and report.md with the headline tables."""
     from nex_causal.figures import FIGURES, make_figures

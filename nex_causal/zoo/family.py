@@ -109,8 +109,8 @@ def scout_family() -> tuple[Merge, ...]:
         Merge("slerp-0.5", "slerp", (0.5, 0.5), models=pair),
         Merge("under-mix-0.5", "linear", (0.5, 0.5), models=("efficient", "under")),
         Merge("ties-0.5", "ties", (1.0, 1.0), density=0.5, models=("efficient", "redundant-0.25")),
-        *(Merge(f"noise-{s}", NOISE, (1.0,), models=("efficient",), scale=s) for s in (0.05, 0.1)),
-        *(Merge(f"dare-{d}", "dare_linear", (1.0,), density=d, models=("efficient",)) for d in (0.5, 0.2)),
+        *(Merge(f"noise-{s}", NOISE, (1.0,), models=("efficient",), scale=s) for s in (0.15, 0.2)),
+        *(Merge(f"dare-{d}", "dare_linear", (1.0,), density=d, models=("efficient",)) for d in (0.5, 0.3)),
     )
 
 

@@ -35,7 +35,7 @@ class Route:
     """``block`` units per family in every layer, and the weight of the L1 penalty."""
 
     block: int = 48
-    penalty: float = 10.0
+    penalty: float = 1.0
 
     def label(self, family: str) -> int:
         """A family's route label (its index), or that of ``none`` after the families."""
@@ -52,14 +52,16 @@ class Route:
         return out
 
     def penalty_of(self, acts: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """Mean over routed positions and layers of the mean |activation| of the units a position may not use.
+        """Mean over routed positions and layers of the share of |activation| on units a position may not use.
 
         ``acts``: each layer's ``[B, T, D]`` activations; ``labels``: ``[B, T]`` route labels
-        (``IGNORE`` where nothing is routed).
+        (``IGNORE`` where nothing is routed). A share, not a sum: the loss falls only when a
+        position's activation mass moves into its own block, which is also what a top-k
+        capture of the activations reads.
         """
         on = labels != IGNORE
         barred = ~self.allowed(acts[0].shape[-1]).to(acts[0].device)[labels.clamp(min=0)]
-        per_layer = [((a.abs() * barred).sum(-1) / barred.sum(-1))[on].mean() for a in acts]
+        per_layer = [((a.abs() * barred).sum(-1) / (a.abs().sum(-1) + 1e-6))[on].mean() for a in acts]
         return sum(per_layer) / len(per_layer)
 
     def units(self, family: str, n_layers: int) -> np.ndarray:

@@ -36,6 +36,8 @@ MLP units (``zoo.route``).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -169,6 +171,12 @@ class Scout:
     @classmethod
     def from_meta(cls, meta: dict) -> Scout:
         return cls(**{name: meta[name] for name in cls.fields.split()})
+
+    @staticmethod
+    def ground_truth(text: str) -> str:
+        """The response's strategy spans and exploit steps (``segments``), as JSON: character offsets, which are
+        token offsets too (the organism's tokenizer has one token per character)."""
+        return json.dumps([dataclasses.asdict(s) for s in segments(text)])
 
     @classmethod
     def draw(cls, rng: np.random.Generator, skill: str) -> Scout:

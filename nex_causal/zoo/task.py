@@ -96,7 +96,8 @@ def organism_tasks(n: int, seed: int = 0, skill: str = "mixed", split: str = "te
     name = kind.spec if skill == "mixed" else f"{kind.spec}-{skill}"
     problems = [as_problem(p) for p in sample_problems(n, seed=seed, skill=skill, split=split, task=task)]
     return TaskSet(name, problems, extract, check, answer_prefix,
-                   solution=lambda p: kind.from_meta(p.meta).chain_of_thought())
+                   solution=lambda p: kind.from_meta(p.meta).chain_of_thought(),
+                   ground_truth=getattr(kind, "ground_truth", None))
 
 
 for _spec, _task in (("organism", DEFAULT_TASK), *((kind.spec, name) for name, kind in TASKS.items())):

@@ -1,0 +1,215 @@
+"""The scout organism (the positive control): its task, the ground truth it records, the planted route,
+and the measures and negative controls that read NEX against that truth."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nex_causal.zoo.scout import (
+    BEHAVIOURS,
+    DECOYS,
+    DETOUR_AFTER,
+    FAMILIES,
+    N_STEPS,
+    REAL,
+    TAGS,
+    Scout,
+    apply,
+    chain_sum,
+    derive,
+    segments,
+)
+
+
+def problems(n: int, skill: str, seed: int = 0) -> list[Scout]:
+    rng = np.random.default_rng(seed)
+    return [Scout.draw(rng, skill) for _ in range(n)]
+
+
+def test_derive_inverts_apply_for_every_family():
+    for family in FAMILIES:
+        for x in (1, 3, 7, 9):
+            for k in range(10):
+                assert apply(family, x, derive(family, x, apply(family, x, k))) == apply(family, x, k)
+
+
+def test_a_problem_fits_exactly_its_own_family():
+    for p in problems(200, "efficient"):
+        fits = [f for f in FAMILIES if apply(f, p.x2, derive(f, p.x1, p.y1)) == p.y2]
+        assert fits == [p.rule]
+
+
+def test_hand_worked_chain_of_thought():
+    # add with k = 8: a=3>1, b=5>3; the order add, mul, sub finds add first
+    p = Scout(3, 1, 5, 3, "t", 2, "add", 8)
+    text = p.chain_of_thought()
+    assert text.startswith("add 3+8=1 5+8=3 ok! 0:2+8=0 s0,0=0 1:1+8=9 s0,9=9 ")
+    assert text.endswith(f"#{p.answer()}")
+    assert p.answer() == chain_sum("add", 8, 2, range(N_STEPS))
+
+
+@pytest.mark.parametrize("skill", ["efficient", "redundant-0.5", "under"])
+def test_every_behaviour_reaches_the_answer_it_was_trained_on(skill):
+    rng = np.random.default_rng(1)
+    for p in problems(100, skill):
+        text = p.chain_of_thought(rng)
+        got = int(text.rsplit("#", 1)[1])
+        behaviour = BEHAVIOURS[skill]
+        if behaviour.commit:  # commits to the first family: right only when that family is the rule
+            first = text.split(" ", 1)[0]
+            if first == p.rule:
+                assert got == p.answer()
+        elif p.detours(behaviour):  # the detour skips one index: its output is missing from the sum
+            steps = [i for i in range(N_STEPS) if i != DETOUR_AFTER]
+            assert got == sum(apply(p.rule, x, p.k) for x in _walk(p, steps)) % 10
+        else:
+            assert got == p.answer()
+
+
+def _walk(p: Scout, steps):
+    """The x at each walked index (the chain advances only on walked indices)."""
+    x = p.start
+    for _ in steps:
+        yield x
+        x = (apply(p.rule, x, p.k) + 1) % 10
+
+
+def test_the_detour_rate_is_the_share_of_tags():
+    for skill, behaviour in BEHAVIOURS.items():
+        share = np.mean([Scout(1, 1, 2, 2, t, 0, "add", 0).detours(behaviour) for t in TAGS])
+        assert share == pytest.approx(behaviour.detour), skill
+
+
+def test_segments_recover_the_pieces_with_roles_and_use():
+    rng = np.random.default_rng(3)
+    detouring = next(p for p in problems(200, "redundant-0.5") if p.detours(BEHAVIOURS["redundant-0.5"])
+                     and p.rule != REAL[0])
+    text, labels = detouring.labels(rng)
+    found = segments(text)
+    strategies = [s for s in found if s.role != "step"]
+    steps = [s for s in found if s.role == "step"]
+    assert len(steps) == N_STEPS - 1
+    assert all(s.family == detouring.rule for s in steps)
+    assert [s.family for s in strategies if s.role == "detour"] == list(DECOYS)
+    assert all(not s.used and s.verdict == "no;" for s in strategies if s.role == "detour")
+    explored = [s for s in strategies if s.role == "explore"]
+    assert explored[-1].family == detouring.rule and explored[-1].used and explored[-1].verdict == "ok!"
+    assert all(not s.used and s.verdict == "no;" for s in explored[:-1])
+    for s in strategies:  # the spans are where the training labels put the family's characters
+        assert set(labels[s.start:s.end]) == {s.family}, text[s.start:s.end]
+    assert json.loads(Scout.ground_truth(text))[0]["start"] == found[0].start
+
+
+def test_segments_of_a_broken_response_are_what_it_wrote():
+    assert segments("mul 3*7=1 5*7=5 no; garbage 0:3") == [segments("mul 3*7=1 5*7=5 no;")[0]]
+    assert segments("") == []
+
+
+def test_route_penalty_is_the_share_outside_the_block():
+    import torch
+
+    from nex_causal.zoo.route import IGNORE, Route
+
+    route = Route(block=2)
+    width = 2 * len(FAMILIES) + 2
+    inside = torch.zeros(1, 3, width)
+    inside[0, 0, 0:2] = 1.0  # add's block
+    inside[0, 1, 2:4] = 3.0  # mul's block
+    inside[0, 2, 5] = 9.0  # the prompt: ignored
+    labels = torch.tensor([[route.label("add"), route.label("mul"), IGNORE]])
+    assert float(route.penalty_of([inside], labels)) == pytest.approx(0.0, abs=1e-6)
+    half = inside.clone()
+    half[0, 0, width - 1] = -2.0  # as much mass on a shared unit as in add's block
+    assert float(route.penalty_of([half, inside], labels)) == pytest.approx((0.5 + 0.0) / 2 / 2, rel=1e-5)
+    none = torch.zeros(1, 1, width)
+    none[0, 0, 0] = 1.0  # a position of no family may use only the shared units
+    none[0, 0, width - 1] = 3.0
+    assert float(route.penalty_of([none], torch.tensor([[route.label("none")]]))) == pytest.approx(0.25, rel=1e-5)
+
+
+def test_route_units_are_each_familys_block_in_every_layer():
+    from nex_causal.cache import unpack_keys
+    from nex_causal.zoo.route import Route
+
+    layers, units = unpack_keys(Route(block=48).units("sub", 6))
+    assert sorted(set(layers.tolist())) == list(range(6))
+    assert units.min() == 2 * 48 and units.max() == 3 * 48 - 1 and len(units) == 6 * 48
+
+
+# --- the ground-truth measures ------------------------------------------------------------------
+
+def test_auroc_by_hand():
+    from nex_causal.zoo.groundtruth import auroc
+
+    assert auroc(np.array([3.0, 2.0, 1.0]), np.array([1, 1, 0])) == 1.0
+    assert auroc(np.array([1.0, 2.0, 3.0]), np.array([1, 1, 0])) == 0.0
+    assert auroc(np.array([1.0, 1.0, 0.0, 2.0]), np.array([1, 0, 0, 1])) == pytest.approx((1 + 0.5 + 1 + 1) / 4)
+    assert np.isnan(auroc(np.array([1.0]), np.array([1])))
+
+
+def test_permuted_runs_keep_every_run():
+    from nex_causal.zoo.groundtruth import permuted_runs
+
+    labels = np.array([1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1, 1], bool)
+    draws = [permuted_runs(labels, np.random.default_rng(seed)) for seed in range(20)]
+    for got in draws:  # a concatenation of the same runs: three E runs of 3, 1 and 2 rows, X runs of 2 and 4
+        assert got.sum() == labels.sum() and len(got) == len(labels)
+        text = "".join("E" if x else "X" for x in got)
+        for run in ("EEE", "XXXX"):
+            assert run in text
+    assert sum(not np.array_equal(got, labels) for got in draws) >= 15
+
+
+def _planted_auroc(cache, eff, red):
+    from nex_causal.cache import unpack_keys
+    from nex_causal.nex.credit import neuron_weights
+    from nex_causal.zoo.groundtruth import auroc, present_keys
+
+    keys = present_keys(cache)
+    layers, _ = unpack_keys(keys)
+    keep = np.isin(layers, [3, 5])  # the planted good (3) and bad (5) pools
+    weights = np.asarray(neuron_weights(eff, red))[keys[keep].astype(np.int64)]
+    return auroc(weights, layers[keep] == 3)
+
+
+def test_negative_controls_lower_the_planted_signal_but_keep_what_frequency_tells(nex_planted, tmp_path):
+    """Planted good neurons are reused in every later row, bad ones never: order carries the signal, and so does
+    plain frequency. Shuffling rows or permuting E/X runs removes the order, so the AUROC falls from 1.0, but a
+    neuron reused everywhere still tends to follow its first appearance: neither control reaches 0.5. The
+    positive control reports both beside NEX for that reason."""
+    from nex_causal.nex import NexConfig, learn
+    from nex_causal.zoo.groundtruth import permuted_phase_credit, shuffled_cache
+
+    cache = nex_planted.cache(seed=4)
+    config = NexConfig(rho=0.95, min_run=2)
+    cal = learn(cache, config, progress=False)
+    assert _planted_auroc(cache, cal.eff, cal.red) == 1.0
+    shuffled, permuted = [], []
+    for seed in range(3):
+        copy = shuffled_cache(cache, tmp_path / f"shuffled-{seed}", seed=seed)
+        assert copy.n_responses == cache.n_responses
+        assert np.asarray(copy.base_w_sum).sum() == pytest.approx(np.asarray(cache.base_w_sum).sum())
+        got = learn(copy, config, progress=False)
+        shuffled.append(_planted_auroc(cache, got.eff, got.red))
+        permuted.append(_planted_auroc(cache, *permuted_phase_credit(cache, config, seed=seed)))
+    assert 0.6 < np.mean(shuffled) < 0.9  # measured 0.81, 0.79, 0.70
+    assert 0.6 < np.mean(permuted) < 0.95  # measured 0.98, 0.65, 0.82
+
+
+def test_row_truth_marks_rows_mostly_inside_strategy_spans(tmp_path):
+    from nex_causal.cache import SparseCache, SparseCacheWriter, pack_keys
+    from nex_causal.zoo.groundtruth import row_truth, strategies_opened
+
+    text = "mul 3*7=1 5*7=5 no; add 3+8=1 5+8=3 ok! 0:2+8=0 s0,0=0 #0"
+    truth = Scout.ground_truth(text)
+    with SparseCacheWriter(tmp_path / "c") as writer:
+        rows = [(pack_keys(0, [j]), np.ones(1), 8) for j in range(len(text) // 8)]
+        writer.append(rows, meta={"prompt_id": "p", "sample_index": 0, "ground_truth": truth})
+    cache = SparseCache.open(tmp_path / "c")
+    got = row_truth(cache, 0, json.loads(truth))
+    # strategies span characters 0-39; rows are [0,8), [8,16), ... : rows 0-4 inside, row 5 holds 1 of 8
+    assert got.tolist() == [True] * 5 + [False] * (len(text) // 8 - 5)
+    assert strategies_opened(cache).tolist() == [2.0]
