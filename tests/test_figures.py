@@ -311,7 +311,7 @@ def test_make_figures_draws_what_exists_and_names_the_rest(tmp_path, capsys):
     assert [p.name for p in paths] == ["trace.pdf", "trace.png", "transfer.pdf", "transfer.png",
                                        "ablation.pdf", "ablation.png"]
     assert json.loads((run / "figures" / "trace.json").read_text())["config"]["tables"] == {"trace": {"response": 4}}
-    assert F.missing_tables(run) == {"profile": ["profile_curve", "profile_responses"],
+    assert F.missing_tables(run) == {"profile": ["profile_curve", "profile_responses", "profile_reuse"],
                                      "inverted_u": ["inverted_u_bins"], "nex_vs_accuracy": ["ranking_scores"],
                                      "best_of_n": ["selection"], "sweep": ["sweep", "sweep_choice"],
                                      "neuron_weights": ["neuron_weights"]}
@@ -379,7 +379,9 @@ def every_figure_tables() -> dict[str, tuple[pd.DataFrame, ...]]:
     pairs = pd.concat([transfer_table().assign(donor="expert-compute", recipient="task-arithmetic-0.3", n_prompts=500),
                        transfer_table().assign(donor="task-arithmetic-0.3", recipient="expert-compute", n_prompts=500)])
     weights = pd.DataFrame({"layer": [0, 0, 2, 3, 5], "weight": [0.5, -0.2, 0.7, -0.9, 0.1]})
-    return {"trace": (hand_trace(),), "profile": (curve, responses), "sweep": (sweep, choice),
+    reuse = pd.DataFrame({"variant": ["v"] * 4 + ["reference"] * 4, "cycle": [0, 1, 2, 3] * 2,
+                          "median": [0.9, 0.05, 0.01, 0.0, 0.91, 0.02, 0.004, 0.0005], "n": [40, 30, 20, 0, 1, 1, 1, 1]})
+    return {"trace": (hand_trace(),), "profile": (curve, responses, reuse), "sweep": (sweep, choice),
             "inverted_u": (bins, fits), "nex_vs_accuracy": (scores, ranking), "best_of_n": (pooled_selection(),),
             "transfer": (pairs,), "ablation": (transfer_table().assign(n_prompts=200),),
             "neuron_weights": (weights,)}

@@ -122,29 +122,31 @@ def do_inspect(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from nex_causal.cache import SparseCache
-    from nex_causal.nex.profile import (
-        diagnose,
-        profile,
-        profile_frame,
-        reference_profile,
-    )
+    from nex_causal.nex import learn
+    from nex_causal.nex.diagnostics import credit_frame, diagnose_credit
+    from nex_causal.nex.profile import diagnose, profile_frame, profile_of, reference_cache
     from nex_causal.run.doctor import shared_dir
 
     config = from_mapping(NexConfig, given_options(args, NexConfig))
-    profiles = {path: profile(SparseCache.open(path), n_neurons=args.neurons, config=config)
-                for path in args.cache_dir}
+    caches = {path: (SparseCache.open(path), args.neurons) for path in args.cache_dir}
+    if not args.json and (reference := reference_cache(shared_dir())) is not None:
+        caches["reference example (Qwen3-4B)"] = (reference, 36 * 9728)
+    profiles, credits = {}, {}
+    for label, (cache, n_neurons) in caches.items():
+        cal = learn(cache, config, progress=False)
+        profiles[label] = profile_of(cache, cal, n_neurons)
+        credits[label] = diagnose_credit(cache, cal.weights, config)
     if args.json:
-        for p in profiles.values():
-            summary = p.summary()  # an unknown value (NaN) is JSON's null
+        for label, p in profiles.items():
+            summary = {**p.summary(), **credits[label].summary()}  # an unknown value (NaN) is JSON's null
             print(json.dumps({k: None if isinstance(v, float) and np.isnan(v) else v for k, v in summary.items()}))
         return
-    shown = dict(profiles)
-    if (reference := reference_profile(shared_dir(), config)) is not None:
-        shown["reference example (Qwen3-4B)"] = reference
     with pd.option_context("display.width", 200, "display.max_columns", 12, "display.max_colwidth", 40):
-        print(profile_frame(shown).to_string())
-    for path, p in profiles.items():
-        problems = diagnose(p)
+        print(profile_frame(profiles).to_string())
+        print("\nwhere the credit comes from (medians [quartiles]; ends_in_explore and tied_at_one as share and count):")
+        print(credit_frame(credits).to_string())
+    for path in args.cache_dir:
+        problems = diagnose(profiles[path])
         print(f"{path}: " + ("NEX can read this cache" if not problems else "NEX is degenerate here: "
                             + "; ".join(problems)))
 

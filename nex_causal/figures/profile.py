@@ -14,17 +14,19 @@ REFERENCE = "reference"  # the variant label of the reference example's rows, wh
 
 
 @styled
-def plot_profile(curve: pd.DataFrame, responses: pd.DataFrame) -> Figure:
+def plot_profile(curve: pd.DataFrame, responses: pd.DataFrame, reuse: pd.DataFrame) -> Figure:
     """Left: the median novelty slope (interquartile band) in each tenth of a response's rows,
-    pooled over the caches, the reference example dashed when present. Right: cycles per response.
+    pooled over the caches, the reference example dashed when present. Middle: cycles per response.
+    Right: the reuse share of each cycle by its index (where the credit comes from).
 
     ``curve``: ``variant``, ``position``, ``q25``, ``median``, ``q75`` (``profile.slope_curve``
     per variant, or pooled); ``responses``: ``variant``, ``cycles``, ``crediting_cycles``.
     """
     require(curve, "profile_curve", ["variant", "position", "q25", "median", "q75"])
     require(responses, "profile_responses", ["variant", "cycles", "crediting_cycles"])
+    require(reuse, "profile_reuse", ["variant", "cycle", "median", "n"])
     fig = Figure(figsize=(DOUBLE, 2.5), layout="constrained")
-    left, right = fig.subplots(1, 2)
+    left, right, last = fig.subplots(1, 3)
     ours = curve[curve["variant"] != REFERENCE]
     pooled = ours.groupby("position")[["q25", "median", "q75"]].median()
     left.fill_between(pooled.index, pooled["q25"], pooled["q75"], facecolor=INK[2], alpha=0.5, linewidth=0,
@@ -51,11 +53,22 @@ def plot_profile(curve: pd.DataFrame, responses: pd.DataFrame) -> Figure:
     right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_xlabel("per response")
     right.set_ylabel("responses")
-    right.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, borderaxespad=0.2, columnspacing=1.0)
+    right.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, borderaxespad=0.2, columnspacing=1.0)
+    mine = reuse[(reuse["variant"] != REFERENCE) & (reuse["n"] > 0)].groupby("cycle")["median"].median()
+    last.plot(mine.index, mine.to_numpy(), color=INK[0], marker="o", markersize=2.5, label="caches (median)")
+    theirs = reuse[(reuse["variant"] == REFERENCE) & (reuse["n"] > 0)]
+    if not theirs.empty:
+        last.plot(theirs["cycle"], theirs["median"], color=INK[1], linestyle=DASHES[1], marker="s", markersize=2.5,
+                  label="reference example")
+    last.xaxis.set_major_locator(MaxNLocator(integer=True))
+    last.set_ylim(0, 1)
+    last.set_xlabel("cycle index in the response")
+    last.set_ylabel("reuse share")
+    last.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=1, borderaxespad=0.2)
     return fig
 
 
-def caption_profile(curve: pd.DataFrame, responses: pd.DataFrame) -> str:
+def caption_profile(curve: pd.DataFrame, responses: pd.DataFrame, reuse: pd.DataFrame) -> str:
     """What the profile figure shows, over how many caches and responses."""
     ours = responses[responses["variant"] != REFERENCE]
     reference = " The dashed line is the reference example's cache, scaled to the same first tenth." if (
@@ -63,7 +76,10 @@ def caption_profile(curve: pd.DataFrame, responses: pd.DataFrame) -> str:
     return (f"Left: the median novelty slope (band: interquartile range) in each tenth of a response's rows, the "
             f"median over {ours['variant'].nunique()} cache{'s' if ours['variant'].nunique() > 1 else ''} ({len(ours)} responses).{reference} Right: how many "
             f"explore-to-exploit cycles each response holds (median {np.median(ours['cycles']):g}) and how many of "
-            f"them credit a neuron (median {np.median(ours['crediting_cycles']):g}).")
+            f"them credit a neuron (median {np.median(ours['crediting_cycles']):g}). Last: the median share of each "
+            f"cycle's exploit mass on neurons its explore run introduced, by the cycle's index: credit comes from "
+            f"the cycles whose share stands out from the response's median.")
 
 
-FIGURES.add("profile", FigureSpec(("profile_curve", "profile_responses"), plot_profile, caption_profile))
+FIGURES.add("profile", FigureSpec(("profile_curve", "profile_responses", "profile_reuse"), plot_profile,
+                                  caption_profile))

@@ -172,9 +172,3 @@ def reference_cache(shared: Path) -> SparseCache | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the reference layout has no integrity record; it is the reference
         return SparseCache.open(path)
-
-
-def reference_profile(shared: Path, config: NexConfig = NexConfig()) -> Profile | None:
-    """The profile of the authors' example response (Qwen3-4B: 36 x 9728 neurons), when it is present."""
-    cache = reference_cache(shared)
-    return None if cache is None else profile(cache, n_neurons=36 * 9728, config=config)

@@ -153,36 +153,30 @@ def nex(run: RunDir) -> None:
 
 @stage("profile", needs=("capture",), section=bool, default=True, run_level=("nex",))
 def profile(run: RunDir) -> None:
-    """What NEX can read in each variant's cache under the run's NEX settings: medians, every response, slopes."""
+    """What NEX can read in each variant's cache under the run's NEX settings, and where its credit comes from:
+    medians, every response, slopes, reuse by cycle index."""
     from nex_causal.cache import SparseCache
     from nex_causal.nex import learn
-    from nex_causal.nex.profile import (
-        diagnose,
-        profile_of,
-        reference_cache,
-        reference_profile,
-        slope_curve,
-    )
+    from nex_causal.nex.diagnostics import diagnose_credit
+    from nex_causal.nex.profile import diagnose, profile_of, reference_cache, slope_curve
     from nex_causal.run.doctor import shared_dir
 
-    medians, responses, curves = [], [], []
-    for variant in run.variants():
-        cache = SparseCache.open(run.cache(variant))
+    caches = {variant: (SparseCache.open(run.cache(variant)), None) for variant in run.variants()}
+    if (reference := reference_cache(shared_dir())) is not None:
+        caches["reference"] = (reference, 36 * 9728)
+    medians, responses, curves, reuse = [], [], [], []
+    for variant, (cache, n_neurons) in caches.items():
         cal = learn(cache, run.config.nex, progress=False, keep_traces=True)
-        p = profile_of(cache, cal)
-        medians.append({"variant": variant, **p.summary(), "diagnosis": "; ".join(diagnose(p))})
-        responses.append(p.responses.assign(variant=variant))
+        p, credit = profile_of(cache, cal, n_neurons), diagnose_credit(cache, cal.weights, run.config.nex)
+        medians.append({"variant": variant, **p.summary(), **credit.summary(), "diagnosis": "; ".join(diagnose(p))})
+        responses.append(pd.concat([p.responses, credit.responses], axis=1).assign(variant=variant))
         curves.append(slope_curve(cal.traces).assign(variant=variant))
-    if (reference := reference_profile(shared_dir(), run.config.nex)) is not None:
-        from nex_causal.nex import analyze_response
-
-        trace = analyze_response(reference_cache(shared_dir()).response_rows(0), run.config.nex)
-        curves.append(slope_curve([trace]).assign(variant="reference"))
-        medians.append({"variant": "reference", **reference.summary(), "diagnosis": ""})
+        reuse.append(credit.reuse_by_cycle.assign(variant=variant))
     config = run.section_config("profile")
     write_table(pd.DataFrame(medians), run.tables("profile"), config=config)
     write_table(pd.concat(responses, ignore_index=True), run.tables("profile_responses"), config=config)
     write_table(pd.concat(curves, ignore_index=True), run.tables("profile_curve"), config=config)
+    write_table(pd.concat(reuse, ignore_index=True), run.tables("profile_reuse"), config=config)
 
 
 @stage("sweep", needs=("family", "capture"), section=SweepConfig, default=None)
