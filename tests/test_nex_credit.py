@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from nex_causal.cache import KEY_SPACE, ResponseRows, unpack_keys
 from nex_causal.errors import NexError
-from nex_causal.nex import learn, learn_weights, load_weights, save_weights
+from nex_causal.nex import NexConfig, learn, learn_weights, load_weights, save_weights
 from nex_causal.nex.credit import (
     analyze_response,
     classify,
@@ -160,6 +160,28 @@ def test_neuron_weights_by_hand():
     assert w[0] == 0.0
     with pytest.raises(NexError, match="non-negative"):
         neuron_weights(np.array([-1.0]), np.array([0.0]))
+
+
+def test_named_weightings_by_hand():
+    eff, red = np.array([0.0, 1.0, 2.0, 0.0, 3.0, 30.0]), np.array([0.0, 1.0, 1.0, 3.0, 0.0, 0.0])
+    np.testing.assert_allclose(neuron_weights(eff, red, "eff"), [0, 1 / 30, 2 / 30, 0, 0.1, 1], rtol=1e-6)
+    np.testing.assert_allclose(neuron_weights(eff, red, "eff-red"), [0, 0, 1 / 30, -0.1, 0.1, 1], rtol=1e-6)
+    assert (neuron_weights(eff, red) == 1.0).sum() == 2  # tanh ties 3 and 30 units of evidence at 1
+    with pytest.raises(NexError, match="unknown weighting"):
+        neuron_weights(eff, red, "softmax")
+
+
+def test_skip_opening_credits_nothing_from_the_first_cycle(nex_planted):
+    rows, _ = nex_planted.response(np.random.default_rng(1), "ABAB")
+    full = analyze_response(ResponseRows.from_rows(rows))
+    skipped = analyze_response(ResponseRows.from_rows(rows), NexConfig(skip_opening=True))
+    assert skipped.cycles == full.cycles  # the cycles are the same; only the credit of the first goes
+    first = full.cycles[0]
+    opening = set(full.credit.keys.tolist()) - set(skipped.credit.keys.tolist())
+    assert opening and set(skipped.credit.keys.tolist()) < set(full.credit.keys.tolist())
+    source = full.source
+    first_keys = set(np.concatenate([rows[j][0] for j in source[first.e_start:first.e_end + 1]]).tolist())
+    assert opening <= first_keys
 
 
 @settings(max_examples=100, deadline=None)

@@ -76,7 +76,7 @@ class Calibrations:
         if "pooled" not in self._weights:
             cals = [self.learned(name) for name in self.caches]
             self._weights["pooled"] = neuron_weights(np.sum([c.eff for c in cals], axis=0),
-                                                     np.sum([c.red for c in cals], axis=0))
+                                                     np.sum([c.red for c in cals], axis=0), self.config.weighting)
         return self._weights["pooled"]
 
     def _scored(self, name: str, source: str, weights) -> np.ndarray:

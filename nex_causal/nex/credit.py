@@ -135,11 +135,12 @@ class Credit:
         red[self.keys[~self.effective]] += self.amount[~self.effective]
 
 
-def credit(nov: Novelty, found: list[Cycle]) -> Credit:
-    """Neurons introduced in a crediting cycle's E run, with m[j, n] * scale (float32)."""
+def credit(nov: Novelty, found: list[Cycle], skip_opening: bool = False) -> Credit:
+    """Neurons introduced in a crediting cycle's E run, with m[j, n] * scale (float32); with ``skip_opening``
+    (a named departure) the first cycle credits nothing."""
     rows, parts = nov.rows, []
-    for c in found:
-        if c.kind == "none":
+    for i, c in enumerate(found):
+        if c.kind == "none" or (skip_opening and i == 0):
             continue
         span = rows.span(c.e_start, c.e_end)
         new = nov.introduced[span]
@@ -181,12 +182,26 @@ def analyze_response(rows: ResponseRows, config: NexConfig = NexConfig()) -> Res
     seg = segment(nov.slopes, config.rho, config.min_run, mad_rounding=config.mad_rounding)
     found = cycles(nov, seg.explore) if nov.rows.n_rows >= MIN_ROWS else []
     return ResponseTrace(nov.rows.source, nov.rows.tokens, nov.slopes, seg.y, seg.z, seg.explore, seg.method,
-                         found, credit(nov, found), nov.n_neurons)
+                         found, credit(nov, found, config.skip_opening), nov.n_neurons)
 
 
-def neuron_weights(eff: np.ndarray, red: np.ndarray) -> np.ndarray:
-    """Section 5 in float32: w_n = tanh(log((Eff[n] + 1e-6) / (Red[n] + 1e-6))); 0 where uncredited."""
+WEIGHTINGS = ("tanh", "eff", "eff-red")
+
+
+def neuron_weights(eff: np.ndarray, red: np.ndarray, weighting: str = "tanh") -> np.ndarray:
+    """Section 5 in float32: w_n = tanh(log((Eff[n] + 1e-6) / (Red[n] + 1e-6))); 0 where uncredited.
+
+    The named departures (``NexConfig.weighting``): ``eff``, Eff / max Eff; ``eff-red``,
+    (Eff - Red) / max |Eff - Red|. Both keep the sign of the evidence and its size, so a
+    neuron credited once and one credited a thousand times no longer tie at 1.
+    """
     eff, red = np.asarray(eff, np.float32), np.asarray(red, np.float32)
     if eff.shape != red.shape or (eff < 0).any() or (red < 0).any():
         raise NexError("Eff and Red must be non-negative arrays of one shape")
-    return np.tanh(np.log((eff + EPS) / (red + EPS))).astype(np.float32)
+    if weighting == "tanh":
+        return np.tanh(np.log((eff + EPS) / (red + EPS))).astype(np.float32)
+    if weighting not in WEIGHTINGS:
+        raise NexError(f"unknown weighting {weighting!r}: use one of {', '.join(WEIGHTINGS)}")
+    evidence = eff.astype(np.float64) - (red if weighting == "eff-red" else 0.0)
+    top = np.abs(evidence).max(initial=0.0)
+    return (evidence / top if top > 0 else evidence).astype(np.float32)

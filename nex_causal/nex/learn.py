@@ -167,7 +167,7 @@ def learn(cache: SparseCache, config: NexConfig = NexConfig(), *, max_responses:
             limits.restore_original_limits()
         _JOB = None
         bar.close()
-    return Calibration(neuron_weights(eff, red), eff, red, n, summaries, traces)
+    return Calibration(neuron_weights(eff, red, config.weighting), eff, red, n, summaries, traces)
 
 
 def learn_weights(cache: SparseCache, config: NexConfig = NexConfig(), *, max_responses: int = 0,

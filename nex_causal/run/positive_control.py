@@ -265,7 +265,7 @@ def _pooled(c: Control, credit_of: Callable[[str], tuple[np.ndarray, np.ndarray]
     from nex_causal.nex.credit import neuron_weights
 
     parts = [credit_of(v) for v in c.levels]
-    return neuron_weights(np.sum([e for e, _ in parts], 0), np.sum([r for _, r in parts], 0))
+    return neuron_weights(np.sum([e for e, _ in parts], 0), np.sum([r for _, r in parts], 0), c.nex.weighting)
 
 
 def _nex_credit(c: Control, v: str) -> tuple[np.ndarray, np.ndarray]:

@@ -165,6 +165,6 @@ def permuted_phase_credit(cache: SparseCache, config: NexConfig, seed: int) -> t
         if nov.rows.n_rows < 3:
             continue
         explore = permuted_runs(segment(nov.slopes, config.rho, config.min_run).explore, rng)
-        got: Credit = credit(nov, cycles(nov, explore))
+        got: Credit = credit(nov, cycles(nov, explore), config.skip_opening)
         got.add_to(eff, red)
     return eff, red
