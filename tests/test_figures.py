@@ -227,7 +227,8 @@ def transfer_table() -> pd.DataFrame:
             rows.append({"intervention": intervention, "k": k, "dose": dose, "outcome": "answer-logprob",
                          "effective_delta": effective, "redundant_delta": 0.01, "random_delta": 0.0,
                          "random_low": -0.06, "random_high": 0.06, "p_value": 0.02 if k == 128 else 0.5,
-                         "n_random": 50, "n_prompts": 200})
+                         "n_random": 50, "n_prompts": 200, "supervised_delta": -0.2 * np.log2(k / 4),
+                         "ceiling_delta": -1.5})
     return pd.DataFrame(rows)
 
 
@@ -240,6 +241,10 @@ def test_transfer_panels_lines_null_band_and_marks(tmp_path):
     assert [t.get_text() for t in ax.get_xticklabels()] == ["8", "32", "all"]
     effective = next(line for line in ax.lines if line.get_label() == "effective")
     assert list(effective.get_ydata()) == pytest.approx([-0.1, -0.3, -0.5])
+    positive = next(line for line in ax.lines if line.get_label() == "positive control")
+    assert list(positive.get_ydata()) == pytest.approx([-0.2, -0.6, -1.0])
+    ceiling = next(line for line in ax.lines if line.get_label() == "ceiling")
+    assert list(ceiling.get_ydata()) == pytest.approx([-1.5, -1.5])
     band = next(c for c in ax.collections if c.get_label() == "random (null quantiles)")
     ys = band.get_paths()[0].vertices[:, 1]
     assert ys.min() == pytest.approx(-0.06) and ys.max() == pytest.approx(0.06)
@@ -259,7 +264,8 @@ def test_transfer_with_one_dose_draws_the_null_as_bars_and_no_unused_legend_entr
     bars = [seg for coll in ax.collections for seg in getattr(coll, "get_segments", lambda: [])()]
     assert [(s[0][1], s[1][1]) for s in bars if s[0][0] == s[1][0]] == [(pytest.approx(-0.06), pytest.approx(0.06))]
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["effective", "redundant", "random: mean, central 95%"]  # p = 0.5: no ring, no ring entry
+    assert labels == ["effective", "redundant", "positive control", "ceiling",
+                      "random: mean, central 95%"]  # p = 0.5: no ring, no ring entry
     assert F.clipped_texts(fig) == []
 
 

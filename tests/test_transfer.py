@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -82,7 +83,7 @@ def task(intact):
 def transfer_config(**changes) -> GridConfig:
     base = dict(experiment="transfer", recipient="corrupted", donor="intact", weights="W.npz",
                 tasks="continuation", k=(len(PLANTED),), n_random=3, n_random_accuracy=3, outcomes=("greedy",),
-                max_new_tokens=STEPS, n_boot=500, saturate=False)
+                max_new_tokens=STEPS, n_boot=500, saturate=False, n_matched=0, supervised=False, ceiling=False)
     return GridConfig(**{**base, **changes})
 
 
@@ -92,6 +93,43 @@ def row(table, **match):
         hit = hit[hit[key] == value]
     assert len(hit) == 1, match
     return hit.iloc[0]
+
+
+def test_positive_control_ceiling_and_matched_nulls_on_a_planted_transfer(intact, corrupted, task, tmp_path):
+    """The corrupted model differs from the intact one only in the planted units. The supervised attribution
+    (weight difference x donor mass, on prompts the test never sees) finds exactly them and restores every
+    answer; so does the ceiling (both layers whole). Weights that call the decoys effective make the NEX cells
+    fail beside a positive control that moved: a null that can be read. The covariate-matched null matches the
+    effective set more closely than the layer-only one on every covariate."""
+    skill = continuation_task(intact, n=24)  # the first 16 prompts are the test's: 8 remain for the attribution
+    wrong = np.zeros(KEY_SPACE, dtype=np.float32)
+    wrong[DECOYS.keys], wrong[PLANTED.keys] = 0.9, -0.9
+    config = transfer_config(interventions=("transplant",), n_random=2, n_matched=2, supervised=True, ceiling=True)
+    grid = Grid(corrupted, task, config, tmp_path, donor=intact, skill=skill, progress=False)
+    table, summary = grid.run(wrong)
+    supervised = pd.read_csv(tmp_path / "sets" / f"supervised-{len(PLANTED)}.csv")
+    assert set(zip(supervised["layer"], supervised["unit"])) == set(zip(PLANTED.layers, PLANTED.units))
+    s = row(summary, intervention="transplant", outcome="greedy")
+    baseline = s.baseline_value
+    assert baseline < 0.5
+    assert s.supervised_delta == pytest.approx(1 - baseline) and s.supervised_moved and s.verdict == "informative"
+    assert s.ceiling_delta == pytest.approx(1 - baseline) and s.effective_share_of_ceiling == pytest.approx(0.0)
+    assert s.effective_delta == 0.0 and s.n_matched == 2 and s.effective_random_ties == 0
+    for name in ("mass_recipient", "mass_donor", "weight_diff"):  # measured: 0.20 / -0.55 / 0.27 for layer-only
+        assert abs(s[f"smd_matched_{name}"]) < abs(s[f"smd_random_{name}"])
+    assert s.smd_matched_weight_diff == 0.0  # the effective set (the decoys) has no weight difference, nor its matches
+    assert row(table, set_kind="ceiling", intervention="transplant", outcome="greedy").set_size == 2 * 128
+
+
+def test_a_positive_control_that_does_not_move_marks_the_test_blind(intact, task, tmp_path):
+    """Donor and recipient identical: no transplant can move anything, so the verdict says the test cannot see
+    and there is no ceiling (no layer differs)."""
+    config = transfer_config(interventions=("transplant",), n_random=2, supervised=True, ceiling=True)
+    _, summary = Grid(intact, task, config, tmp_path, donor=intact, skill=continuation_task(intact, n=24),
+                      progress=False).run(planted_weights())
+    s = row(summary, intervention="transplant", outcome="greedy")
+    assert s.supervised_delta == 0.0 and not s.supervised_moved and s.verdict.startswith("the test cannot see")
+    assert "ceiling_delta" not in summary
 
 
 def test_planted_transfer_restores_only_with_the_corrupted_set(intact, corrupted, task, tmp_path):
@@ -255,6 +293,7 @@ def test_the_cli_runs_a_grid_and_a_config_file_resumes_it(tiny_qwen3_dir, tmp_pa
     (tmp_path / "tasks.jsonl").write_text("".join(
         json.dumps({"id": f"q{i}", "question": f"{i}+{i}=", "answer": str(2 * i)}) + "\n" for i in range(4)))
     args = ["--family", str(family), "--weights", str(tmp_path / "W.npz"), "--k", "24", "--n-random", "1",
+            "--n-matched", "2",
             "--tasks", str(tmp_path / "tasks.jsonl"), "--out", str(tmp_path / "out"), "--outcomes",
             "greedy,answer-logprob", "--max-new-tokens", "3", "--interventions", "transplant"]
     assert main(["transfer", "--donor", "intact", "--recipient", "corrupted", *args]) == 0
@@ -263,12 +302,13 @@ def test_the_cli_runs_a_grid_and_a_config_file_resumes_it(tiny_qwen3_dir, tmp_pa
     import pandas as pd
 
     first = pd.read_csv(tmp_path / "out" / "transfer.csv")
-    assert len(first) == 10 and set(first.outcome) == {"greedy", "answer-logprob"}
-    assert set(first.set_kind) == {"baseline", "donor", "effective", "redundant", "random"}
+    assert len(first) == 16 and set(first.outcome) == {"greedy", "answer-logprob"}
+    # a fixed task file leaves no prompt for the supervised control's attribution (warned), so none is there
+    assert set(first.set_kind) == {"baseline", "donor", "effective", "redundant", "random", "matched", "ceiling"}
 
     (tmp_path / "t.yaml").write_text(
         f"experiment: transfer\nfamily: {family}\ndonor: intact\nrecipient: corrupted\n"
-        f"weights: {tmp_path / 'W.npz'}\nk: [24]\nn_random: 1\ntasks: {tmp_path / 'tasks.jsonl'}\nout: {tmp_path / 'out'}\n"
+        f"weights: {tmp_path / 'W.npz'}\nk: [24]\nn_random: 1\nn_matched: 2\ntasks: {tmp_path / 'tasks.jsonl'}\nout: {tmp_path / 'out'}\n"
         "outcomes: greedy,answer-logprob\n"
         "max_new_tokens: 3\ninterventions: transplant\n")
     assert main(["transfer", "--config", str(tmp_path / "t.yaml")]) == 0

@@ -19,6 +19,7 @@ from nex_causal.figures.style import (
 )
 
 TRANSFER_SETS = {"effective": (INK[0], MARKERS[0], DASHES[0]), "redundant": (INK[1], MARKERS[1], DASHES[1])}
+POSITIVE = (INK[0], MARKERS[2], DASHES[2])  # the supervised positive control: what the test can see at each k
 
 
 SIGNIFICANT = 0.05  # cells whose p-value against the random sets is below this are marked
@@ -34,8 +35,9 @@ def plot_transfer(summary: pd.DataFrame) -> Figure:
     quantiles) and ``p_value``. One panel per (pair, intervention, outcome): effective and
     redundant sets are lines, the null its mean with bars over its central quantiles (and a
     hatched band between doses when there are several); an effective point whose p-value
-    against the null is below 0.05 is ringed. The last dose may be every
-    neuron of positive weight (tick ``all``).
+    against the null is below 0.05 is ringed. The supervised positive control (``supervised_delta``) is a
+    dotted line: where it stays at 0 the test cannot see; the ceiling (``ceiling_delta``: every unit of the
+    differing layers) is a horizontal line. The last dose may be every neuron of positive weight (tick ``all``).
     """
     require(summary, "transfer summary", ["intervention", "outcome", "k", "dose", "effective_delta",
                                           "redundant_delta"])
@@ -59,6 +61,13 @@ def plot_transfer(summary: pd.DataFrame) -> Figure:
         for kind, (color, marker, dash) in TRANSFER_SETS.items():
             ax.plot(part["k"], part[f"{kind}_delta"], color=color, marker=marker, linestyle=dash,
                     mfc="white" if kind == "redundant" else color, label=kind)
+        if "supervised_delta" in part and part["supervised_delta"].notna().any():
+            color, marker, dash = POSITIVE
+            ax.plot(part["k"], part["supervised_delta"], color=color, marker=marker, linestyle=dash, mfc="white",
+                    label="positive control")
+        if "ceiling_delta" in part and part["ceiling_delta"].notna().any():
+            ax.axhline(float(part["ceiling_delta"].dropna().iloc[0]), color=INK[1], linestyle=DASHES[1],
+                       linewidth=0.8, label="ceiling")
         if "p_value" in part:
             hit = part[part["p_value"] < SIGNIFICANT]
             if len(hit):
@@ -78,7 +87,7 @@ def plot_transfer(summary: pd.DataFrame) -> Figure:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
     fig.legend(list(entries.values()), list(entries), loc="outside lower center",
-               ncol=min(2 if cols == 1 else 5, len(entries)))
+               ncol=min(2 if cols == 1 else 4, len(entries)))
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     return fig
@@ -122,8 +131,16 @@ def caption_transfer(summary: pd.DataFrame) -> str:
                  "of the same size, with their mean (a hatched band between doses); a ring would mark an effective "
                  f"set that beats the random sets with p < {SIGNIFICANT:g}, p being the share of random sets doing "
                  f"at least as well ({int((summary['p_value'] < SIGNIFICANT).sum())} cells ringed here).")
+    if "supervised_delta" in summary and summary["supervised_delta"].notna().any():
+        blind = int((~summary["supervised_moved"].astype(bool)).sum()) if "supervised_moved" in summary else 0
+        text += (" The dotted line is the supervised positive control, the k units an attribution that knows the "
+                 "skill ranks first (on prompts the test never sees): where its interval holds 0 the test cannot "
+                 f"see at that dose ({blind} of {len(summary)} cells).")
+    if "ceiling_delta" in summary and summary["ceiling_delta"].notna().any():
+        text += " The horizontal line is the ceiling: every unit of the layers where donor and recipient differ."
     text += " answer-logprob is the log-probability of the right answer after the model's own chain of thought; " \
-            "greedy and sampled are accuracies." if "answer-logprob" in set(summary["outcome"]) else ""
+            "solution-logprob that of the reference solution per token; greedy and sampled are accuracies." \
+        if {"answer-logprob", "solution-logprob"} & set(summary["outcome"]) else ""
     return text
 
 

@@ -19,8 +19,10 @@ from nex_causal.intervene.base import (
 )
 from nex_causal.intervene.neuron_sets import NeuronSet
 from nex_causal.io import file_sha256
+from nex_causal.nex.weights import credit_path
 
 RESUME_FREE = ("device", "batch_size", "n_boot", "level")  # settings that do not change a cell's result
+RANDOM_KINDS = ("random", "matched")  # the nulls: layer-matched and covariate-matched random sets
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,19 @@ class GridConfig:
         "help": "add the dose k = every neuron of positive weight (the range to saturation)"})
     n_random: int = field(default=50, metadata={"help": "layer-matched random sets per k (the null distribution)"})
     n_random_accuracy: int = field(default=10, metadata={
-        "help": "of those, how many also measure the accuracy outcomes (generation is costly)"})
+        "help": "of those (and of the matched sets), how many also measure the accuracy outcomes (generation is "
+                "costly)"})
+    n_matched: int = field(default=50, metadata={
+        "help": "random sets per k matched on layer, activation mass and weight difference (intervene.controls)"})
+    supervised: bool = field(default=True, metadata={
+        "help": "add the supervised positive control: the top-k units of an attribution that knows the skill"})
+    ceiling: bool = field(default=True, metadata={
+        "help": "add the ceiling: every unit of the layers where donor and recipient differ (transfer)"})
+    attribution_tasks: str | None = field(default=None, metadata={
+        "help": "the positive control's own prompts (default: tasks drawn with attribution_seed; prompts the test "
+                "scores are dropped)"})
+    attribution_seed: int = field(default=1000, metadata={
+        "help": "seed drawing the positive control's own prompts"})
     interventions: tuple[str, ...] | None = field(default=None, metadata={
         "help": "interventions to run (default: every one of the experiment's)"})
     sets: tuple[str, ...] = field(default=(), metadata={
@@ -84,9 +98,10 @@ class GridConfig:
             raise NexError(f"temperature must be 0 (greedy) or positive, got {self.temperature}")
         if "sampled" in self.outcomes and self.temperature <= 0:
             raise NexError(f"the sampled outcome needs a temperature > 0, got {self.temperature}")
-        if min(self.n_random, self.n_random_accuracy) < 0 or self.max_new_tokens < 1 or self.n_boot < 1 \
+        if min(self.n_random, self.n_random_accuracy, self.n_matched) < 0 or self.max_new_tokens < 1 or self.n_boot < 1 \
                 or self.batch_size < 1:
-            raise NexError("n_random and n_random_accuracy must be >= 0 and max_new_tokens, n_boot, batch_size >= 1")
+            raise NexError("n_random, n_random_accuracy and n_matched must be >= 0 and max_new_tokens, n_boot, "
+                           "batch_size >= 1")
         if not 0 < self.level < 1:
             raise NexError(f"level must lie in (0, 1), got {self.level}")
         if any(INTERVENTIONS[i].needs_donor for i in interventions) and not self.donor:
@@ -94,7 +109,7 @@ class GridConfig:
 
     def outcomes_of(self, cell: Cell) -> tuple[str, ...]:
         """The outcomes ``cell`` measures: all, but only the continuous ones on the extra random sets."""
-        if cell.kind == "random" and cell.seed >= self.n_random_accuracy:
+        if cell.kind in RANDOM_KINDS and cell.seed >= self.n_random_accuracy:
             return tuple(o for o in self.outcomes if OUTCOMES[o].continuous)
         return self.outcomes
 
@@ -102,15 +117,16 @@ class GridConfig:
         """What a finished cell depends on (a resume must agree on it): the fields that change a
         result, and the content of the weights file (its path alone does not say which weights)."""
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUME_FREE}
-        weights = Path(self.weights)
-        return {**fields, "weights_sha256": file_sha256(weights) if weights.is_file() else None}
+        weights, credit = Path(self.weights), Path(credit_path(self.weights))
+        return {**fields, "weights_sha256": file_sha256(weights) if weights.is_file() else None,
+                "credit_sha256": file_sha256(credit) if credit.is_file() else None}
 
 
 @dataclass(frozen=True)
 class Cell:
     """One intervention on one neuron set: a column of per-prompt outcomes."""
 
-    kind: str  # effective | redundant | random | user-<file> (the controls: baseline, donor)
+    kind: str  # effective | redundant | random | matched | supervised | ceiling | user-<file> (and baseline, donor)
     k: int
     seed: int
     intervention: str

@@ -2,8 +2,10 @@
 
 Transfer (NEX_METHOD section 7): for each k of a dose range (up to every neuron of
 positive weight) and each set kind -- the top-k effective neurons, the bottom-k redundant
-neurons, and a null distribution of random sets matched to the effective set layer by
-layer -- the recipient receives the donor's neurons through each registered transfer
+neurons, two null distributions of random sets (matched to the effective set layer by
+layer, and also on activation mass and weight difference), the supervised positive
+control, and once per grid the ceiling (``intervene.controls``) -- the recipient receives
+the donor's neurons through each registered transfer
 intervention (weight transplant, activation patching in lock step), and its outcomes on
 held-out prompts are measured (``intervene.outcomes``: accuracy, and teacher-forced
 log-probabilities that cost one forward pass, so the null can have 50 sets). Ablation is
@@ -38,8 +40,12 @@ from nex_causal.intervene.neuron_sets import (
     NeuronSet,
     bottom_redundant,
     check_weights_fit,
+    covariate_matched,
     matched_random,
+    matching_quality,
+    top_attributed,
     top_effective,
+    whole_layers,
 )
 from nex_causal.intervene.outcomes import Inputs
 from nex_causal.intervene.patching import activation_means, intervened
@@ -56,9 +62,11 @@ from nex_causal.models.loading import load_bridge
 from nex_causal.models.tasks import TaskSet, load_tasks
 from nex_causal.models.variants import variant_dir
 from nex_causal.nex import load_weights
+from nex_causal.nex.weights import load_evidence
 from nex_causal.resume import CLAIM_FILE, claim, discard_stale
 
 MEANS_FILE = "means.npy"
+CONTROLS_FILE = "controls.npz"  # the covariates and attribution the controls were built from
 
 
 def doses(weights: np.ndarray, config: GridConfig) -> tuple[int, ...]:
@@ -69,23 +77,31 @@ def doses(weights: np.ndarray, config: GridConfig) -> tuple[int, ...]:
     return tuple(sorted(ks))
 
 
-def neuron_grid(weights: np.ndarray, ks: Sequence[int], n_random: int, d_mlp: int,
-                seed: int = 0) -> list[tuple[str, int, int, NeuronSet]]:
-    """``(kind, k, seed, set)`` for every k: effective, redundant and ``n_random`` matched random sets.
+def neuron_grid(weights: np.ndarray, ks: Sequence[int], n_random: int, d_mlp: int, seed: int = 0, *,
+                evidence: np.ndarray | None = None, covariates: np.ndarray | None = None, n_matched: int = 0,
+                attribution: np.ndarray | None = None) -> list[tuple[str, int, int, NeuronSet]]:
+    """``(kind, k, seed, set)`` for every k: effective, redundant, ``n_random`` layer-matched random sets,
+    ``n_matched`` covariate-matched ones (with ``covariates``) and the supervised set (with ``attribution``).
 
-    ``seed`` orders ties in weight (see ``top_effective``) and draws the random sets. Where a
-    layer has too few units outside the effective set for a matched random set (k near every
-    neuron), that k has no random sets, with a warning.
+    ``evidence`` (Eff - Red) orders ties in weight, ``seed`` what ties on both (see ``top_effective``) and
+    draws the random sets. Where a layer has too few units outside the effective set for a
+    matched random set (k near every neuron), that k has no random sets, with a warning.
     """
     grid = []
     for k in ks:
-        effective = top_effective(weights, k, seed=seed)
-        grid += [("effective", k, 0, effective), ("redundant", k, 0, bottom_redundant(weights, k, seed=seed))]
+        effective = top_effective(weights, k, seed=seed, evidence=evidence)
+        grid += [("effective", k, 0, effective),
+                 ("redundant", k, 0, bottom_redundant(weights, k, seed=seed, evidence=evidence))]
         try:
             grid += [("random", k, s, matched_random(effective, d_mlp, sequence_seed(seed, k, s),
                                                      name=f"random-{k}-{s}")) for s in range(n_random)]
+            if covariates is not None:
+                grid += [("matched", k, s, covariate_matched(effective, covariates, sequence_seed(seed, k, s, 1),
+                                                             name=f"matched-{k}-{s}")) for s in range(n_matched)]
         except NexError as err:
-            warnings.warn(f"k={k}: no layer-matched random sets ({err})", stacklevel=2)
+            warnings.warn(f"k={k}: no matched random sets ({err})", stacklevel=2)
+        if attribution is not None:
+            grid.append(("supervised", k, 0, top_attributed(attribution, k)))
     return grid
 
 
@@ -100,8 +116,9 @@ class Grid:
     """Runs the cells of one grid into ``out``, skipping those already on disk."""
 
     def __init__(self, model, taskset: TaskSet, config: GridConfig, out: str | os.PathLike, *,
-                 donor=None, progress: bool = True):
-        self.model, self.taskset, self.config, self.donor = model, taskset, config, donor
+                 donor=None, skill: TaskSet | None = None, progress: bool = True):
+        """``skill``: the positive control's own prompts (the attribution split); without it, no supervised set."""
+        self.model, self.taskset, self.config, self.donor, self.skill = model, taskset, config, donor, skill
         self.out, self.progress = Path(out), progress
         self.means: np.ndarray | None = None
         self.inputs = Inputs(model, taskset, config, self.out)
@@ -148,18 +165,67 @@ class Grid:
                 np.save(f, means)
         return np.load(path)
 
-    def run(self, weights: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def controls(self) -> dict[str, np.ndarray]:
+        """The covariates the matched sets match on, the positive control's attribution and the differing layers
+        (``intervene.controls``), computed once per grid and kept under ``out``."""
+        from nex_causal.intervene import controls as C
+
+        path = self.out / CONTROLS_FILE
+        if path.is_file():
+            with np.load(path) as archive:
+                return dict(archive)
+        c, out = self.config, {}
+        donor = self.donor if c.experiment == "transfer" else None
+        if c.n_matched:
+            sequences = [torch.cat([p, self.inputs.ids(t)]) for p, t in zip(self.inputs.prompts,
+                                                                            self.inputs.recipient_texts)]
+            out["covariates"] = C.covariates(c.experiment, self.model, donor, sequences, c.batch_size)
+        if c.supervised and self.skill is not None and (skill := self.skill_sequences()):
+            out["attribution"] = C.attribution(c.experiment, self.model, donor, skill, c.batch_size)
+        if c.ceiling and donor is not None:
+            out["differing_layers"] = C.differing_layers(self.model, donor)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **out)
+        return out
+
+    def skill_sequences(self) -> list[torch.Tensor]:
+        """The attribution split's prompts that the test does not hold, each with the task's reference solution
+        (the skill), else the donor's (or the model's own) greedy response."""
+        c = self.config
+        tested = set(self.taskset.prompts())
+        problems = [p for p in self.skill.problems if p.prompt not in tested]
+        if not problems:
+            warnings.warn("no supervised positive control: every prompt of the attribution split is one the test "
+                          "scores (a fixed task file draws the same prompts for every seed); give its own prompts "
+                          "with attribution_tasks", stacklevel=2)
+            return []
+        prompts = encode_prompts(self.model, [p.prompt for p in problems], chat=c.chat)
+        if self.skill.solution is not None:
+            texts = [self.skill.solution(p) for p in problems]
+        else:
+            texts = [g.text for g in generate(self.donor or self.model, [p.prompt for p in problems],
+                                              max_new_tokens=c.max_new_tokens, batch_size=c.batch_size,
+                                              chat=c.chat, hooks=False)]
+        return [torch.cat([p, self.inputs.ids(t)]) for p, t in zip(prompts, texts)]
+
+    def run(self, weights: np.ndarray, evidence: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Measure every cell and write ``<experiment>`` and ``summary`` tables into ``out``."""
         c = self.config
         n_layers, d_mlp = self.model.cfg.n_layers, self.model.cfg.d_mlp
         check_weights_fit(weights, n_layers, d_mlp)
         ks = doses(weights, c)
-        grid = neuron_grid(weights, ks, c.n_random, d_mlp, c.seed)  # every set first: fail before any work
+        claim(self.out, self.config.content(), what=f"{c.experiment} grid")
+        extra = self.controls()
+        grid = neuron_grid(weights, ks, c.n_random, d_mlp, c.seed, evidence=evidence,
+                           covariates=extra.get("covariates"), n_matched=c.n_matched,
+                           attribution=extra.get("attribution"))
+        if len(extra.get("differing_layers", ())):
+            ceiling = whole_layers(extra["differing_layers"], d_mlp)
+            grid.append(("ceiling", len(ceiling), 0, ceiling))
         for path in c.sets:
             neurons = NeuronSet.load(path)
             neurons.check_fits(n_layers, d_mlp)
             grid.append((f"user-{neurons.name}", len(neurons), 0, neurons))
-        claim(self.out, self.config.content(), what=f"{c.experiment} grid")
         for _, _, _, neurons in grid:
             if not (self.out / "sets" / f"{neurons.name}.csv").exists():
                 neurons.save(self.out / "sets" / f"{neurons.name}.csv")
@@ -174,13 +240,27 @@ class Grid:
         for cell in tqdm(cells, desc=f"{c.experiment} cells", unit="cell", disable=not self.progress):
             results[cell.name] = self.cell(cell)
         saturation = max(ks) if c.saturate else None
+        quality = {k: self.quality(grid, k, extra["covariates"]) for k in ks} if "covariates" in extra else {}
         self.gaps = {(i, dose_label(k, saturation), o): pair_gaps(kind_values(cells, results, i, k, o))
                      for i in c.interventions for k in ks for o in c.outcomes}
         table = outcome_table(cells, results, c, saturation)
-        summary = gap_summary(cells, results, c, ks, saturation)
+        summary = gap_summary(cells, results, c, ks, saturation, quality)
         write_table(table, self.out / c.experiment, config=dataclasses.asdict(c))
         write_table(summary, self.out / "summary", config=dataclasses.asdict(c))
         return table, summary
+
+    def quality(self, grid: list[tuple[str, int, int, NeuronSet]], k: int, covariates: np.ndarray
+                ) -> dict[str, float]:
+        """How well each null matches the effective set of dose ``k``: standardised mean differences per covariate."""
+        from nex_causal.intervene.controls import COVARIATES
+
+        sets = {kind: [n for kd, kk, _, n in grid if (kd, kk) == (kind, k)] for kind in ("effective", "random",
+                                                                                      "matched")}
+        out = {}
+        for kind in ("random", "matched"):
+            smd = matching_quality(sets["effective"][0], sets[kind], covariates)
+            out.update({f"smd_{kind}_{name}": float(v) for name, v in zip(COVARIATES[self.config.experiment], smd)})
+        return out
 
 
 def load_grid_models(config: GridConfig) -> tuple[object, object | None]:
@@ -205,9 +285,11 @@ def run_grids(grids: Sequence[tuple[GridConfig, Path]], *, root: str | os.PathLi
         if root is not None:
             discard_stale(out, config.content(), stamp_file=CLAIM_FILE, root=root)
         model, donor = load_grid_models(config)
-        grid = Grid(model, load_tasks(config.tasks, seed=config.task_seed), config, out, donor=donor,
+        skill = load_tasks(config.attribution_tasks or config.tasks, seed=config.attribution_seed) \
+            if config.supervised else None
+        grid = Grid(model, load_tasks(config.tasks, seed=config.task_seed), config, out, donor=donor, skill=skill,
                     progress=progress)
-        table, summary = grid.run(load_weights(config.weights))
+        table, summary = grid.run(load_weights(config.weights), load_evidence(config.weights))
         done.append((grid.gaps, table, summary))
         del grid, model, donor
     return done

@@ -3,8 +3,16 @@
 A set is a sorted array of packed keys ``(layer << 16) | unit`` with a name, and, when it
 came from NEX weights, the weight of each member. The sets of the causal test are the
 top-k effective neurons (largest positive weight), the bottom-k redundant neurons (most
-negative weight), and random sets matched to the effective set layer by layer. A user can
-bring their own set as a small table with columns ``layer, unit`` (CSV or parquet).
+negative weight), their controls, and the sets that say what the test can see at all:
+
+- random sets matched to the effective set layer by layer (``matched_random``), and random
+  sets matched also on what could confound a transplant (``covariate_matched``: activation
+  mass in the recipient and in the donor, size of the donor-recipient weight difference);
+- the supervised positive control (``top_attributed``): the k units an attribution that
+  knows the skill ranks first, computed on prompts the test never sees;
+- the ceiling (``whole_layers``): every unit of the layers that differ.
+
+A user can bring their own set as a small table with columns ``layer, unit`` (CSV or parquet).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ class NeuronSet:
     name: str
     keys: np.ndarray
     weights: np.ndarray | None = None
+    random_ties: int = 0  # members drawn at random among neurons tied at the cut (weight and evidence alike)
 
     def __post_init__(self) -> None:
         keys = np.asarray(self.keys, dtype=np.uint32)
@@ -143,35 +152,44 @@ def check_weights_fit(weights: np.ndarray, n_layers: int, d_mlp: int) -> None:
     NeuronSet("weights", credited.astype(np.uint32)).check_fits(n_layers, d_mlp)
 
 
-def _extreme(weights: np.ndarray, k: int, sign: int, name: str, seed: int) -> NeuronSet:
-    """The ``k`` keys of largest ``sign * weight`` (> 0); ties at the cut in a seeded random order.
-
-    NEX weights saturate: tanh rounds to exactly +-1 in float32 once a neuron's credit ratio
-    passes ~e^9, so hundreds of neurons can tie at the top. Breaking such ties by key would
-    favour the first layers; a seeded shuffle picks uniformly among the tied neurons instead.
-    """
+def _extreme(weights: np.ndarray, k: int, sign: int, name: str, seed: int,
+             evidence: np.ndarray | None) -> NeuronSet:
+    """The ``k`` keys of largest ``sign * weight`` (> 0); ties in weight broken by ``sign * evidence`` (Eff - Red:
+    NEX's tanh saturates, tying hundreds of neurons at exactly +-1 in float32), and only the ties left after both
+    in a seeded random order, counted in the set's ``random_ties``."""
     if k < 0:
         raise NexError(f"k must be non-negative, got {k}")
     candidates = np.random.default_rng(seed).permutation(np.flatnonzero(sign * weights > 0))
-    chosen = candidates[np.argsort(-sign * weights[candidates], kind="stable")[:k]]
+    first = sign * weights[candidates].astype(np.float64)
+    second = np.zeros(len(candidates)) if evidence is None else sign * np.asarray(evidence, np.float64)[candidates]
+    picked = np.lexsort((-second, -first))[:k]  # lexsort is stable: the seeded shuffle orders what ties on both
+    chosen, random_ties = candidates[picked], 0
     if len(chosen) < k:
         warnings.warn(f"{name}: only {len(chosen)} neurons have {'positive' if sign > 0 else 'negative'} "
                       f"weight, fewer than k={k}; using those", stacklevel=3)
-    elif k and (tied := int((weights[candidates] == weights[chosen[-1]]).sum())) > (
-            taken := int((weights[chosen] == weights[chosen[-1]]).sum())):
-        warnings.warn(f"{name}: {tied} neurons tie at weight {weights[chosen[-1]]:g} at the cut; "
-                      f"{taken} of them taken in a random order (seed {seed})", stacklevel=3)
-    return NeuronSet(name, chosen.astype(np.uint32), weights[chosen])
+    elif k:
+        at_cut = (first == first[picked[-1]]) & (second == second[picked[-1]])
+        tied, taken = int(at_cut.sum()), int(at_cut[picked].sum())
+        if tied > taken:
+            random_ties = taken
+            warnings.warn(f"{name}: {tied} neurons tie at weight {weights[chosen[-1]]:g}"
+                          f"{'' if evidence is None else ' and in evidence'} at the cut; {taken} of them taken in "
+                          f"a random order (seed {seed})", stacklevel=3)
+    return NeuronSet(name, chosen.astype(np.uint32), weights[chosen], random_ties)
 
 
-def top_effective(weights: np.ndarray, k: int, name: str | None = None, *, seed: int = 0) -> NeuronSet:
-    """The ``k`` neurons with the largest positive weight (fewer, with a warning, if fewer exist)."""
-    return _extreme(weights, k, +1, name or f"effective-{k}", seed)
+def top_effective(weights: np.ndarray, k: int, name: str | None = None, *, seed: int = 0,
+                  evidence: np.ndarray | None = None) -> NeuronSet:
+    """The ``k`` neurons with the largest positive weight (fewer, with a warning, if fewer exist), ties in weight
+    broken by the larger ``evidence`` (Eff - Red) when given."""
+    return _extreme(weights, k, +1, name or f"effective-{k}", seed, evidence)
 
 
-def bottom_redundant(weights: np.ndarray, k: int, name: str | None = None, *, seed: int = 0) -> NeuronSet:
-    """The ``k`` neurons with the most negative weight (fewer, with a warning, if fewer exist)."""
-    return _extreme(weights, k, -1, name or f"redundant-{k}", seed)
+def bottom_redundant(weights: np.ndarray, k: int, name: str | None = None, *, seed: int = 0,
+                     evidence: np.ndarray | None = None) -> NeuronSet:
+    """The ``k`` neurons with the most negative weight (fewer, with a warning, if fewer exist), ties in weight
+    broken by the more negative ``evidence`` (Eff - Red) when given."""
+    return _extreme(weights, k, -1, name or f"redundant-{k}", seed, evidence)
 
 
 def matched_random(reference: NeuronSet, d_mlp: int, seed: int, *,
@@ -195,3 +213,63 @@ def matched_random(reference: NeuronSet, d_mlp: int, seed: int, *,
     if not layers:
         return NeuronSet(name or f"random-{seed}", np.zeros(0, dtype=np.uint32))
     return NeuronSet.from_units(name or f"random-{seed}", np.concatenate(layers), np.concatenate(units))
+
+
+def covariate_matched(reference: NeuronSet, covariates: np.ndarray, seed: int, *, exclude: NeuronSet | None = None,
+                      neighbours: int = 8, name: str | None = None) -> NeuronSet:
+    """A random set matched to ``reference`` layer by layer and on ``covariates`` (``[n_layers, d_mlp, c]``).
+
+    Each member is replaced by a unit drawn uniformly among the ``neighbours`` units of its layer
+    nearest to it in the covariates (z-scored within the layer), outside ``exclude`` (default:
+    the reference) and not drawn already. Nearest-neighbour matching, rather than quantile
+    strata, keeps every member matched when the reference sits in the tail (the effective set
+    is where the mass is), and the draw among neighbours keeps the sets random.
+    """
+    exclude = reference if exclude is None else exclude
+    rng = np.random.default_rng(seed)
+    covariates = np.asarray(covariates, np.float64)
+    layers, units = [], []
+    for layer, members in reference.by_layer().items():
+        x = covariates[layer]
+        z = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+        free = np.ones(len(x), bool)
+        free[exclude.units[exclude.layers == layer]] = False
+        if free.sum() < len(members):
+            raise NexError(f"layer {layer} has only {int(free.sum())} units outside the excluded set, fewer than "
+                           f"the {len(members)} a matched random set needs; lower k")
+        for unit in rng.permutation(members):
+            pool = np.flatnonzero(free)
+            near = pool[np.argsort(((z[pool] - z[unit]) ** 2).sum(1), kind="stable")[:neighbours]]
+            pick = int(rng.choice(near))
+            free[pick] = False
+            layers.append(layer)
+            units.append(pick)
+    return NeuronSet.from_units(name or f"matched-{seed}", np.array(layers, np.int64), np.array(units, np.int64))
+
+
+def matching_quality(reference: NeuronSet, controls: list[NeuronSet], covariates: np.ndarray) -> np.ndarray:
+    """Standardised mean difference of each covariate between ``reference`` and the pooled ``controls``
+    (the mean over the controls' members minus the reference's, over the spread of all units of those layers);
+    0 is a perfect match, beyond 0.1 in size is conventionally a poor one."""
+    covariates = np.asarray(covariates, np.float64)
+    mine = covariates[reference.layers, reference.units]
+    theirs = np.concatenate([covariates[c.layers, c.units] for c in controls]) if controls else mine[:0]
+    spread = covariates[np.unique(reference.layers)].reshape(-1, covariates.shape[-1]).std(0)
+    if not len(theirs) or not len(mine):
+        return np.full(covariates.shape[-1], np.nan)
+    return (theirs.mean(0) - mine.mean(0)) / np.where(spread > 0, spread, 1.0)
+
+
+def top_attributed(attribution: np.ndarray, k: int, name: str | None = None) -> NeuronSet:
+    """The ``k`` units of largest ``attribution`` (``[n_layers, d_mlp]``): the supervised positive control."""
+    flat = np.asarray(attribution, np.float64).ravel()
+    d_mlp = attribution.shape[1]
+    chosen = np.argsort(-flat, kind="stable")[:k]
+    return NeuronSet.from_units(name or f"supervised-{k}", chosen // d_mlp, chosen % d_mlp,
+                                flat[chosen].astype(np.float32))
+
+
+def whole_layers(layers: np.ndarray, d_mlp: int, name: str = "ceiling") -> NeuronSet:
+    """Every unit of ``layers``: the ceiling of a transplant (the layers where donor and recipient differ)."""
+    layers = np.asarray(layers, np.int64)
+    return NeuronSet.from_units(name, np.repeat(layers, d_mlp), np.tile(np.arange(d_mlp), len(layers)))

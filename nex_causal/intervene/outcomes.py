@@ -51,7 +51,8 @@ class Inputs:
     def prompts(self) -> list[torch.Tensor]:
         return encode_prompts(self.recipient, self.taskset.prompts(), chat=self.config.chat)
 
-    def _ids(self, text: str) -> torch.Tensor:
+    def ids(self, text: str) -> torch.Tensor:
+        """``text``'s token ids under the recipient's tokenizer, without special tokens."""
         return torch.tensor(self.recipient.tokenizer(text, add_special_tokens=False).input_ids, dtype=torch.long)
 
     @cached_property
@@ -74,9 +75,9 @@ class Inputs:
     @cached_property
     def answer_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(prompt + the recipient's greedy chain of thought up to its answer marker, the gold answer)."""
-        contexts = [torch.cat([p, self._ids(self.taskset.answer_prefix(t))])
+        contexts = [torch.cat([p, self.ids(self.taskset.answer_prefix(t))])
                     for p, t in zip(self.prompts, self.recipient_texts)]
-        return contexts, [self._ids(p.target) for p in self.taskset.problems]
+        return contexts, [self.ids(p.target) for p in self.taskset.problems]
 
     @cached_property
     def solution_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -84,7 +85,7 @@ class Inputs:
         if self.taskset.solution is None:
             raise NexError(f"task set {self.taskset.name!r} has no reference solutions: use the answer-logprob "
                            "outcome instead of solution-logprob")
-        return self.prompts, [self._ids(self.taskset.solution(p)) for p in self.taskset.problems]
+        return self.prompts, [self.ids(self.taskset.solution(p)) for p in self.taskset.problems]
 
 
 def _accuracy(temperature: Callable[[GridConfig], float]) -> Callable[[Inputs, object, bool], np.ndarray]:

@@ -69,7 +69,7 @@ def pooled_summary(gaps: Mapping[Pair, Mapping[tuple, Mapping[str, np.ndarray]]]
                    if (intervention, dose, outcome) in per_pair}
         row = {"intervention": intervention, "dose": dose, "outcome": outcome, "n_pairs": len(present),
                "n_prompts": int(sum(len(next(iter(g.values()))) for g in present.values()))}
-        for name in ("effective_minus_random", "effective_minus_redundant"):
+        for name in ("effective_minus_random", "effective_minus_matched", "effective_minus_redundant"):
             per_pair = [g[name] for g in present.values() if name in g]
             if per_pair:
                 row[name], row[f"{name}_low"], row[f"{name}_high"] = two_level_interval(
@@ -78,6 +78,10 @@ def pooled_summary(gaps: Mapping[Pair, Mapping[tuple, Mapping[str, np.ndarray]]]
                          & (summaries["outcome"] == outcome)]
         if "p_value" in mine:
             row["pairs_beating_random"] = int((mine["p_value"] < 1 - level).sum())
+        if "p_value_matched" in mine:
+            row["pairs_beating_matched"] = int((mine["p_value_matched"] < 1 - level).sum())
+        if "supervised_moved" in mine:
+            row["pairs_positive_control_moved"] = int(mine["supervised_moved"].sum())
         rows.append(row)
     return pd.DataFrame(rows)
 

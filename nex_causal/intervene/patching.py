@@ -197,11 +197,13 @@ def intervened(bridge, interventions: Sequence[Intervention]) -> Iterator:
 
 @torch.no_grad()
 def activation_means(bridge, sequences: Sequence[torch.Tensor], *, batch_size: int = 16,
-                     progress: bool = False) -> np.ndarray:
-    """Mean ``hook_post`` activation of every unit over all positions of the token ``sequences``.
+                     progress: bool = False, absolute: bool = False) -> np.ndarray:
+    """Mean ``hook_post`` activation (or, ``absolute``, mean |activation|) of every unit over all positions of
+    the token ``sequences``.
 
-    The reference for :class:`MeanAblation`; ``[n_layers, d_mlp]`` float32. Sequences are
-    right-padded, so padding never influences a real position and is left out of the mean.
+    The reference for :class:`MeanAblation`, and the activation mass the causal test's controls
+    are matched on; ``[n_layers, d_mlp]`` float32. Sequences are right-padded, so padding never
+    influences a real position and is left out of the mean.
     """
     if not sequences:
         raise NexError("mean activations need at least one reference sequence")
@@ -212,7 +214,7 @@ def activation_means(bridge, sequences: Sequence[torch.Tensor], *, batch_size: i
 
     def accumulate(layer: int) -> Callable:
         def hook(act: torch.Tensor, hook) -> torch.Tensor:
-            total[layer] += (act.double() * mask[..., None]).sum((0, 1)).cpu()
+            total[layer] += ((act.double().abs() if absolute else act.double()) * mask[..., None]).sum((0, 1)).cpu()
             return act
         return hook
 

@@ -8,11 +8,20 @@ and the set's per-layer composition.
 the mean change over the layer-matched random sets. ``p_value`` tests "effective beats
 random": the effective set's mean change against that null, ``(1 + #{null >= effective}) /
 (1 + n_random)``, exact when the effective set is exchangeable with random ones and never
-below ``1 / (1 + n_random)``; ``p_value_redundant`` tests "effective beats redundant" by
-flipping the signs of the per-prompt differences. The gaps carry paired bootstrap intervals
-(effective minus the per-prompt mean over random sets). ``mde`` is the smallest true gap the
-random-set test detects with 80% power at size ``1 - level``: ``(z + z_0.8)`` times the
-spread of the null (which holds both the prompts' noise and the sets' own variation).
+below ``1 / (1 + n_random)``; ``p_value_matched`` is the same test against the sets matched
+also on activation mass and weight difference (the null that a transplant's size cannot
+explain), with ``smd_*`` saying how well each null matches; ``p_value_redundant`` tests
+"effective beats redundant" by flipping the signs of the per-prompt differences. The gaps
+carry paired bootstrap intervals (effective minus the per-prompt mean over random sets).
+``mde`` is the smallest true gap the random-set test detects with 80% power at size
+``1 - level``: ``(z + z_0.8)`` times the spread of the null (which holds both the prompts'
+noise and the sets' own variation).
+
+What the test can see: ``supervised_delta`` is the change the supervised positive control
+makes at the same k. When its interval holds 0, ``verdict`` says the test cannot see at this
+k and the NEX cells are uninformative; ``ceiling_delta`` (every unit of the differing layers)
+gives the most a transplant can do, and ``effective_share_of_ceiling`` reads the effective
+set's change as a share of it.
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ from nex_causal.stats import (
     sign_flip_p_value,
     weighted_mean,
 )
+
+from nex_causal.intervene.cells import RANDOM_KINDS
 
 if TYPE_CHECKING:
     from nex_causal.intervene.cells import Cell, GridConfig
@@ -73,30 +84,41 @@ def outcome_table(cells: Sequence[Cell], results: Mapping[str, Mapping[str, np.n
 
 def kind_values(cells: Sequence[Cell], results: Mapping[str, Mapping[str, np.ndarray]], intervention: str, k: int,
                 outcome: str) -> dict[str, np.ndarray]:
-    """Per-prompt ``outcome`` of one (intervention, k): ``effective`` and ``redundant`` [n_prompts], ``random``
-    [n_random, n_prompts] (the random sets that measured it)."""
-    mine = {kind: [c for c in cells if (c.intervention, c.k, c.kind) == (intervention, k, kind)]
-            for kind in ("effective", "redundant", "random")}
+    """Per-prompt ``outcome`` of one (intervention, k): ``effective`` and ``redundant`` (and ``supervised``,
+    ``ceiling`` where the grid has them) [n_prompts], ``random`` and ``matched`` [n_sets, n_prompts] (the sets
+    that measured it)."""
+    def single(kind: str, kk: int | None = k) -> list:
+        return [c for c in cells if c.intervention == intervention and c.kind == kind and (kk is None or c.k == kk)]
+
     n = len(results["baseline"][outcome])
-    return {"effective": results[mine["effective"][0].name][outcome],
-            "redundant": results[mine["redundant"][0].name][outcome],
-            "random": np.array([results[c.name][outcome] for c in mine["random"] if outcome in results[c.name]]
-                               ).reshape(-1, n),
-            "sizes": np.array([len(mine["effective"][0].neurons), len(mine["redundant"][0].neurons)])}
+    effective, redundant = single("effective")[0], single("redundant")[0]
+    out = {"effective": results[effective.name][outcome], "redundant": results[redundant.name][outcome],
+           "sizes": np.array([len(effective.neurons), len(redundant.neurons)]),
+           "random_ties": np.array([effective.neurons.random_ties, redundant.neurons.random_ties])}
+    for kind in RANDOM_KINDS:
+        out[kind] = np.array([results[c.name][outcome] for c in single(kind) if outcome in results[c.name]]
+                             ).reshape(-1, n)
+    for kind, kk in (("supervised", k), ("ceiling", None)):
+        if (found := single(kind, kk)) and outcome in results[found[0].name]:
+            out[kind] = results[found[0].name][outcome]
+    return out
 
 
 def pair_gaps(values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-prompt gaps of one (intervention, k, outcome) from ``kind_values``: effective minus the
-    random sets' mean, and effective minus redundant."""
+    """Per-prompt gaps of one (intervention, k, outcome) from ``kind_values``: effective minus each null's mean
+    (layer-matched ``random``, covariate-``matched``), and effective minus redundant."""
     gaps = {"effective_minus_redundant": values["effective"] - values["redundant"]}
-    if len(values["random"]):
-        gaps["effective_minus_random"] = values["effective"] - values["random"].mean(axis=0)
+    for kind in RANDOM_KINDS:
+        if len(values[kind]):
+            gaps[f"effective_minus_{kind}"] = values["effective"] - values[kind].mean(axis=0)
     return gaps
 
 
 def gap_summary(cells: Sequence[Cell], results: Mapping[str, Mapping[str, np.ndarray]], config: GridConfig,
-                ks: Sequence[int], saturation: int | None = None) -> pd.DataFrame:
-    """Per (intervention, k, outcome): each kind's change, the null's quantiles, gaps, p-values and the MDE."""
+                ks: Sequence[int], saturation: int | None = None,
+                quality: Mapping[int, Mapping[str, float]] | None = None) -> pd.DataFrame:
+    """Per (intervention, k, outcome): each kind's change, the nulls' quantiles, gaps, p-values, the MDE, what the
+    positive control and the ceiling did, and how well the nulls match (``quality``: per k)."""
     tail = (1 - config.level) / 2
     rows = []
     for intervention in config.interventions:
@@ -104,25 +126,50 @@ def gap_summary(cells: Sequence[Cell], results: Mapping[str, Mapping[str, np.nda
             for outcome in config.outcomes:
                 base = results["baseline"][outcome]
                 values = kind_values(cells, results, intervention, k, outcome)
-                effective, redundant, null = values["effective"] - base, values["redundant"] - base, \
-                    values["random"] - base
+                effective, redundant = values["effective"] - base, values["redundant"] - base
                 row = {"intervention": intervention, "k": k, "dose": dose_label(k, saturation), "outcome": outcome,
-                       "n_prompts": len(base), "n_random": len(null), "effective_size": int(values["sizes"][0]),
-                       "redundant_size": int(values["sizes"][1]), "baseline_value": float(base.mean()),
+                       "n_prompts": len(base), "n_random": len(values["random"]),
+                       "n_matched": len(values["matched"]), "effective_size": int(values["sizes"][0]),
+                       "redundant_size": int(values["sizes"][1]),
+                       "effective_random_ties": int(values["random_ties"][0]),
+                       "redundant_random_ties": int(values["random_ties"][1]), "baseline_value": float(base.mean()),
                        "effective_delta": float(effective.mean()), "redundant_delta": float(redundant.mean())}
                 gaps = pair_gaps(values)
                 gap, low, high = _interval(gaps["effective_minus_redundant"], config)
                 row.update(effective_minus_redundant=gap, effective_minus_redundant_low=low,
                            effective_minus_redundant_high=high,
                            p_value_redundant=sign_flip_p_value(gaps["effective_minus_redundant"], seed=config.seed))
-                if len(null):
-                    means = null.mean(axis=1)
-                    gap, low, high = _interval(gaps["effective_minus_random"], config)
-                    spread = float(means.std(ddof=1)) if len(null) > 1 else float("nan")
-                    row.update(random_delta=float(means.mean()), random_low=float(np.quantile(means, tail)),
-                               random_high=float(np.quantile(means, 1 - tail)), effective_minus_random=gap,
-                               effective_minus_random_low=low, effective_minus_random_high=high,
-                               p_value=null_p_value(float(effective.mean()), means), p_floor=1 / (1 + len(null)),
-                               mde=minimum_detectable_effect(spread, level=config.level, power=POWER))
+                for kind, suffix in (("random", ""), ("matched", "_matched")):
+                    if not len(values[kind]):
+                        continue
+                    means = (values[kind] - base).mean(axis=1)
+                    gap, low, high = _interval(gaps[f"effective_minus_{kind}"], config)
+                    spread = float(means.std(ddof=1)) if len(means) > 1 else float("nan")
+                    row.update({f"{kind}_delta": float(means.mean()), f"{kind}_low": float(np.quantile(means, tail)),
+                                f"{kind}_high": float(np.quantile(means, 1 - tail)),
+                                f"effective_minus_{kind}": gap, f"effective_minus_{kind}_low": low,
+                                f"effective_minus_{kind}_high": high,
+                                f"p_value{suffix}": null_p_value(float(effective.mean()), means),
+                                f"p_floor{suffix}": 1 / (1 + len(means)),
+                                f"mde{suffix}": minimum_detectable_effect(spread, level=config.level, power=POWER)})
+                row.update((quality or {}).get(k, {}))
+                row.update(_positive_control(values, base, config))
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _positive_control(values: Mapping[str, np.ndarray], base: np.ndarray, config: GridConfig) -> dict:
+    """The supervised set's change and whether it moved the outcome (its interval excludes 0), the verdict on the
+    NEX cells that follows, and the ceiling's change with the effective set's share of it."""
+    out: dict = {}
+    if "supervised" in values:
+        delta, low, high = _interval(values["supervised"] - base, config)
+        moved = bool(low > 0 or high < 0)
+        out.update(supervised_delta=delta, supervised_low=low, supervised_high=high, supervised_moved=moved,
+                   verdict="informative" if moved else "the test cannot see at this k: the supervised positive "
+                   "control did not move the outcome, so the NEX cells are uninformative")
+    if "ceiling" in values:
+        delta, low, high = _interval(values["ceiling"] - base, config)
+        share = float((values["effective"] - base).mean() / delta) if delta != 0 else float("nan")
+        out.update(ceiling_delta=delta, ceiling_low=low, ceiling_high=high, effective_share_of_ceiling=share)
+    return out

@@ -70,3 +70,34 @@ def load_weights(path: str | os.PathLike) -> np.ndarray:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise NexError(f"cannot read weights {path} ({first}): {fix}") from None
     return check_weights(weights, str(path))
+
+
+def credit_path(weights_path: str | os.PathLike) -> str:
+    """Where the Eff/Red mass behind a weights file is kept: beside it, ``<name>.credit.npz``."""
+    path = os.fspath(weights_path)
+    return (path[:-4] if path.endswith(".npz") else path) + ".credit.npz"
+
+
+def save_credit(weights_path: str | os.PathLike, eff: np.ndarray, red: np.ndarray) -> None:
+    """Keep the Eff/Red mass the weights came from beside them (the weights file stays the reference's format).
+
+    The causal test orders neurons tied in weight by this evidence (``intervene.neuron_sets``).
+    """
+    with atomic_path(credit_path(weights_path)) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, eff=np.asarray(eff, np.float32), red=np.asarray(red, np.float32))
+
+
+def load_evidence(weights_path: str | os.PathLike) -> np.ndarray | None:
+    """Eff - Red behind a weights file (float64), or None when no credit file sits beside it."""
+    path = credit_path(weights_path)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            eff, red = archive["eff"], archive["red"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise NexError(f"cannot read the credit file {path} ({type(err).__name__}): delete it, or re-learn the "
+                       "weights with the nex stage") from None
+    if eff.shape != red.shape or eff.ndim != 1 or not (np.isfinite(eff).all() and np.isfinite(red).all()):
+        raise NexError(f"the credit file {path} is damaged: delete it, or re-learn the weights with the nex stage")
+    return eff[:KEY_SPACE].astype(np.float64) - red[:KEY_SPACE].astype(np.float64)

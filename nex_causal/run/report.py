@@ -110,38 +110,54 @@ def headline_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
             table[f"{metric} [95% CI]"] = _with_ci(ok, metric, f"{metric}_low", f"{metric}_high").to_numpy()
         out["Ranking the family: agreement with accuracy"] = table
     for name, title in (("transfer_summary", "Transfer: effective vs redundant vs random"),
+                        ("donor_ablation_summary", "The same sets ablated inside each donor"),
                         ("ablate_summary", "Ablation: effective vs redundant vs random")):
         if (summary := _table(run_dir, name)) is not None:
             out[title] = gap_table(summary)
     if (pooled := _table(run_dir, "transfer_pairs")) is not None:
         table = pooled[["intervention", "dose", "outcome", "n_pairs", "n_prompts"]].copy()
-        for gap in ("effective_minus_random", "effective_minus_redundant"):
+        for gap in ("effective_minus_random", "effective_minus_matched", "effective_minus_redundant"):
             if gap in pooled:
                 table[f"{gap.replace('effective_minus_', 'eff - ')} [95% CI]"] = _with_ci(
                     pooled, gap, f"{gap}_low", f"{gap}_high").to_numpy()
-        if "pairs_beating_random" in pooled:
-            table["pairs with p < 0.05"] = pooled["pairs_beating_random"]
+        for column, title in (("pairs_beating_random", "pairs with p < 0.05"),
+                              ("pairs_beating_matched", "pairs with p < 0.05 (matched)"),
+                              ("pairs_positive_control_moved", "pairs whose positive control moved")):
+            if column in pooled:
+                table[title] = pooled[column]
         out["Transfer pooled over pairs"] = table
     return out
 
 
 def gap_table(summary: pd.DataFrame) -> pd.DataFrame:
     """A grid summary as read: per pair, intervention, dose and outcome the changes, gaps with intervals,
-    p-values against the random null and redundant sets, and the minimum detectable effect."""
+    p-values against both random nulls and the redundant set, the minimum detectable effect, what the supervised
+    positive control and the ceiling did, and the verdict on whether the test can see at this dose."""
     keys = [c for c in ("donor", "recipient") if c in summary]
     table = summary[[*keys, "intervention", "dose", "outcome", "n_prompts", "effective_delta",
                      "redundant_delta"]].copy()
-    if "random_delta" in summary:
-        table["n_random"] = summary["n_random"]
-        table["random_delta"] = summary["random_delta"]
-        table["eff - random [95% CI]"] = _with_ci(summary, "effective_minus_random", "effective_minus_random_low",
-                                                  "effective_minus_random_high").to_numpy()
-        table["p (vs random)"] = summary["p_value"]
+    for kind, p in (("random", "p_value"), ("matched", "p_value_matched")):
+        if f"{kind}_delta" in summary:
+            table[f"n_{kind}"] = summary[f"n_{kind}"]
+            table[f"{kind}_delta"] = summary[f"{kind}_delta"]
+            table[f"eff - {kind} [95% CI]"] = _with_ci(summary, f"effective_minus_{kind}",
+                                                       f"effective_minus_{kind}_low",
+                                                       f"effective_minus_{kind}_high").to_numpy()
+            table[f"p (vs {kind})"] = summary[p]
+    if "mde" in summary:
         table["mde"] = summary["mde"]
     table["eff - redundant [95% CI]"] = _with_ci(summary, "effective_minus_redundant",
                                                  "effective_minus_redundant_low",
                                                  "effective_minus_redundant_high").to_numpy()
     table["p (vs redundant)"] = summary["p_value_redundant"]
+    if "supervised_delta" in summary:
+        table["supervised [95% CI]"] = _with_ci(summary, "supervised_delta", "supervised_low",
+                                                "supervised_high").to_numpy()
+    if "ceiling_delta" in summary:
+        table["ceiling [95% CI]"] = _with_ci(summary, "ceiling_delta", "ceiling_low", "ceiling_high").to_numpy()
+        table["eff / ceiling"] = summary["effective_share_of_ceiling"]
+    if "verdict" in summary:
+        table["verdict"] = summary["verdict"].map(lambda v: v if v == "informative" else "test cannot see")
     return table
 
 

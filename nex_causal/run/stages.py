@@ -45,7 +45,11 @@ TransferSection = section_of(GridConfig, (*GRID_RUN_LEVEL, "recipient", "donor")
     ("pairs", list[str], dataclasses.field(metadata={
         "help": "donor>recipient pairs of the family; each runs its own grid on the donor's NEX weights"})),
     ("both_directions", bool, dataclasses.field(default=True, metadata={"help": "run every pair both ways"})),
+    ("donor_ablation", list[str], dataclasses.field(default_factory=list, metadata={
+        "help": "ablations (zero, mean) of the same kinds of sets inside each donor itself, same outcomes "
+                "(default: none)"})),
 ])
+TRANSFER_ONLY = ("pairs", "both_directions", "donor_ablation")  # the transfer section's fields no grid takes
 
 
 @dataclass(frozen=True)
@@ -123,12 +127,14 @@ def nex(run: RunDir) -> None:
         write_scores,
     )
     from nex_causal.nex.tables import trace_table, weights_table
+    from nex_causal.nex.weights import save_credit
 
     c, rows, best = run.config.nex, [], None
     for variant in run.variants():
         cache = SparseCache.open(run.cache(variant))
         cal = learn(cache, c, progress=run.progress, keep_traces=True)
         save_weights(run.weights(variant), cal.weights)
+        save_credit(run.weights(variant), cal.eff, cal.red)
         summary = write_scores(run.weights(variant).parent, score_responses(cache, cal.weights, run.progress),
                                **dataclasses.asdict(c))
         rows.append({"variant": variant, **summary, "log_gap": log_gap(summary["nex_score"]),
@@ -227,11 +233,13 @@ def ranking(run: RunDir) -> None:
 
 @stage("transfer", needs=("nex",), section=TransferSection, default=None)
 def transfer(run: RunDir) -> None:
-    """Effective-vs-redundant neuron transfer over donor>recipient pairs, and its summary over pairs."""
+    """Effective-vs-redundant neuron transfer over donor>recipient pairs, its summary over pairs, and (with
+    ``donor_ablation``) the same sets ablated inside each donor."""
+    from nex_causal.intervene.grid import run_grids
     from nex_causal.intervene.pairs import pairs_of, run_pairs
 
     section = run.config.transfer
-    settings = {k: v for k, v in dataclasses.asdict(section).items() if k not in ("pairs", "both_directions")}
+    settings = {k: v for k, v in dataclasses.asdict(section).items() if k not in TRANSFER_ONLY}
     settings.update(family=str(run.family_dir), device=run.config.device, dtype=run.config.dtype)
     pairs = pairs_of(section.pairs, section.both_directions)
     table, summary, pooled = run_pairs(settings, pairs, lambda donor: str(run.weights(donor)), run.dir / "transfer",
@@ -240,6 +248,16 @@ def transfer(run: RunDir) -> None:
     write_table(table, run.tables("transfer"), config=fields)
     write_table(summary, run.tables("transfer_summary"), config=fields)
     write_table(pooled, run.tables("transfer_pairs"), config=fields)
+    if section.donor_ablation:
+        donors = list(dict.fromkeys(donor for donor, _ in pairs))
+        grids = [(GridConfig(**{**settings, "experiment": "ablate", "recipient": donor, "donor": None,
+                                "weights": str(run.weights(donor)), "interventions": tuple(section.donor_ablation)}),
+                  run.dir / "transfer" / f"ablate__{donor}") for donor in donors]
+        done = run_grids(grids, root=run.dir / "transfer", progress=run.progress)
+        write_table(pd.concat([t.assign(donor=d) for d, (_, t, _) in zip(donors, done)], ignore_index=True),
+                    run.tables("donor_ablation"), config=fields)
+        write_table(pd.concat([s.assign(donor=d) for d, (_, _, s) in zip(donors, done)], ignore_index=True),
+                    run.tables("donor_ablation_summary"), config=fields)
 
 
 @stage("ablation", needs=("nex",), section=GridSection, default=None)
