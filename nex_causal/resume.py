@@ -3,7 +3,7 @@
 Capture shards, grid cells and experiment stages all follow it:
 
 - ``claim(directory, config)`` records in ``directory/claim.json`` the config that determines
-  the result and the software versions that change numbers (``stack.result_stack``), or
+  the result and the software versions that change numbers (``versions.result_stack``), or
   checks that an existing claim is the same; a directory claimed for another config, or
   made under other versions, is refused with one line naming the difference;
 - each finished part is written with ``io.atomic_path``, so a part that exists is complete

@@ -21,7 +21,7 @@ MAX_TOP_LEVEL = 12  # foundation modules beside the step packages
 LAYERS = [
     ["errors", "registry"],
     ["io", "versions", "settings", "stats"],
-    ["resume", "integrity", "cache"],
+    ["resume", "cache"],
     ["nex"],
     ["models"],
     ["zoo"],

@@ -1,7 +1,7 @@
 """Deriving a coarser or sparser cache from a token-level one, without the model.
 
 A capture with ``window 1`` keeps every generated token's sparse selection, in descending
-score (``recording.WindowAccumulator``). From it, the cache that a capture with any window W
+score (``capture.rows.WindowAccumulator``). From it, the cache that a capture with any window W
 and any *stricter* sparsifier would have written follows exactly: a smaller top-k takes
 each token's first k entries, a smaller per-layer top-k the first k of each layer, a higher
 threshold the entries above it; rows then sum W tokens' scores per neuron. Keys equal those

@@ -19,7 +19,7 @@ A donor patch needs the donor's activations for the very forward pass the recipi
 running. :func:`intervened` therefore yields a :class:`LockStep`: the recipient bridge, in
 every respect but one, calling it first runs each donor on identical arguments (tokens,
 attention mask, positions; a KV cache of its own kept in step with the recipient's).
-Teacher-forced runs and ``sampling.generate_batch`` both go through that call, so during
+Teacher-forced runs and ``models.generation.generate_batch`` both go through that call, so during
 generation the donor consumes exactly the tokens the patched recipient samples.
 """
 

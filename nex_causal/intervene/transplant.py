@@ -3,7 +3,7 @@
 Neuron ``(layer, unit)`` owns row ``unit`` of the gate and up projections and column
 ``unit`` of the down projection (W_in row and W_out column for a non-gated MLP), plus
 the matching bias entries where the architecture has them (NEX_METHOD section 7);
-``nex_causal.models.loading.MLPGeometry`` knows where those live for each architecture, and all
+``nex_causal.models.geometry.MLPGeometry`` knows where those live for each architecture, and all
 reads and writes go through it. Donor and recipient must be variants of one
 architecture, size and dtype.
 

@@ -1,7 +1,7 @@
 """Models: variants as TransformerLens bridges, their MLP neurons, generation, evaluation and task sets.
 
     loading      load_bridge (name, directory, HF id, in-memory), the checks every load passes
-    weights      what a model directory must hold: no custom code, every tensor, finite values
+    files        what a model directory must hold: no custom code, every tensor, finite values
     geometry     MLP neurons: their hook (mlp_hook) and their weights (MLPGeometry)
     generation   seeded batched decoding through the bridge or plain Hugging Face
     evaluation   accuracy on a task set, log-probabilities of given continuations

@@ -1,7 +1,7 @@
 """Model-level scores: what summarises one variant's unlabeled cache, each with its claimed direction.
 
 - ``nex``: mean GMF under the run's NEX settings (``Context.nex``), the weights calibrated as
-  ``Context.calibration`` says (``ranking.calibration``; the authors' protocol, self: each
+  ``Context.calibration`` says (``nex.calibration``; the authors' protocol, self: each
   variant learns on its own cache), or given;
 - ``entropy``: mean over responses of the mean token entropy;
 - ``self-certainty``: mean over responses of the mean KL(U || p_t);

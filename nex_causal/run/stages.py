@@ -8,8 +8,8 @@ runner derives the order from ``needs``, keys each stage by its section and the 
 reads, and builds the experiment config's sections from this registry, so a new stage is
 one decorated function here:
 
-    @stage("inspect", needs=("capture",), section=InspectConfig, default=None)
-    def inspect(run): ...
+    @stage("positive_control", needs=("nex", "ranking"), section=PositiveControlConfig, default=None)
+    def positive_control(run): ...
 """
 
 from __future__ import annotations

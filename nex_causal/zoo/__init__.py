@@ -1,8 +1,11 @@
 """The embedded model organisms: small Qwen3s trained here, their experts, and their merge families.
 
-Two organisms share the code and differ in their task and size: ``trek`` (the default: 6 x
-512 MLP neurons, ~200-token traces with several searches, backtracking and re-checks) and
-``seek`` (4 x 256 neurons, ~100-token traces: fast, for tests, and NEX's counter-example).
+Three organisms share the code and differ in their task and size: ``trek`` (6 x 512 MLP
+neurons, ~200-token traces with several searches, backtracking and re-checks; the documented
+negative case), ``seek`` (4 x 256 neurons, ~100-token traces: fast, for tests, and NEX's
+counter-example) and ``scout`` (6 x 512 neurons: the positive control, whose exploration is
+planted and whose strategies are routed to known MLP units: ``scout``, ``route``,
+``groundtruth``).
 
 - ``task``: seek-and-compute problems whose chains of thought explore, then exploit;
 - ``tokenizer``: the character-level tokenizer, saved in the Hugging Face format;
@@ -11,7 +14,7 @@ Two organisms share the code and differ in their task and size: ``trek`` (the de
 - ``family``: the mergekit merges over the experts;
 - ``build``: the zoo directory, its cache by content, and the family table.
 
-Importing the package registers the organisms' task families (``trek:N``, ``seek:N``, and
+Importing the package registers the organisms' task families (``trek:N``, ``seek:N``, ``scout:N``, and
 ``organism:N`` for the default) with ``nex_causal.models.tasks`` and their variant names
 (``linear-0.5``, ``seek:linear-0.5``) with ``nex_causal.models.variants``.
 """

@@ -13,7 +13,7 @@ copied, not retrained; ``retrain=True`` trains them from scratch and records in 
 manifest whether the weights match the committed ones bit for bit. A variant is named
 ``<organism>:<name>`` (``seek:linear-0.5``), or by its name alone in the default organism.
 
-Every key also holds the versions that change numbers (``stack.result_stack``), so a zoo
+Every key also holds the versions that change numbers (``versions.result_stack``), so a zoo
 built under other versions is re-merged and re-evaluated, not reused. Each committed
 checkpoint records the greedy accuracy it had when it was committed (``recorded_eval`` in
 its ``zoo.json``); a build whose evaluation of that checkpoint differs by more than
