@@ -213,3 +213,15 @@ def test_row_truth_marks_rows_mostly_inside_strategy_spans(tmp_path):
     # strategies span characters 0-39; rows are [0,8), [8,16), ... : rows 0-4 inside, row 5 holds 1 of 8
     assert got.tolist() == [True] * 5 + [False] * (len(text) // 8 - 5)
     assert strategies_opened(cache).tolist() == [2.0]
+
+
+def test_zoo_units_writes_the_planted_blocks_as_a_neuron_set(tmp_path, capsys):
+    from nex_causal.cli import main
+    from nex_causal.intervene.neuron_sets import NeuronSet
+
+    assert main(["zoo", "units", "--families", "add,dbl", "--out", str(tmp_path / "u.csv")]) == 0
+    units = NeuronSet.load(tmp_path / "u.csv")
+    assert len(units) == 2 * 6 * 48 and set(units.by_layer()) == set(range(6))
+    assert set(units.by_layer()[3].tolist()) == set(range(48)) | set(range(3 * 48, 4 * 48))
+    assert main(["zoo", "units", "--families", "pow", "--out", str(tmp_path / "v.csv")]) == 2
+    assert "unknown family 'pow'" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""``zoo build|list|train``: the embedded model organism and its merge family."""
+"""``zoo build|list|train|units``: the embedded model organism, its merge family, and its planted units."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                          description="The model organisms: small Qwen3 models trained here on modular "
                          "search problems (trek, the default; seek, the small one), two experts each, and "
                          "a mergekit merge family.")
-    verbs = zoo.add_subparsers(dest="zoo_command", required=True, metavar="{build,list,train}")
+    verbs = zoo.add_subparsers(dest="zoo_command", required=True, metavar="{build,list,train,units}")
     build_cmd = verbs.add_parser("build", help="build or reuse the family and its accuracy table",
                                  description="Copy (or train) base and experts, run the merges, "
                                  "measure greedy accuracy, write DIR/family.csv. Cached by content: "
@@ -34,6 +34,16 @@ def add(sub: argparse._SubParsersAction) -> None:
     build_cmd.add_argument("--retrain", action="store_true", help="train base and experts from scratch "
                            "and check them against the committed weights")
 
+    units_cmd = verbs.add_parser("units", help="write the planted units of an organism's strategy families",
+                                 description="The units each strategy family was routed to in training "
+                                 "(zoo.route), as a neuron-set CSV (layer, unit) that transfer and ablate "
+                                 "take with --sets: the ground truth of the positive control.")
+    units_cmd.add_argument("--organism", choices=[n for n, r in RECIPES.items() if r.route is not None],
+                           default="scout", help="an organism with a planted route (default scout)")
+    units_cmd.add_argument("--families", required=True,
+                           help="comma-separated families, e.g. add,mul,sub (the real ones) or dbl,sqr (decoys)")
+    units_cmd.add_argument("--out", required=True, help="the CSV to write")
+    units_cmd.set_defaults(handler=do_units)
     build_cmd.set_defaults(handler=do_build)
     list_cmd.set_defaults(handler=do_list)
     train_cmd.set_defaults(handler=do_train)
@@ -68,3 +78,19 @@ def do_train(args: argparse.Namespace) -> None:
         recorded = record_accuracy(Path(args.out) / name, recipe)["recorded_eval"]
         print(f"{name}: {meta['train_seconds']} s, weights sha256 {meta['weights_sha256']}, "
               f"greedy accuracy {recorded['accuracy']:.3f} (recorded with the weights)")
+
+
+def do_units(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from nex_causal.errors import NexError
+    from nex_causal.intervene.neuron_sets import NeuronSet
+    from nex_causal.zoo.scout import FAMILIES
+
+    recipe = RECIPES[args.organism]
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    if unknown := [f for f in families if f not in FAMILIES]:
+        raise NexError(f"unknown family {unknown[0]!r}: use {', '.join(FAMILIES)}")
+    keys = np.concatenate([recipe.route.units(f, recipe.shape.layers) for f in families])
+    NeuronSet("-".join(families), keys).save(args.out)
+    print(f"wrote {len(keys)} planted units of {', '.join(families)} to {args.out}")
