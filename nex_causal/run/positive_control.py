@@ -57,6 +57,8 @@ class PositiveControlConfig:
     predictions: list[Prediction] = field(default_factory=list, metadata={"help": "the pre-registered predictions"})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples"})
     seed: int = field(default=0, metadata={"help": "seed of the bootstrap and the negative controls"})
+    k: int = field(default=64, metadata={"help": "size of the effective and redundant sets set against the planted "
+                                                 "units"})
 
     def __post_init__(self) -> None:
         """Read predictions given as mappings (YAML) and check every name before anything runs."""
@@ -318,6 +320,35 @@ def _permuted_drop(c: Control) -> Measured:
 @measure("shuffled_auroc_drop")
 def _shuffled_drop(c: Control) -> Measured:
     return _unit_auroc(c, c.pooled("nex"), c.present, "NEX minus rows shuffled", minus=c.pooled("shuffled"))
+
+
+def _overlap(c: Control, sign: int, families: tuple[str, ...]) -> Measured:
+    """Share of the pooled top-k (``sign`` +1: effective, -1: redundant) that lies in ``families``' blocks, beside
+    the share a random pick among the units present would have."""
+    from nex_causal.intervene.neuron_sets import bottom_redundant, top_effective
+    from nex_causal.zoo.route import Route
+
+    weights, k = c.pooled("nex"), c.config.k
+    chosen = (top_effective if sign > 0 else bottom_redundant)(weights, k, seed=c.config.seed)
+    planted = np.concatenate([Route().units(f, c.n_layers) for f in families])
+    value = float(np.isin(chosen.keys, planted).mean()) if len(chosen) else float("nan")
+    chance = float(np.isin(c.present, planted).mean())
+    return Measured(value, detail=f"{len(chosen)} units; chance {chance:.3f} (the share of present units in "
+                    f"{'/'.join(families)}' blocks)")
+
+
+@measure("effective_in_real_blocks")
+def _effective_real(c: Control) -> Measured:
+    from nex_causal.zoo.scout import REAL
+
+    return _overlap(c, +1, REAL)
+
+
+@measure("redundant_in_decoy_blocks")
+def _redundant_decoy(c: Control) -> Measured:
+    from nex_causal.zoo.scout import DECOYS
+
+    return _overlap(c, -1, DECOYS)
 
 
 @measure("inverted_u_c2")
