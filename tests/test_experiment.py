@@ -2,6 +2,7 @@ import dataclasses
 import json
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -89,6 +90,14 @@ def test_changing_a_nex_parameter_reruns_scoring_onward_only(finished, tiny_fami
     assert all(log[s] == "ran" for s in ("nex", "selection", "ranking", "transfer", "figures"))
     assert {p: p.stat().st_mtime_ns for p in (run_dir / "caches").rglob("*") if p.is_file()} == caches
     assert json.loads((run_dir / "nex" / "alpha" / "summary.json").read_text())["rho"] == 0.9
+    # every consumer reads NEX under the run's settings: the ranking's NEX per variant is the nex stage's mean GMF
+    # at rho 0.9 (not the default 0.95, which the first run used)
+    before = pd.read_parquet(finished[0] / "tables" / "ranking_scores.parquet").set_index("variant")["nex"]
+    after = pd.read_parquet(run_dir / "tables" / "ranking_scores.parquet").set_index("variant")["nex"]
+    for variant in after.index:
+        summary = json.loads((run_dir / "nex" / variant / "summary.json").read_text())
+        assert after[variant] == pytest.approx(summary["nex_score"], rel=1e-6), variant
+    assert not np.allclose(before.sort_index(), after.sort_index())
 
 
 def test_a_killed_run_resumes(tiny_family_dir, tmp_path, monkeypatch):
