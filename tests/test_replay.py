@@ -223,3 +223,23 @@ def test_ray_shards_equal_one_process_byte_for_byte(tmp_path, tiny_qwen3_dir):
     r = sample(SampleConfig(**{k: v for k, v in kw.items() if k not in RECORD}), tmp_path / "r.parquet",
                progress=False, ray=RayOptions(workers=2))
     assert s.read_bytes() == r.read_bytes()
+
+
+def test_recorded_prompt_keys_are_what_the_prompt_positions_select(tmp_path, tiny_qwen3_bridge):
+    """``record_prompt`` keeps, per response, the keys the sparsifier selects at the prompt's positions; they
+    equal the rows of the same positions replayed as a response after the prompt's first token, and recording
+    them changes no row of the response."""
+    traces = stepwise(tmp_path, tiny_qwen3_bridge, window=1).path / "responses.parquet"
+    mine = replayed(tmp_path, tiny_qwen3_bridge, traces, name="with-prompt", window=1, record_prompt=True)
+    assert_same_rows(mine, replayed(tmp_path, tiny_qwen3_bridge, traces, name="without", window=1))
+    ids = np.asarray(mine.responses["prompt_token_ids"][0])
+    line = {"prompt": tiny_qwen3_bridge.tokenizer.decode(ids[:1]), "response_token_ids": ids[1:].tolist()}
+    (tmp_path / "prompt.jsonl").write_text(json.dumps(line) + "\n")
+    as_response = replayed(tmp_path, tiny_qwen3_bridge, tmp_path / "prompt.jsonl", name="prompt", window=1)
+    assert np.asarray(as_response.responses["prompt_token_ids"][0]).tolist() == ids[:1].tolist()
+    expected = np.unique(np.asarray(as_response.keys))
+    got = np.asarray(mine.responses["prompt_keys"][0])
+    assert len(got) and np.array_equal(got, expected)
+    assert "prompt_keys" not in replayed(tmp_path, tiny_qwen3_bridge, traces, name="plain", window=1).responses
+    with pytest.raises(NexError, match="record_prompt needs the replay method"):
+        stepwise(tmp_path, tiny_qwen3_bridge, name="refused", record_prompt=True)

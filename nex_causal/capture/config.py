@@ -72,12 +72,18 @@ class RecordConfig:
     window: int = field(default=32, kw_only=True, metadata={"help": "generated tokens per cache row"})
     replay_tokens: int = field(default=DEFAULT_MAX_TOKENS, kw_only=True, metadata={
         "help": "tokens per teacher-forced forward pass of a replay (bounds its memory)"})
+    record_prompt: bool = field(default=False, kw_only=True, metadata={
+        "help": "also record which neurons the prompt's tokens select (responses.parquet prompt_keys), for NEX's "
+                "prompt_seen option"})
 
     def check_recording(self) -> Sparsifier:
         from nex_causal.capture.sparsify import Sparsifier
 
         if self.window < 1 or self.replay_tokens < 1:
             raise NexError("window and replay_tokens must be at least 1")
+        if self.record_prompt and getattr(self, "method", "replay") == "stepwise":
+            raise NexError("record_prompt needs the replay method (stepwise capture never runs the prompt "
+                           "through the recorder): drop --method stepwise")
         return Sparsifier.parse(self.sparsifier)
 
 

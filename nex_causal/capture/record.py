@@ -117,7 +117,8 @@ class CaptureWork:
 
     def run(self, index: int, path: Path) -> None:
         c, problems = self.config, self.taskset.problems
-        recorder = RowRecorder(self.bridge, self.sparsifier, c.window, len(self.shards[index]) * c.n_samples)
+        recorder = RowRecorder(self.bridge, self.sparsifier, c.window, len(self.shards[index]) * c.n_samples,
+                               record_prompt=c.record_prompt)
         if c.method == "stepwise":
             hooks = StepHooks(self.bridge, recorder)
             done = sample_shard(self.sampler, self.taskset, self.shards[index], c, self.encoded,
@@ -128,8 +129,8 @@ class CaptureWork:
             stats = replay(self.bridge, [self.encoded[p] for p, _, _ in done], [t.token_ids for _, t, _ in done],
                            recorder, max_tokens=c.replay_tokens)
         records = [trace_record(trace, self.encoded[p], s, **scored(self.taskset, problems[p], trace.response),
-                                model=c.model, task=self.taskset.name)
-                   for (p, trace, _), s in zip(done, stats)]
+                                model=c.model, task=self.taskset.name, **extra)
+                   for (p, trace, _), s, extra in zip(done, stats, recorder.prompt_columns())]
         write_shard(path, recorder.finish(), records)
 
 
@@ -168,11 +169,12 @@ class ReplayWork:
             if len(p) == 0:
                 raise NexError(f"trace {t.prompt_id}/{t.sample_index} has an empty prompt: replay needs the "
                                "position that predicts the first response token")
-        recorder = RowRecorder(self.bridge, self.sparsifier, self.config.window, len(traces))
+        recorder = RowRecorder(self.bridge, self.sparsifier, self.config.window, len(traces),
+                               record_prompt=self.config.record_prompt)
         stats = replay(self.bridge, prompts, [t.token_ids for t in traces], recorder,
                        max_tokens=self.config.replay_tokens)
-        records = [trace_record(t, p, s, **_answer_of(t, self.checker), model=self.config.model, task=self.task)
-                   for t, p, s in zip(traces, prompts, stats)]
+        records = [trace_record(t, p, s, **_answer_of(t, self.checker), model=self.config.model, task=self.task,
+                                **extra) for t, p, s, extra in zip(traces, prompts, stats, recorder.prompt_columns())]
         write_shard(path, recorder.finish(), records)
 
 

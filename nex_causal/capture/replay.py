@@ -6,7 +6,8 @@ positions ``P - 1 ... P + G - 2`` are the ones that predicted the response's tok
 distributions are exactly what stepwise capture records while generating, up to the float
 round-off of a different batch shape. The last position's distribution (after the final
 token, which generation never computes) gives ``final_kl_uniform``, what self-certainty in
-its authors' alignment reads.
+its authors' alignment reads. With ``record_prompt`` the prompt's own positions go through
+the same sparsifier, and the keys they select are kept per sequence (``RowRecorder.prompt_keys``).
 
 Sequences are right-padded (padding masked, never recorded) into groups of at most
 ``max_tokens`` tokens per forward pass; a sequence longer than that is fed in chunks that
@@ -77,10 +78,13 @@ def replay(bridge, prompts: Sequence[torch.Tensor], responses: Sequence[np.ndarr
             ids = torch.full((len(group), width), pad, dtype=torch.long)
             mask = torch.zeros((len(group), width), dtype=torch.long)
             target = torch.full((len(group), width), -1, dtype=torch.long)  # next token where recorded
+            prompt = torch.full((len(group), width), -1, dtype=torch.long)  # next token at prompt positions
             for row, i in enumerate(group):
                 ids[row, :len(fed[i])] = torch.from_numpy(fed[i])
                 mask[row, :len(fed[i])] = 1
                 target[row, first[i]:first[i] + len(responses[i])] = torch.from_numpy(responses[i].astype(np.int64))
+                if recorder.prompt_keys is not None:
+                    prompt[row, :first[i]] = torch.from_numpy(fed[i][1:first[i] + 1])
             ids, mask = ids.to(device), mask.to(device)
             chunk = max(1, max_tokens // len(group))
             cache = DynamicCache()
@@ -93,6 +97,12 @@ def replay(bridge, prompts: Sequence[torch.Tensor], responses: Sequence[np.ndarr
                     if start <= len(fed[i]) - 1 < end:  # the position after the last response token
                         after = logits[row, len(fed[i]) - 1 - start][None]
                         final[i] = token_statistics(after, after.argmax(-1))[0, kl].item()
+                if recorder.prompt_keys is not None:
+                    p_rows, p_cols = torch.nonzero(prompt[:, start:end] >= 0, as_tuple=True)
+                    if len(p_rows):
+                        acts = torch.stack([a[p_rows.to(device), p_cols.to(device)] for a in buffer.acts], dim=1)
+                        recorder.add_prompt(acts, prompt[:, start:end][p_rows, p_cols].to(device),
+                                            np.asarray(group)[p_rows.numpy()])
                 rows, cols = torch.nonzero(target[:, start:end] >= 0, as_tuple=True)  # row-major: in token order
                 if len(rows) == 0:
                     continue

@@ -58,18 +58,18 @@ class WindowAccumulator:
 class RowRecorder:
     """The rows of ``n_sequences`` sequences under one sparsifier and window."""
 
-    def __init__(self, bridge, sparsifier: Sparsifier, window: int, n_sequences: int):
+    def __init__(self, bridge, sparsifier: Sparsifier, window: int, n_sequences: int, record_prompt: bool = False):
         self.sparsifier = sparsifier
         self.d_mlp = int(bridge.cfg.d_mlp)
         self.windows = [WindowAccumulator(window) for _ in range(n_sequences)]
+        # the keys the prompt's tokens select, per sequence (``record_prompt``), else None
+        self.prompt_keys: list[set[int]] | None = [set() for _ in range(n_sequences)] if record_prompt else None
         if sparsifier.needs_contributions:
             self.w_out = bridge.W_out.detach()  # [L, D, d_model]
             self.w_u = bridge.W_U.detach()  # [d_model, V]
 
-    def add(self, acts: torch.Tensor, next_tokens: torch.Tensor, owners: np.ndarray) -> None:
-        """Record tokens ``acts`` [N, L, D] (predicting ``next_tokens`` [N]) of sequences ``owners`` [N], in order."""
-        if len(owners) == 0:
-            return
+    def _selected(self, acts: torch.Tensor, next_tokens: torch.Tensor, n: int):
+        """The sparsifier's selection of each of ``n`` tokens: (keys, float32 scores) per token, in order."""
         acts = acts.float()
         contribution = None
         if self.sparsifier.needs_contributions:
@@ -79,10 +79,28 @@ class RowRecorder:
         rows, flat, score = rows.cpu().numpy(), flat.cpu().numpy(), score.cpu().numpy().astype(np.float32)
         keys = pack_keys(flat // self.d_mlp, flat % self.d_mlp)
         order = np.argsort(rows, kind="stable")
-        bounds = np.searchsorted(rows[order], np.arange(len(owners) + 1))
-        for n, owner in enumerate(owners):
-            part = order[bounds[n]:bounds[n + 1]]
-            self.windows[owner].add_token(keys[part], score[part])
+        bounds = np.searchsorted(rows[order], np.arange(n + 1))
+        return [(keys[order[bounds[i]:bounds[i + 1]]], score[order[bounds[i]:bounds[i + 1]]]) for i in range(n)]
+
+    def add(self, acts: torch.Tensor, next_tokens: torch.Tensor, owners: np.ndarray) -> None:
+        """Record tokens ``acts`` [N, L, D] (predicting ``next_tokens`` [N]) of sequences ``owners`` [N], in order."""
+        if len(owners) == 0:
+            return
+        for owner, (keys, score) in zip(owners, self._selected(acts, next_tokens, len(owners))):
+            self.windows[owner].add_token(keys, score)
+
+    def add_prompt(self, acts: torch.Tensor, next_tokens: torch.Tensor, owners: np.ndarray) -> None:
+        """Note the keys prompt tokens ``acts`` [N, L, D] of sequences ``owners`` select (no rows are written)."""
+        if len(owners) == 0 or self.prompt_keys is None:
+            return
+        for owner, (keys, _) in zip(owners, self._selected(acts, next_tokens, len(owners))):
+            self.prompt_keys[owner].update(keys.tolist())
+
+    def prompt_columns(self) -> list[dict]:
+        """Each sequence's ``prompt_keys`` column (sorted uint32), or nothing when prompts were not recorded."""
+        if self.prompt_keys is None:
+            return [{} for _ in self.windows]
+        return [{"prompt_keys": np.array(sorted(keys), np.uint32)} for keys in self.prompt_keys]
 
     def finish(self) -> list[list[Row]]:
         """Every sequence's rows, its last (partial) window closed."""
