@@ -225,3 +225,25 @@ def test_zoo_units_writes_the_planted_blocks_as_a_neuron_set(tmp_path, capsys):
     assert set(units.by_layer()[3].tolist()) == set(range(48)) | set(range(3 * 48, 4 * 48))
     assert main(["zoo", "units", "--families", "pow", "--out", str(tmp_path / "v.csv")]) == 2
     assert "unknown family 'pow'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_positive_control_stage_writes_its_predictions_table(tmp_path):
+    """The pre-registered experiment, shrunk (8 prompts, 2 samples): every prediction gets a row with its value,
+    interval and verdict, whatever comes out, and every variant its ground-truth measures."""
+    import pandas as pd
+
+    from nex_causal.run.experiment import load_config, run_experiment
+
+    config = load_config("experiments/positive_control.yaml")
+    raw = {**__import__("dataclasses").asdict(config), "name": "pc", "tasks": "scout:8"}
+    raw["capture"] = {**raw["capture"], "n_samples": 2}
+    raw["ranking"] = {**raw["ranking"], "n_boot": 50}
+    raw["positive_control"] = {**raw["positive_control"], "n_boot": 50}
+    run_experiment(load_config(raw), tmp_path / "pc", progress=False)
+    table = pd.read_parquet(tmp_path / "pc" / "tables" / "positive_control.parquet")
+    assert list(table["id"]) == [p.id for p in config.positive_control.predictions]
+    assert table["holds"].dtype == bool and table["value"].notna().sum() >= len(table) - 2
+    variants = pd.read_parquet(tmp_path / "pc" / "tables" / "positive_control_variants.parquet")
+    assert set(variants["variant"]) >= {"efficient", "redundant-0.5", "under", "noise-0.2"}
+    assert variants["strategies_opened"].between(1, 6).all()
