@@ -221,6 +221,20 @@ def test_interrupted_build_resumes_only_what_is_missing(zoo, tmp_path):
     assert list(load_family(copy)["weights_sha256"]) == list(load_family(zoo)["weights_sha256"])
 
 
+def test_a_variant_changed_since_the_build_is_refused_not_reused(zoo, tmp_path):
+    """A flipped byte in a built variant's weights: the second build names it instead of returning the zoo."""
+    import shutil
+
+    copy = tmp_path / "flipped"
+    shutil.copytree(zoo, copy)
+    weights = copy / "linear-0.5" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(NexError, match="linear-0.5"):
+        build(copy, organism="test", progress=False)
+
+
 def _weights(zoo, name):
     return load_file(str(zoo / name / "model.safetensors"))
 
