@@ -320,7 +320,9 @@ def test_make_figures_draws_what_exists_and_names_the_rest(tmp_path, capsys):
     assert F.missing_tables(run) == {"profile": ["profile_curve", "profile_responses", "profile_reuse"],
                                      "inverted_u": ["inverted_u_bins"], "nex_vs_accuracy": ["ranking_scores"],
                                      "best_of_n": ["selection"], "sweep": ["sweep", "sweep_choice"],
-                                     "neuron_weights": ["neuron_weights"]}
+                                     "neuron_weights": ["neuron_weights"], "nex_cross": ["nex_cross"],
+                                     "donor_ablation": ["donor_ablation_summary"],
+                                     "positive_control": ["positive_control"]}
     assert main(["figures", str(run), "--readme", "--out", str(tmp_path / "readme")]) == 0
     out = capsys.readouterr().out
     assert "skipped best_of_n: no table selection" in out and "skipped inverted_u" not in out
@@ -385,12 +387,21 @@ def every_figure_tables() -> dict[str, tuple[pd.DataFrame, ...]]:
     pairs = pd.concat([transfer_table().assign(donor="expert-compute", recipient="task-arithmetic-0.3", n_prompts=500),
                        transfer_table().assign(donor="task-arithmetic-0.3", recipient="expert-compute", n_prompts=500)])
     weights = pd.DataFrame({"layer": [0, 0, 2, 3, 5], "weight": [0.5, -0.2, 0.7, -0.9, 0.1]})
+    names = ["efficient", "redundant-0.1", "redundant-0.5", "under"]
+    cross = pd.DataFrame([{"weights": w, "scored": v, "nex": 0.9 + 0.02 * i - 0.01 * j}
+                          for i, w in enumerate(names) for j, v in enumerate(names)])
+    predictions = pd.DataFrame({"id": ["design", "phases", "units", "entropy"], "value": [-1.0, 0.3, 0.55, 0.1],
+                                "low": [-1.0, 0.2, 0.5, -0.4], "high": [-0.8, 0.4, 0.6, 0.6],
+                                "predicted": ["<= -0.8", ">= 0.2", ">= 0.6", ""],
+                                "holds": [True, True, False, True]})
     reuse = pd.DataFrame({"variant": ["v"] * 4 + ["reference"] * 4, "cycle": [0, 1, 2, 3] * 2,
                           "median": [0.9, 0.05, 0.01, 0.0, 0.91, 0.02, 0.004, 0.0005], "n": [40, 30, 20, 0, 1, 1, 1, 1]})
     return {"trace": (hand_trace(),), "profile": (curve, responses, reuse), "sweep": (sweep, choice),
             "inverted_u": (bins, fits), "nex_vs_accuracy": (scores, ranking), "best_of_n": (pooled_selection(),),
             "transfer": (pairs,), "ablation": (transfer_table().assign(n_prompts=200),),
-            "neuron_weights": (weights,)}
+            "neuron_weights": (weights,), "nex_cross": (cross,),
+            "donor_ablation": (transfer_table().assign(n_prompts=200, donor="efficient"),),
+            "positive_control": (predictions,)}
 
 
 @pytest.mark.parametrize("name", list(FIGURES))

@@ -180,3 +180,38 @@ FIGURES.add("inverted_u", FigureSpec(("inverted_u_bins",), plot_inverted_u, capt
                                      optional=("inverted_u",)))
 FIGURES.add("nex_vs_accuracy", FigureSpec(("ranking_scores",), plot_scores_vs_accuracy, caption_scores_vs_accuracy,
                                           optional=("ranking",)))
+
+
+@styled
+def plot_nex_cross(cross: pd.DataFrame) -> Figure:
+    """The cross calibration: mean GMF of every variant's cache (columns) under every variant's weights (rows).
+
+    ``cross``: ``weights``, ``scored``, ``nex`` (``ranking.agreement``'s ``nex_cross`` table). The diagonal is
+    the authors' self-calibration; a row that is uniformly high says those weights call everything effective.
+    """
+    require(cross, "nex_cross", ["weights", "scored", "nex"])
+    names = list(dict.fromkeys(cross["weights"]))
+    matrix = cross.pivot(index="weights", columns="scored", values="nex").reindex(index=names, columns=names)
+    size = min(DOUBLE, 1.2 + 0.22 * len(names))
+    fig = Figure(figsize=(size, size * 0.9), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(matrix.to_numpy(float), cmap="Greys", aspect="equal")
+    ax.set_xticks(range(len(names)), names, rotation=90)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("cache scored")
+    ax.set_ylabel("weights learned on")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="mean GMF")
+    return fig
+
+
+def caption_nex_cross(cross: pd.DataFrame) -> str:
+    """What the cross-calibration heatmap shows."""
+    values = cross["nex"].to_numpy(float)
+    diagonal = cross.loc[cross["weights"] == cross["scored"], "nex"].to_numpy(float)
+    return (f"Mean GMF of each of {cross['scored'].nunique()} variants' caches (columns) under the NEX weights "
+            f"learned on each variant's cache (rows); the diagonal is self-calibration, the authors' protocol "
+            f"(from {np.nanmin(diagonal):.3f} to {np.nanmax(diagonal):.3f}), off the diagonal from "
+            f"{np.nanmin(values):.3f} to {np.nanmax(values):.3f}.")
+
+
+FIGURES.add("nex_cross", FigureSpec(("nex_cross",), plot_nex_cross, caption_nex_cross))

@@ -22,4 +22,5 @@ class FigureSpec:
 
 
 FIGURES: Registry[FigureSpec] = Registry("figure", providers=tuple(  # in the order figures are drawn
-    f"nex_causal.figures.{name}" for name in ("trace", "profile", "ranking", "selection", "sweep", "transfer")))
+    f"nex_causal.figures.{name}" for name in ("trace", "profile", "ranking", "selection", "sweep", "transfer",
+                                              "positive_control")))

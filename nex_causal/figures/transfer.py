@@ -153,4 +153,5 @@ def caption_neuron_weights(weights: pd.DataFrame) -> str:
 
 FIGURES.add("transfer", FigureSpec(("transfer_summary",), plot_transfer, caption_transfer))
 FIGURES.add("ablation", FigureSpec(("ablate_summary",), plot_transfer, caption_transfer))
+FIGURES.add("donor_ablation", FigureSpec(("donor_ablation_summary",), plot_transfer, caption_transfer))
 FIGURES.add("neuron_weights", FigureSpec(("neuron_weights",), plot_neuron_weights, caption_neuron_weights))

@@ -81,6 +81,17 @@ def headline_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
         columns = [c for c in ("name", "method", "accuracy", "accuracy_search", "accuracy_compute", "n_eval")
                    if c in family]
         out["The family: greedy accuracy of each variant"] = family[columns]
+    if (control := _table(run_dir, "positive_control")) is not None:
+        table = control[["id", "prediction", "predicted"]].copy()
+        table["measured [95% CI]"] = control.apply(
+            lambda r: f"{r.value:+.3f}" + ("" if pd.isna(r.low) else f" [{r.low:+.3f}, {r.high:+.3f}]"), axis=1)
+        table["holds"] = control.apply(lambda r: ("yes" if r.holds else "NO") if r.predicted else "(reported)",
+                                       axis=1)
+        table["detail"] = control["detail"]
+        out["Positive control: the predictions written before the run, as measured"] = table
+    if (variants := _table(run_dir, "positive_control_variants")) is not None:
+        out["Positive control: each variant against the ground truth"] = variants[
+            ["variant", "p", "accuracy", "answered", "nex", "strategies_opened", "phase_kappa", "unit_auroc"]]
     if (nex := _table(run_dir, "nex")) is not None:
         out["NEX per variant (self-calibrated)"] = nex[
             ["variant", "nex_score", "log_gap", "n_scored_responses", "n_effective", "n_redundant"]]
