@@ -378,26 +378,23 @@ def _under(c: Control) -> Measured:
 
 
 def variant_table(c: Control) -> pd.DataFrame:
-    """Per variant: accuracy, answered share (a looping response never reaches ``#``), NEX, strategies opened,
-    HMM phase agreement with the truth, and the unit AUROC of its own weights."""
-    from nex_causal.zoo.groundtruth import (
-        phase_agreement,
-        phase_pairs,
-        present_keys,
-        strategies_opened,
-    )
+    """Per variant: accuracy, answered share (a looping response never reaches ``#``) and loop rate, NEX,
+    strategies opened, HMM phase agreement with the truth, the unit AUROC of its own weights, and the opening
+    cycle's share of its Eff credit (``nex.diagnostics``)."""
+    from nex_causal.nex.diagnostics import diagnose_credit
+    from nex_causal.zoo.groundtruth import phase_agreement, phase_pairs, present_keys, strategies_opened
 
     rows = []
     for v, cache in c.caches.items():
         overall, (low, high) = phase_agreement(phase_pairs(cache, c.nex), n_boot=200, seed=c.config.seed)
         units = _unit_auroc(c, c.weights[v], present_keys(cache), "own weights")
-        answered = cache.responses["answer"].notna().mean()
+        credit = diagnose_credit(cache, c.weights[v], c.nex).summary()
         rows.append({"variant": v, "p": c.levels.get(v, np.nan), "accuracy": c.pools[v].correct.mean(),
-                     "answered": answered, "nex": float(np.nanmean(c.gmf[v])),
-                     "strategies_opened": strategies_opened(cache).mean(),
+                     "answered": cache.responses["answer"].notna().mean(), "loop_rate": credit["loop_rate"],
+                     "nex": float(np.nanmean(c.gmf[v])), "strategies_opened": strategies_opened(cache).mean(),
                      "phase_kappa": overall.kappa, "phase_kappa_low": low, "phase_kappa_high": high,
                      "unit_auroc": units.value, "unit_auroc_low": units.low, "unit_auroc_high": units.high,
-                     "damage_only": v in c.config.damage})
+                     "opening_eff_share": credit["opening_eff_share"], "damage_only": v in c.config.damage})
     return pd.DataFrame(rows)
 
 

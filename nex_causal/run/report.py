@@ -91,7 +91,8 @@ def headline_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
         out["Positive control: the predictions written before the run, as measured"] = table
     if (variants := _table(run_dir, "positive_control_variants")) is not None:
         out["Positive control: each variant against the ground truth"] = variants[
-            ["variant", "p", "accuracy", "answered", "nex", "strategies_opened", "phase_kappa", "unit_auroc"]]
+            ["variant", "p", "accuracy", "answered", "loop_rate", "nex", "strategies_opened", "phase_kappa",
+             "unit_auroc", "opening_eff_share"]]
     if (nex := _table(run_dir, "nex")) is not None:
         out["NEX per variant (self-calibrated)"] = nex[
             ["variant", "nex_score", "log_gap", "n_scored_responses", "n_effective", "n_redundant"]]
