@@ -118,6 +118,8 @@ def headline_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
     if (rank := _table(run_dir, "ranking")) is not None:
         ok = rank[rank["status"] == "ok"].copy()
         table = ok[["score"]].copy()
+        if "calibration" in ok:  # NEX's calibration protocol: self is the authors'
+            table["calibration"] = ok["calibration"].replace("", "-")
         for metric in ("spearman", "kendall", "top1", "regret"):
             table[f"{metric} [95% CI]"] = _with_ci(ok, metric, f"{metric}_low", f"{metric}_high").to_numpy()
         out["Ranking the family: agreement with accuracy"] = table
