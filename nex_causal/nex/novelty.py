@@ -11,6 +11,11 @@ and the novelty slope of row j is s_j = |I_j| / T_j in float32, where |I_j| coun
 repeated inside a row once per occurrence. ``positive_only`` is the named alternative that
 drops zero-mass entries first (the spec's "first row with positive mass"), so only neurons
 that carried mass are introduced.
+
+Time, for a response of ~100 rows and 30,000 entries: its rows are cleaned in a few passes
+over the entries (~0.1 ms), with no loop over rows; novelty (~0.25 ms) is one scatter and
+one gather of the entries over a 16 MiB scratch indexed by key, whose random accesses are
+most of its cost.
 """
 
 from __future__ import annotations
@@ -37,6 +42,30 @@ def activated_keys(keys: np.ndarray, mass: np.ndarray) -> np.ndarray:
     return np.unique(keys[keep]).astype(np.uint32)
 
 
+def segment_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``np.sum`` of each consecutive segment of ``values`` (``counts[s]`` values; 0 when empty), in one call.
+
+    ``np.add.reduceat`` adds a segment's first value to the pairwise sum of the rest, which
+    rounds differently from ``np.sum`` (the pairwise sum of the whole segment, as the
+    reference adds a row); a 0 put before every segment makes the two equal to the bit.
+    """
+    counts = np.asarray(counts, np.int64)
+    if counts.size == 0:
+        return np.zeros(0, values.dtype)
+    starts = np.zeros(len(counts), np.int64)
+    np.cumsum(counts[:-1] + 1, out=starts[1:])
+    padded = np.zeros(len(values) + len(counts), values.dtype)
+    slot = np.ones(len(padded), bool)
+    slot[starts] = False
+    padded[slot] = values
+    return np.add.reduceat(padded, starts)
+
+
+def per_row(mask: np.ndarray, row_ptr: np.ndarray) -> np.ndarray:
+    """How many entries of each row ``mask`` selects (rows as in ``row_ptr``), from one running count."""
+    return np.diff(np.concatenate([[0], np.cumsum(mask)])[row_ptr])
+
+
 @dataclass(frozen=True)
 class Rows:
     """The usable rows of one response, cleaned, as CSR arrays.
@@ -59,6 +88,11 @@ class Rows:
     def row_of_entry(self) -> np.ndarray:
         return np.repeat(np.arange(self.n_rows), np.diff(self.row_ptr))
 
+    @cached_property
+    def totals(self) -> np.ndarray:
+        """Each row's float32 mass sum as the reference takes it (``np.sum`` of the row), in float64."""
+        return segment_sums(self.mass, np.diff(self.row_ptr)).astype(np.float64)
+
     def span(self, first: int, last: int) -> slice:
         """The entries of rows ``first..last`` (inclusive)."""
         return slice(int(self.row_ptr[first]), int(self.row_ptr[last + 1]))
@@ -71,7 +105,23 @@ def clean_rows(rows: ResponseRows, *, positive_only: bool = False) -> Rows:
     if len(sizes) != len(tokens) or rows.row_ptr[-1] != len(rows.keys) or len(rows.keys) != len(rows.mass):
         raise NexError(f"a response needs a pointer per row ({len(sizes)}) and a token count per row "
                        f"({len(tokens)}), over keys and mass of one length ({len(rows.keys)}, {len(rows.mass)})")
-    keys, mass = np.asarray(rows.keys).astype(np.int64), clean_mass(rows.mass)
+    keys, mass = np.asarray(rows.keys), clean_mass(rows.mass)
+    if positive_only or (keys.size and (keys.min() < 0 or keys.max() >= KEY_SPACE)):
+        return _clean_entries(keys.astype(np.int64), mass, sizes, tokens, positive_only)
+    # every key is a neuron of the key space: a row is usable when it has entries, tokens and mass
+    ptr = np.asarray(rows.row_ptr, np.int64)
+    usable = (sizes > 0) & (tokens > 0) & (per_row(mass > 0, ptr) > 0)
+    keys = keys.astype(np.int64)
+    if usable.all():
+        return Rows(keys, mass, ptr, tokens, np.arange(len(tokens)))
+    kept = np.repeat(usable, sizes)
+    return Rows(keys[kept], mass[kept], np.concatenate([[0], np.cumsum(sizes[usable])]), tokens[usable],
+                np.flatnonzero(usable))
+
+
+def _clean_entries(keys: np.ndarray, mass: np.ndarray, sizes: np.ndarray, tokens: np.ndarray,
+                   positive_only: bool) -> Rows:
+    """``clean_rows`` entry by entry: for layer-255 keys, keys beyond the key space, or ``positive_only``."""
     n = len(tokens)
     row = np.repeat(np.arange(n), sizes)
     kept = (keys >> 16) != RESERVED_LAYER
@@ -91,24 +141,17 @@ class Novelty:
     """Newly recruited neurons of each row of ``rows``.
 
     ``first_row[e]``: the row where entry e's neuron is introduced (its first usable row);
-    ``slopes[j]`` = s_j = |I_j| / T_j.
+    ``introduced``: the entries whose neuron is introduced in their own row (the sets I_j);
+    ``n_new[j]`` = |I_j| (a key repeated in its row counted per copy), ``slopes[j]`` =
+    s_j = |I_j| / T_j; ``n_neurons``: the distinct neurons of the rows.
     """
 
     rows: Rows
     first_row: np.ndarray
     slopes: np.ndarray
-
-    @property
-    def n_neurons(self) -> int:
-        """Distinct neurons of the rows: the entries that are their key's first, in the response."""
-        first = key_scratch()
-        first[self.rows.keys[::-1]] = np.arange(len(self.rows.keys) - 1, -1, -1, dtype=np.int32)
-        return int((first[self.rows.keys] == np.arange(len(self.rows.keys))).sum())
-
-    @cached_property
-    def introduced(self) -> np.ndarray:
-        """Mask of the entries whose neuron is introduced in their own row (the sets I_j)."""
-        return self.first_row == self.rows.row_of_entry
+    introduced: np.ndarray
+    n_new: np.ndarray
+    n_neurons: int
 
     def introduced_set(self, j: int) -> np.ndarray:
         """I_j: the sorted distinct keys introduced in row j."""
@@ -128,9 +171,14 @@ def key_scratch() -> np.ndarray:
 
 
 def novelty(rows: Rows) -> Novelty:
-    """First-introduction rows of every entry and the novelty slopes of ``rows``."""
-    scratch, row = key_scratch(), rows.row_of_entry
-    scratch[rows.keys[::-1]] = row[::-1]  # written back to front: each key holds the row of its first entry
+    """First-introduction rows of every entry and the novelty slopes of ``rows``: one scatter and one
+    gather over the key space, whatever the number of rows."""
+    row, entry = rows.row_of_entry, np.arange(len(rows.keys), dtype=np.int32)
+    scratch = key_scratch()
+    scratch[rows.keys[::-1]] = entry[::-1]  # written back to front: each key holds its first entry
     first = scratch[rows.keys]
-    counts = np.bincount(first[first == row], minlength=rows.n_rows)
-    return Novelty(rows, first, (counts / rows.tokens).astype(np.float32))
+    first_row = row[first]
+    introduced = first_row == row
+    n_new = per_row(introduced, rows.row_ptr)
+    return Novelty(rows, first_row, (n_new / rows.tokens).astype(np.float32), introduced, n_new,
+                   int(np.count_nonzero(first == entry)))

@@ -2,18 +2,25 @@
 (NEX_METHOD section 3), with the reference release's arithmetic.
 
 The log novelty slope is detrended against log-time and robustly z-scored; a 2-component
-Gaussian mixture (scikit-learn) fitted to z gives the emissions of a 2-state Gaussian HMM
-(hmmlearn) whose sticky transitions are fixed (no Baum-Welch), and Viterbi decoding labels
-each row. The state with the larger mean is E. Runs shorter than ``min_run`` are then
-absorbed by their neighbour. Where the reference's choice is arguable, the alternative is
-an option: ``mad_rounding`` treats a MAD within floating-point rounding of 0 as 0 (the
-reference tests ``mad <= 0`` exactly, so slopes that the trend fits exactly get segmented
-on rounding noise).
+Gaussian mixture fitted to z (scikit-learn's ``GaussianMixture``, computed here operation for
+operation without importing scikit-learn) gives the emissions of a 2-state Gaussian HMM
+whose sticky transitions are fixed (no Baum-Welch), and Viterbi decoding (hmmlearn's
+compiled kernel) labels each row. The state with the larger mean is E. Runs shorter than
+``min_run`` are then absorbed by their neighbour. Where the reference's choice is arguable,
+the alternative is an option: ``mad_rounding`` treats a MAD within floating-point rounding
+of 0 as 0 (the reference tests ``mad <= 0`` exactly, so slopes that the trend fits exactly
+get segmented on rounding noise).
+
+Time: about a third of learning. A response of ~100 rows takes ~0.45 ms, ~0.3 ms of it the
+mixture fit (k-means ~0.1 ms, EM ~0.2 ms: some 150 numpy calls on arrays of ~100 values, so
+call overhead, not arithmetic), the rest least squares, medians and the Viterbi kernel.
+Fits cannot share calls across responses: their sums must keep each response's shapes.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -75,67 +82,155 @@ def sticky_transitions(rho: float) -> np.ndarray:
 
 @functools.cache
 def backends() -> SimpleNamespace:
-    """scikit-learn's and hmmlearn's pieces the segmentation calls, imported once.
-
-    Import them before starting worker processes or limiting thread pools: a pool that is
-    limited before scikit-learn loads its OpenMP runtime is not limited at all.
-    """
+    """hmmlearn's compiled Viterbi, imported once (before worker processes start, so that they inherit it)."""
     from hmmlearn import _hmmc
-    from hmmlearn.stats import log_multivariate_normal_density
-    from sklearn.cluster import _kmeans
-    from sklearn.mixture import GaussianMixture
-    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
-    from sklearn.utils.extmath import row_norms
 
-    return SimpleNamespace(kmeans=_kmeans, GaussianMixture=GaussianMixture, row_norms=row_norms,
-                           omp_threads=_openmp_effective_n_threads, hmmc=_hmmc,
-                           log_density=log_multivariate_normal_density)
+    return SimpleNamespace(hmmc=_hmmc)
+
+
+MAX_ITER, TOL, REG_COVAR = 50, 1e-3, 1e-6  # the reference's mixture: 50 EM steps, scikit-learn's tol, reg_covar
+KMEANS_TOL, KMEANS_MAX_ITER = 1e-4, 300  # KMeans' defaults
+DRAWS = np.random.RandomState(0).random_sample(3)  # all that k-means++ (2 clusters) draws from RandomState(0)
 
 
 def fit_mixture(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Means and variances of ``GaussianMixture(2, "diag", random_state=0, max_iter=50,
-    reg_covar=1e-6).fit(values)``, computed by the estimator's own steps.
+    reg_covar=1e-6).fit(values)`` (scikit-learn 1.9) for float64 ``values`` of shape (n, 1), to the bit.
 
-    ``fit`` spends most of its time validating its input and limiting thread pools around
-    its k-means initialisation; this runs the same functions on the same arrays in the same
-    order (k-means++ seeding and Lloyd iterations of ``KMeans(2, n_init=1)``, then EM until
-    the lower bound moves by less than ``tol``), so the result is the same to the bit and
-    the same exceptions are raised. ``tests/test_nex_phases.py`` holds it against ``fit``.
+    ``fit`` initialises responsibilities with ``KMeans(2, n_init=1)`` and runs EM; almost all
+    of its time (and most of a NEX process's start-up: importing scikit-learn) goes to input
+    validation, thread-pool limits, seeding and array-API dispatch around a few small array
+    operations. This performs those operations, the same ones in the same order on the same
+    shapes, so the same numbers come out and a fit fails where ``fit`` raises.
+    ``tests/test_nex_phases.py`` and ``tests/test_nex_fast.py`` hold it against ``fit``.
     """
-    lib = backends()
     if not np.isfinite(values).all():  # what fit's input validation refuses
         raise ValueError("the mixture's input holds NaN or infinity")
-    mixture = lib.GaussianMixture(n_components=2, covariance_type="diag", random_state=0, max_iter=50,
-                              reg_covar=1e-6)
-    random_state = np.random.RandomState(0)
-    centred = np.array(values, dtype=np.float64, order="C", copy=True)
-    tol = lib.kmeans._tolerance(centred, 1e-4)
-    centred -= centred.mean(axis=0)
-    weight = np.ones(centred.shape[0], dtype=centred.dtype)
-    seeds, _ = lib.kmeans._kmeans_plusplus(centred, 2, lib.row_norms(centred, squared=True), weight, random_state)
-    labels = lib.kmeans._kmeans_single_lloyd.__wrapped__(centred, weight, seeds, max_iter=300, verbose=False,
-                                                         tol=tol, n_threads=lib.omp_threads())[0]
-    resp = np.zeros((centred.shape[0], 2), dtype=centred.dtype)
-    resp[np.arange(centred.shape[0]), labels] = 1
-    mixture._initialize(values, resp)
+    resp = np.zeros((values.shape[0], 2), dtype=values.dtype)
+    resp[np.arange(values.shape[0]), kmeans_labels(values)] = 1
+    weights, means, variances, precision = _gaussian_parameters(values, resp)
+    weights /= values.shape[0]
     lower_bound = -np.inf
-    for _ in range(mixture.max_iter):
+    for _ in range(MAX_ITER):
         previous = lower_bound
-        log_prob_norm, log_resp = mixture._e_step(values)
-        mixture._m_step(values, log_resp)
-        lower_bound = mixture._compute_lower_bound(log_resp, log_prob_norm)
-        if abs(lower_bound - previous) < mixture.tol:
+        lower_bound, log_resp = _expectation(values, weights, means, precision)
+        weights, means, variances, precision = _gaussian_parameters(values, np.exp(log_resp))
+        weights /= np.sum(weights)
+        if abs(lower_bound - previous) < TOL:
             break
-    return mixture.means_, mixture.covariances_
+    return means, variances
+
+
+def kmeans_labels(values: np.ndarray) -> np.ndarray:
+    """Labels of ``KMeans(2, n_init=1, random_state=0).fit(values)`` on one thread (scikit-learn 1.9's
+    arithmetic: k-means++ seeding, then Lloyd steps on the centred values with BLAS-style distances
+    |c|^2 - 2 x c, sums per cluster added in sample order, the reciprocal of the cluster size and
+    the centre shift as scikit-learn's compiled step takes them, here in Python floats)."""
+    x = np.array(values, dtype=np.float64, order="C", copy=True)
+    tol = np.mean(np.var(x, axis=0)) * KMEANS_TOL
+    x -= x.mean(axis=0)
+    centers, old = _kmeans_plusplus(x)[:, 0].tolist(), None
+    for _ in range(KMEANS_MAX_ITER):
+        labels = _nearest(x[:, 0], centers)
+        sums, sizes = _cluster_sums(x, centers, labels)
+        heaviest = 0 if sizes[0] >= sizes[1] else 1
+        for j in range(2):  # in order: an empty cluster takes the heaviest's centre as it stands
+            sums[j] = sums[j] * (1.0 / sizes[j]) if sizes[j] > 0 else sums[heaviest]
+        shift = [math.sqrt(0.0 + (new - c) * (new - c)) for new, c in zip(sums, centers)]
+        centers = sums
+        if old is not None and np.array_equal(labels, old):
+            return labels.astype(np.int32)
+        if shift[0] * shift[0] + shift[1] * shift[1] <= tol:
+            break
+        old = labels
+    return _nearest(x[:, 0], centers).astype(np.int32)
+
+
+def _kmeans_plusplus(x: np.ndarray) -> np.ndarray:
+    """Two k-means++ centres (two local trials for the second), from RandomState(0)'s first three draws."""
+    weight = np.ones(x.shape[0])
+    norms = np.einsum("ij,ij->i", x, x)
+    p = weight / weight.sum()
+    cdf = p.cumsum()
+    cdf /= cdf[-1]
+    first = x[cdf.searchsorted(DRAWS[0], side="right")][np.newaxis]  # RandomState.choice(n, p=p)
+    closest = np.maximum(-2 * (first @ x.T) + np.einsum("ij,ij->i", first, first)[:, None] + norms[None, :], 0)
+    candidates = np.searchsorted(np.cumsum(weight * closest), DRAWS[1:] * (closest @ weight))
+    np.clip(candidates, None, closest.size - 1, out=candidates)
+    trial = x[candidates]
+    distances = np.maximum(-2 * (trial @ x.T) + np.einsum("ij,ij->i", trial, trial)[:, None] + norms[None, :], 0)
+    np.minimum(closest, distances, out=distances)
+    return np.concatenate([first, x[candidates[np.argmin(distances @ weight.reshape(-1, 1))]][np.newaxis]])
+
+
+def _nearest(x: np.ndarray, centers: list[float]) -> np.ndarray:
+    """Whether each value is closer to the second centre (the first wins a tie), distances as a BLAS
+    gemm rounds them: |c|^2 + (-2 (x c))."""
+    (c0, c1) = centers
+    return c1 * c1 + -2.0 * (x * c1) < c0 * c0 + -2.0 * (x * c0)
+
+
+def _cluster_sums(x: np.ndarray, centers: list[float], second: np.ndarray) -> tuple[list[float], list[float]]:
+    """Each cluster's sum, added in sample order from 0, and size; when a cluster is empty it takes the
+    value farthest from its centre, as scikit-learn relocates it."""
+    n_second = int(np.count_nonzero(second))
+    if 0 < n_second < len(second):  # adding 0 for the other cluster's values leaves each running sum as it is
+        sums = [np.cumsum(np.where(second, 0.0, x[:, 0]))[-1], np.cumsum(np.where(second, x[:, 0], 0.0))[-1]]
+        return [float(s) for s in sums], [float(len(second) - n_second), float(n_second)]
+    labels = second.astype(np.int32)
+    sums = np.array([[np.cumsum(np.concatenate([[0.0], x[labels == j, 0]]))[-1]] for j in range(2)])
+    size = np.bincount(labels, minlength=2).astype(np.float64)
+    empty = int(np.flatnonzero(size == 0)[0])
+    distances = ((x - np.array(centers)[:, None][labels]) ** 2).sum(axis=1)
+    far = np.argpartition(distances, -1)[-1]
+    if np.max(distances) != 0:
+        sums[labels[far]] -= x[far] * 1.0
+        sums[empty] = x[far] * 1.0
+        size[empty], size[labels[far]] = 1.0, size[labels[far]] - 1.0
+    return sums[:, 0].tolist(), size.tolist()
+
+
+def _gaussian_parameters(values: np.ndarray, resp: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The mixture's M step: component masses, means, variances and precision Cholesky factors (1 / sd);
+    a variance that is not positive raises ValueError, as scikit-learn's does."""
+    nk = np.sum(resp, axis=0) + 10 * np.finfo(resp.dtype).eps
+    means = (resp.T @ values) / nk[:, np.newaxis]
+    variances = (resp.T @ (values * values)) / nk[:, np.newaxis] - means**2 + REG_COVAR
+    if np.any(variances <= 0.0):
+        raise ValueError("a mixture component has a variance that is not positive")
+    return nk, means, variances, 1.0 / np.sqrt(variances)
+
+
+def _expectation(values: np.ndarray, weights: np.ndarray, means: np.ndarray,
+                 precision: np.ndarray) -> tuple[float, np.ndarray]:
+    """The mixture's E step: the mean log-likelihood and the log responsibilities."""
+    squared = precision**2
+    log_prob = (np.sum((means**2 * squared), axis=1) - 2.0 * (values @ (means * squared).T)
+                + (values**2 @ squared.T))
+    weighted = -0.5 * (values.shape[1] * math.log(2 * math.pi) + log_prob) + np.sum(np.log(precision), axis=1)
+    weighted = weighted + np.log(weights)
+    top = np.max(weighted, axis=1, keepdims=True)  # log-sum-exp over the components, as scikit-learn takes it
+    at_top = weighted == top
+    rest = np.array(weighted, copy=True)
+    rest[at_top] = -np.inf
+    n_top = np.sum(at_top.astype(weighted.dtype), axis=1, keepdims=True, dtype=weighted.dtype)
+    total = np.sum(np.exp(rest - np.where(np.isfinite(top), top, 0)), axis=1, keepdims=True)
+    total = np.where(total == 0, total, total / n_top)
+    log_norm = np.squeeze(np.log1p(total) + np.log(n_top) + top, axis=1)
+    with np.errstate(under="ignore"):
+        log_resp = weighted - log_norm[:, np.newaxis]
+    return np.mean(log_norm), log_resp
 
 
 def viterbi(values: np.ndarray, means: np.ndarray, variances: np.ndarray, rho: float) -> np.ndarray:
     """Most likely states of ``GaussianHMM(2, "diag")`` with start (0.5, 0.5), the sticky
     transitions and the given emissions: ``decode(values, algorithm="viterbi")`` less its
-    input checks (the same emission densities and the same compiled Viterbi)."""
-    lib = backends()
-    frames = lib.log_density(values, means, variances, "diag")
-    return lib.hmmc.viterbi(np.asarray([0.5, 0.5]), sticky_transitions(rho), frames)[1]
+    input checks (hmmlearn's diagonal Gaussian log-densities, then its compiled Viterbi)."""
+    variances = np.maximum(variances, np.finfo(float).tiny)
+    with np.errstate(over="ignore"):
+        frames = -0.5 * (means.shape[1] * np.log(2 * np.pi) + np.log(variances).sum(axis=-1)
+                         + ((values[:, None, :] - means) ** 2 / variances).sum(axis=-1))
+    return backends().hmmc.viterbi(np.asarray([0.5, 0.5]), sticky_transitions(rho), frames)[1]
 
 
 def hmm_explore(z: np.ndarray, rho: float) -> np.ndarray:

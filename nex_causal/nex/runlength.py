@@ -15,5 +15,5 @@ def runs(labels: np.ndarray) -> list[tuple[bool, int, int]]:
     if labels.size == 0:
         return []
     bounds = np.flatnonzero(labels[1:] != labels[:-1]) + 1
-    starts, stops = np.r_[0, bounds], np.r_[bounds, labels.size]
-    return [(labels[a].item(), int(a), int(b) - 1) for a, b in zip(starts, stops)]
+    starts, lasts = np.concatenate([[0], bounds]), np.concatenate([bounds, [labels.size]]) - 1
+    return list(zip(labels[starts].tolist(), starts.tolist(), lasts.tolist()))
