@@ -100,9 +100,21 @@ def profile_of(cache: SparseCache, calibration: Calibration, n_neurons: int | No
                            else (float("nan"), float("nan")))
     medians["crediting_response_share"] = float(table["credits"].mean())
     quartiles["crediting_response_share"] = (medians["crediting_response_share"],) * 2
-    mass = np.asarray(cache.w_sum)
-    return Profile(str(cache.path), cache.n_responses, n_neurons, table, medians, quartiles,
-                   int((np.abs(mass) == FLOAT16_MAX).sum()), int((mass == 0).sum()))
+    saturated, underflowed = float16_extremes(cache.w_sum)
+    return Profile(str(cache.path), cache.n_responses, n_neurons, table, medians, quartiles, saturated, underflowed)
+
+
+SCAN = 1 << 22  # entries per chunk of the mass scan: memory stays bounded whatever the cache's size
+
+
+def float16_extremes(mass: np.ndarray) -> tuple[int, int]:
+    """How many stored masses saturated float16 (|m| = 65504) and how many are 0, read in chunks."""
+    saturated = underflowed = 0
+    for start in range(0, len(mass), SCAN):
+        part = np.asarray(mass[start:start + SCAN])
+        saturated += int((np.abs(part) == FLOAT16_MAX).sum())
+        underflowed += int((part == 0).sum())
+    return saturated, underflowed
 
 
 def slope_curve(traces: list[ResponseTrace], n_bins: int = 10) -> pd.DataFrame:
