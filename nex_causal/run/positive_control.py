@@ -119,6 +119,7 @@ class Control:
         self.caches = {v: SparseCache.open(run.cache(v)) for v in dict.fromkeys([*names, *run.variants()])}
         self.weights = {v: load_weights(run.weights(v)) for v in self.caches}
         self._pooled: dict[str, np.ndarray] = {}
+        self.evidence: dict[str, np.ndarray] = {}  # Eff - Red behind each pooled weight vector: breaks ties at |w| = 1
 
     @cached_property
     def pools(self):
@@ -173,7 +174,7 @@ class Control:
     def pooled(self, control: str) -> np.ndarray:
         """The weights of ``control`` (``CONTROLS``) pooled over the levels, computed once."""
         if control not in self._pooled:
-            self._pooled[control] = _pooled(self, lambda v: CONTROLS[control][1](self, v))
+            self._pooled[control], self.evidence[control] = _pooled(self, lambda v: CONTROLS[control][1](self, v))
         return self._pooled[control]
 
     def shuffled(self, v: str):
@@ -262,12 +263,14 @@ def _unit_auroc(c: Control, weights: np.ndarray, present: np.ndarray, what: str,
     return Measured(value, low, high, f"{what}: {n_real} real-family and {n_decoy} decoy units in the caches")
 
 
-def _pooled(c: Control, credit_of: Callable[[str], tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Weights from Eff and Red summed over the levels' caches (one weight per unit for the whole family)."""
+def _pooled(c: Control, credit_of: Callable[[str], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Weights from Eff and Red summed over the levels' caches (one weight per unit for the whole family), and the
+    evidence Eff - Red behind them."""
     from nex_causal.nex.credit import neuron_weights
 
     parts = [credit_of(v) for v in c.levels]
-    return neuron_weights(np.sum([e for e, _ in parts], 0), np.sum([r for _, r in parts], 0), c.nex.weighting)
+    eff, red = np.sum([e for e, _ in parts], 0), np.sum([r for _, r in parts], 0)
+    return neuron_weights(eff, red, c.nex.weighting), eff.astype(np.float64) - red
 
 
 def _nex_credit(c: Control, v: str) -> tuple[np.ndarray, np.ndarray]:
@@ -328,8 +331,9 @@ def _overlap(c: Control, sign: int, families: tuple[str, ...]) -> Measured:
     from nex_causal.intervene.neuron_sets import bottom_redundant, top_effective
     from nex_causal.zoo.route import Route
 
-    weights, k = c.pooled("nex"), c.config.k
-    chosen = (top_effective if sign > 0 else bottom_redundant)(weights, k, seed=c.config.seed)
+    weights, k = c.pooled("nex"), c.config.k  # computes c.evidence["nex"] too
+    chosen = (top_effective if sign > 0 else bottom_redundant)(weights, k, seed=c.config.seed,
+                                                               evidence=c.evidence["nex"])
     planted = np.concatenate([Route().units(f, c.n_layers) for f in families])
     value = float(np.isin(chosen.keys, planted).mean()) if len(chosen) else float("nan")
     chance = float(np.isin(c.present, planted).mean())
