@@ -271,3 +271,25 @@ def test_weights_file_round_trip_and_errors(tmp_path):
 def test_reference_weights_load():
     w = load_weights(SHARED / "reference" / "nex_example_weights.npz")
     assert w.dtype == np.float32 and ((w >= -1) & (w <= 1)).all() and (w != 0).sum() == 108551
+
+
+def test_prompt_seen_never_introduces_what_the_prompt_activated(nex_planted, tmp_path):
+    """Responses whose prompts already activated the good pool: with prompt_seen those neurons are never
+    introduced, so never credited, and the first rows lose their novelty; without it nothing changes."""
+    from nex_causal.cache import SparseCache, SparseCacheWriter, pack_keys
+
+    rng = np.random.default_rng(3)
+    good = pack_keys(nex_planted.GOOD, np.arange(300))
+    with SparseCacheWriter(tmp_path / "c") as writer:
+        for r in range(6):
+            writer.append(nex_planted.response(rng, "ABAB")[0],
+                          meta={"prompt_id": f"p{r}", "sample_index": 0, "prompt_keys": good.astype(np.uint32)})
+    cache = SparseCache.open(tmp_path / "c")
+    plain, seen = learn(cache, progress=False), learn(cache, NexConfig(prompt_seen=True), progress=False)
+    assert (plain.weights[good] > 0).sum() > 250 and not seen.weights[good].any()
+    np.testing.assert_array_equal(learn(cache, NexConfig(), progress=False).weights, plain.weights)
+    rows = cache.response_rows(0)
+    assert analyze_response(rows, NexConfig(), seen=good).slopes[0] < analyze_response(rows).slopes[0]
+    bare = nex_planted.cache(seed=5)
+    with pytest.raises(NexError, match="records no prompt neurons"):
+        learn(bare, NexConfig(prompt_seen=True), progress=False)

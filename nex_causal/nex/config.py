@@ -15,7 +15,8 @@ class NexConfig:
     The other settings are named departures from the reference, all off by default:
     ``positive_only`` introduces only neurons with positive mass, ``mad_rounding`` treats a
     MAD within floating-point rounding of 0 as 0, ``skip_opening`` credits nothing from a
-    response's first cycle (whose explore run holds the neurons every later row reuses), and
+    response's first cycle (whose explore run holds the neurons every later row reuses),
+    ``prompt_seen`` never introduces the neurons the prompt already activated, and
     ``weighting`` replaces the saturating tanh (which ties hundreds of neurons at w = 1) by
     Eff mass or Eff - Red mass, scaled into [-1, 1].
     """
@@ -28,6 +29,8 @@ class NexConfig:
         "help": "treat a MAD within float rounding of 0 as 0 (the reference tests mad <= 0 exactly)"})
     skip_opening: bool = field(default=False, metadata={
         "help": "credit nothing from each response's first cycle (the reference credits every cycle)"})
+    prompt_seen: bool = field(default=False, metadata={
+        "help": "neurons the prompt already activated are never introduced (needs a capture with --record-prompt)"})
     weighting: Literal["tanh", "eff", "eff-red"] = field(default="tanh", metadata={
         "help": "weights from Eff/Red: tanh(log(Eff/Red)) (the reference), Eff mass or Eff - Red mass scaled "
                 "into [-1, 1] (no ties at 1)"})

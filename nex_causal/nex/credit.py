@@ -207,9 +207,11 @@ class ResponseTrace:
     neurons: int  # distinct neurons of the usable rows (each introduced once)
 
 
-def analyze_response(rows: ResponseRows, config: NexConfig = NexConfig()) -> ResponseTrace:
-    """Sections 1-4 on one response: clean, novelty, segmentation, cycles and credit."""
-    nov = novelty(clean_rows(rows, positive_only=config.positive_only))
+def analyze_response(rows: ResponseRows, config: NexConfig = NexConfig(),
+                     seen: np.ndarray | None = None) -> ResponseTrace:
+    """Sections 1-4 on one response: clean, novelty, segmentation, cycles and credit; ``seen``: the keys its
+    prompt selected (``NexConfig.prompt_seen``), never introduced."""
+    nov = novelty(clean_rows(rows, positive_only=config.positive_only), seen)
     seg = segment(nov.slopes, config.rho, config.min_run, mad_rounding=config.mad_rounding)
     found = cycles(nov, seg.explore) if nov.rows.n_rows >= MIN_ROWS else []
     return ResponseTrace(nov.rows.source, nov.rows.tokens, nov.slopes, seg.y, seg.z, seg.explore, seg.method,

@@ -88,6 +88,11 @@ class Calibration:
     traces: list[ResponseTrace] | None = None
 
 
+def prompt_keys(cache: SparseCache, r: int) -> np.ndarray:
+    """The keys response ``r``'s prompt selected (``responses.parquet`` ``prompt_keys``, from ``--record-prompt``)."""
+    return np.asarray(cache.responses["prompt_keys"].iloc[r], np.int64)
+
+
 _JOB: tuple[SparseCache, NexConfig, bool, np.ndarray] | None = None  # what forked workers analyse
 
 
@@ -97,7 +102,7 @@ def _analyze_chunk(start: int, stop: int) -> tuple[list[Credit] | list[ResponseT
     traces, summaries = [], np.empty((stop - start, len(SUMMARY)), np.float64)
     for i, r in enumerate(chosen[start:stop]):
         rows = cache.response_rows(int(r))
-        traces.append(analyze_response(rows, config))
+        traces.append(analyze_response(rows, config, prompt_keys(cache, int(r)) if config.prompt_seen else None))
         summaries[i] = summary(rows, traces[-1])
     return (traces if keep else [t.credit for t in traces]), summaries
 
@@ -137,6 +142,9 @@ def learn(cache: SparseCache, config: NexConfig = NexConfig(), *, max_responses:
     process. The result is the same.
     """
     global _JOB
+    if config.prompt_seen and (cache.responses is None or "prompt_keys" not in cache.responses):
+        raise NexError(f"{cache.path} records no prompt neurons, which prompt_seen needs: capture it again with "
+                       "--record-prompt (replay)")
     if int(max_responses) != max_responses or max_responses < 0:
         raise NexError(f"max_responses must be a non-negative integer (0 = all), got {max_responses}")
     if responses is None:

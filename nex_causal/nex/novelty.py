@@ -170,14 +170,22 @@ def key_scratch() -> np.ndarray:
     return _SCRATCH
 
 
-def novelty(rows: Rows) -> Novelty:
+def novelty(rows: Rows, seen: np.ndarray | None = None) -> Novelty:
     """First-introduction rows of every entry and the novelty slopes of ``rows``: one scatter and one
-    gather over the key space, whatever the number of rows."""
+    gather over the key space, whatever the number of rows.
+
+    ``seen`` (the named departure ``NexConfig.prompt_seen``): keys already active before the
+    response, on its prompt; they are never introduced (their ``first_row`` is -1).
+    """
     row, entry = rows.row_of_entry, np.arange(len(rows.keys), dtype=np.int32)
     scratch = key_scratch()
     scratch[rows.keys[::-1]] = entry[::-1]  # written back to front: each key holds its first entry
     first = scratch[rows.keys]
     first_row = row[first]
+    if seen is not None and len(seen):
+        known = np.isin(rows.keys, np.asarray(seen, np.int64))
+        first_row = np.where(known, -1, first_row)
+        first = np.where(known, -1, first)
     introduced = first_row == row
     n_new = per_row(introduced, rows.row_ptr)
     return Novelty(rows, first_row, (n_new / rows.tokens).astype(np.float32), introduced, n_new,
