@@ -246,4 +246,6 @@ def test_the_positive_control_stage_writes_its_predictions_table(tmp_path):
     assert table["holds"].dtype == bool and table["value"].notna().sum() >= len(table) - 2
     variants = pd.read_parquet(tmp_path / "pc" / "tables" / "positive_control_variants.parquet")
     assert set(variants["variant"]) >= {"efficient", "redundant-0.5", "under", "noise-0.2"}
-    assert variants["strategies_opened"].between(1, 6).all()
+    assert variants["strategies_opened"].between(0, 6).all()  # a damaged variant may open none
+    opened = variants.set_index("variant")["strategies_opened"]
+    assert opened["redundant-0.5"] > opened["efficient"] >= 1 > opened["under"] - 0.01
