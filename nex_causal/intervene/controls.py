@@ -57,23 +57,25 @@ def activation_mass(model, sequences: Sequence[torch.Tensor], batch_size: int) -
     return activation_means(model, sequences, batch_size=batch_size, absolute=True).astype(np.float64)
 
 
-def covariates(experiment: str, recipient, donor, sequences: Sequence[torch.Tensor], batch_size: int
+def unit_size(recipient, donor=None) -> np.ndarray:
+    """``[n_layers, d_mlp]``: what moving a unit can change, read once per grid: its donor-minus-recipient weight
+    difference (transfer), or, without a donor (ablation), its output-weight norm."""
+    return output_norm(recipient) if donor is None else weight_difference(recipient, donor)
+
+
+def covariates(recipient, donor, sequences: Sequence[torch.Tensor], batch_size: int, size: np.ndarray
                ) -> np.ndarray:
-    """``[n_layers, d_mlp, c]``: the ``COVARIATES`` of ``experiment`` on ``sequences``."""
-    mass = activation_mass(recipient, sequences, batch_size)
-    if experiment == "ablate":
-        return np.stack([mass, output_norm(recipient)], axis=-1)
-    return np.stack([mass, activation_mass(donor, sequences, batch_size), weight_difference(recipient, donor)],
-                    axis=-1)
+    """``[n_layers, d_mlp, c]``: the ``COVARIATES`` on ``sequences`` (with or without a donor), ``size`` last."""
+    masses = [activation_mass(model, sequences, batch_size) for model in (recipient, donor) if model is not None]
+    return np.stack([*masses, size], axis=-1)
 
 
-def attribution(experiment: str, recipient, donor, skill: Sequence[torch.Tensor], batch_size: int) -> np.ndarray:
-    """``[n_layers, d_mlp]``: the supervised positive control's attribution on the ``skill`` sequences."""
-    if experiment == "ablate":
-        return activation_mass(recipient, skill, batch_size) * output_norm(recipient)
-    return activation_mass(donor, skill, batch_size) * weight_difference(recipient, donor)
+def attribution(recipient, donor, skill: Sequence[torch.Tensor], batch_size: int, size: np.ndarray) -> np.ndarray:
+    """``[n_layers, d_mlp]``: the supervised positive control's attribution, the activation mass on the ``skill``
+    sequences (the donor's in a transfer, the model's own in an ablation) times ``size``."""
+    return activation_mass(donor if donor is not None else recipient, skill, batch_size) * size
 
 
-def differing_layers(recipient, donor) -> np.ndarray:
+def differing_layers(difference: np.ndarray) -> np.ndarray:
     """The layers where some unit's donor and recipient weights differ (the ceiling transplants all of them)."""
-    return np.flatnonzero(weight_difference(recipient, donor).max(axis=1) > 0)
+    return np.flatnonzero(difference.max(axis=1) > 0)

@@ -176,14 +176,15 @@ class Grid:
                 return dict(archive)
         c, out = self.config, {}
         donor = self.donor if c.experiment == "transfer" else None
+        size = C.unit_size(self.model, donor)
         if c.n_matched:
             sequences = [torch.cat([p, self.inputs.ids(t)]) for p, t in zip(self.inputs.prompts,
                                                                             self.inputs.recipient_texts)]
-            out["covariates"] = C.covariates(c.experiment, self.model, donor, sequences, c.batch_size)
+            out["covariates"] = C.covariates(self.model, donor, sequences, c.batch_size, size)
         if c.supervised and self.skill is not None and (skill := self.skill_sequences()):
-            out["attribution"] = C.attribution(c.experiment, self.model, donor, skill, c.batch_size)
+            out["attribution"] = C.attribution(self.model, donor, skill, c.batch_size, size)
         if c.ceiling and donor is not None:
-            out["differing_layers"] = C.differing_layers(self.model, donor)
+            out["differing_layers"] = C.differing_layers(size)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **out)
         return out
