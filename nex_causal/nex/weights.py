@@ -87,8 +87,8 @@ def save_credit(weights_path: str | os.PathLike, eff: np.ndarray, red: np.ndarra
         np.savez_compressed(f, eff=np.asarray(eff, np.float32), red=np.asarray(red, np.float32))
 
 
-def load_evidence(weights_path: str | os.PathLike) -> np.ndarray | None:
-    """Eff - Red behind a weights file (float64), or None when no credit file sits beside it."""
+def load_credit(weights_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | None:
+    """The Eff and Red mass (float32) behind a weights file, or None when no credit file sits beside it."""
     path = credit_path(weights_path)
     if not os.path.isfile(path):
         return None
@@ -100,4 +100,10 @@ def load_evidence(weights_path: str | os.PathLike) -> np.ndarray | None:
                        "weights with the nex stage") from None
     if eff.shape != red.shape or eff.ndim != 1 or not (np.isfinite(eff).all() and np.isfinite(red).all()):
         raise NexError(f"the credit file {path} is damaged: delete it, or re-learn the weights with the nex stage")
-    return eff[:KEY_SPACE].astype(np.float64) - red[:KEY_SPACE].astype(np.float64)
+    return eff[:KEY_SPACE], red[:KEY_SPACE]
+
+
+def load_evidence(weights_path: str | os.PathLike) -> np.ndarray | None:
+    """Eff - Red behind a weights file (float64), or None when no credit file sits beside it."""
+    credit = load_credit(weights_path)
+    return None if credit is None else credit[0].astype(np.float64) - credit[1].astype(np.float64)

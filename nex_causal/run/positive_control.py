@@ -274,8 +274,12 @@ def _pooled(c: Control, credit_of: Callable[[str], tuple[np.ndarray, np.ndarray]
 
 
 def _nex_credit(c: Control, v: str) -> tuple[np.ndarray, np.ndarray]:
+    """The Eff/Red the nex stage learned on ``v`` under the run's settings (kept beside its weights)."""
     from nex_causal.nex import learn
+    from nex_causal.nex.weights import load_credit
 
+    if (credit := load_credit(c.run.weights(v))) is not None:
+        return credit
     cal = learn(c.caches[v], c.nex, progress=False)
     return cal.eff, cal.red
 
