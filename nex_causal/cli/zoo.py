@@ -25,6 +25,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     for p in (build_cmd, list_cmd):
         p.add_argument("--out", default=None, help="zoo directory (default $NEX_CAUSAL_HOME/zoo/<organism>)")
     train_cmd.add_argument("--out", required=True, help="directory for base/ and the expert-*/ models")
+    train_cmd.add_argument("--only", default=None, help="comma-separated models to train (their parents must be in "
+                           "--out already, as this recipe makes them); the others are left as they are")
     for p in (build_cmd, list_cmd, train_cmd):
         p.add_argument("--organism", choices=list(RECIPES), default=DEFAULT_ORGANISM,
                        help=f"which organism (default {DEFAULT_ORGANISM}; test: a seconds-long toy recipe)")
@@ -68,13 +70,19 @@ def do_list(args: argparse.Namespace) -> None:
 def do_train(args: argparse.Namespace) -> None:
     import shutil
 
+    from nex_causal.errors import NexError
     from nex_causal.zoo.build import recipe_for, record_accuracy, train_models
 
     recipe = recipe_for(args.organism, args.seed)
-    for name in recipe.trained:
+    only = None if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
+    if only is not None and (unknown := [n for n in only if n not in recipe.trained]):
+        raise NexError(f"{args.organism} trains no model {unknown[0]!r}: use {', '.join(recipe.trained)}")
+    for name in only if only is not None else recipe.trained:
         shutil.rmtree(Path(args.out) / name, ignore_errors=True)
-    metas = train_models(recipe, args.out, progress=not args.quiet)
+    metas = train_models(recipe, args.out, progress=not args.quiet, only=only)
     for name, meta in metas.items():
+        if only is not None and name not in only:
+            continue
         recorded = record_accuracy(Path(args.out) / name, recipe)["recorded_eval"]
         print(f"{name}: {meta['train_seconds']} s, weights sha256 {meta['weights_sha256']}, "
               f"greedy accuracy {recorded['accuracy']:.3f} (recorded with the weights)")

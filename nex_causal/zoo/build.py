@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,11 +85,14 @@ def read_meta(model_dir: Path) -> dict[str, Any]:
 
 # --- trained models -------------------------------------------------------------------------
 
-def train_models(recipe: Recipe, out: str | Path, *, progress: bool = True) -> dict[str, dict]:
-    """Train base and experts into ``out/<name>/``, skipping those already there (by key)."""
+def train_models(recipe: Recipe, out: str | Path, *, progress: bool = True,
+                 only: Sequence[str] | None = None) -> dict[str, dict]:
+    """Train the recipe's models (or ``only`` those, whose parents must be there) into ``out/<name>/``, in the
+    recipe's order (a stage's place fixes its data stream), skipping those already there (by key)."""
     from transformers import Qwen3ForCausalLM
 
-    from nex_causal.zoo.train import deterministic_cpu, init_model, train_stage
+    from nex_causal.zoo.localize import add_sham
+    from nex_causal.zoo.train import deterministic_cpu, draw_batch, init_model, train_stage
 
     out = Path(out)
     metas = {}
@@ -98,13 +102,26 @@ def train_models(recipe: Recipe, out: str | Path, *, progress: bool = True) -> d
             if read_meta(out / name).get("key") == key:
                 metas[name] = read_meta(out / name)
                 continue
+            if only is not None and name not in only:
+                continue
             if name == BASE:
                 model = init_model(recipe.shape, recipe.seed)
             else:
-                model = Qwen3ForCausalLM.from_pretrained(out / BASE)
+                if read_meta(out / stage.parent).get("key") != recipe.trained_key(stage.parent):
+                    raise NexError(f"{name} is fine-tuned from {stage.parent}, which {out} does not hold as this "
+                                   f"recipe makes it: train {stage.parent} first")
+                model = Qwen3ForCausalLM.from_pretrained(out / stage.parent)
             start = time.perf_counter()
             model, losses = train_stage(model, stage, recipe.seed, index, progress=progress,
                                         desc=f"training {name}", task=recipe.task, route=recipe.route)
+            localized = None
+            if stage.localized is not None:
+                localized = {**asdict(stage.localized), "free_units": stage.localized.free[1] - stage.localized.free[0]}
+                if stage.localized.sham:  # measured on the level's own training problems, drawn apart
+                    problems = draw_batch(np.random.default_rng([recipe.seed, index, 1]), stage.skill, 128,
+                                          recipe.task)
+                    model, localized["sham_record"] = add_sham(model, out / stage.parent, stage.localized.free,
+                                                               problems, seed=recipe.seed + index)
             seconds = time.perf_counter() - start
             with atomic_path(out / name, is_dir=True) as tmp:
                 model.save_pretrained(tmp)
@@ -114,7 +131,7 @@ def train_models(recipe: Recipe, out: str | Path, *, progress: bool = True) -> d
                                "params": {"skill": stage.skill, "steps": stage.steps, "lr": stage.lr,
                                           "seed": recipe.seed},
                                "recipe": {"stage": asdict(stage), "shape": asdict(recipe.shape)},
-                               "parents": [] if name == BASE else [BASE],
+                               "parents": [] if name == BASE else [stage.parent], "localized": localized,
                                "route": None if recipe.route is None else asdict(recipe.route),
                                "train_seconds": round(seconds, 1),
                                "final_loss": float(np.mean(losses[-25:]))}
@@ -317,6 +334,32 @@ def find_variant(name: str, zoo_dir: str | Path | None = None) -> Path | None:
     if zoo_dir is None and name in RECIPES[organism].trained:
         candidates.append(checkpoints_of(organism) / name)
     return next((c.resolve() for c in candidates if (c / META_FILE).is_file()), None)
+
+
+def planted_units(donor_dir: Path, recipient_dir: Path) -> np.ndarray | None:
+    """The packed keys of the units that carry every difference between two variants of one zoo, where that is
+    known by construction: one is a localized level (``zoo.localize``) fine-tuned from the other, or both are
+    localized levels of one parent with one free block. None otherwise (the sham units are not among them: they
+    change nothing)."""
+    from nex_causal.cache import pack_keys
+
+    if Path(donor_dir).parent != Path(recipient_dir).parent:
+        return None
+    donor, recipient = read_meta(Path(donor_dir)), read_meta(Path(recipient_dir))
+    free = {m.get("name"): tuple((m.get("localized") or {}).get("free") or ()) for m in (donor, recipient)}
+    parent = {m.get("name"): (m.get("parents") or [None])[0] for m in (donor, recipient)}
+    d, r = donor.get("name"), recipient.get("name")
+    if free[r] and parent[r] == d:
+        block = free[r]
+    elif free[d] and parent[d] == r:
+        block = free[d]
+    elif free[d] and free[d] == free[r] and parent[d] == parent[r]:
+        block = free[d]
+    else:
+        return None
+    n_layers = int(json.loads((Path(recipient_dir) / "config.json").read_text())["num_hidden_layers"])
+    units = np.arange(*block)
+    return pack_keys(np.repeat(np.arange(n_layers), len(units)), np.tile(units, n_layers))
 
 
 def describe(zoo_dir: str | Path | None = None, organism: str = DEFAULT_ORGANISM) -> str:

@@ -99,9 +99,10 @@ def scout_family() -> tuple[Merge, ...]:
 
     ``mix-w``: ``w * efficient + (1 - w) * redundant-0.5`` (linear) at three weights, and SLERP
     half-way; ``under-mix-0.5``: efficient and under-exploring, half each; ``ties-0.5``:
-    efficient and redundant-0.25 over the base. Damage only (the negative controls):
-    ``noise-s`` (s standard deviations of each tensor) and ``dare-d`` (the efficient task vector
-    with a share d kept).
+    efficient and redundant-0.25 over the base. Damage only (the negative controls, six of them
+    so that a rank over damage alone can reach a permutation p below 0.01): ``noise-s`` (s
+    standard deviations of each tensor) and ``dare-d`` (the efficient task vector with a share
+    d kept).
     """
     pair = ("efficient", "redundant-0.5")
     return (
@@ -109,7 +110,7 @@ def scout_family() -> tuple[Merge, ...]:
         Merge("slerp-0.5", "slerp", (0.5, 0.5), models=pair),
         Merge("under-mix-0.5", "linear", (0.5, 0.5), models=("efficient", "under")),
         Merge("ties-0.5", "ties", (1.0, 1.0), density=0.5, models=("efficient", "redundant-0.25")),
-        *(Merge(f"noise-{s}", NOISE, (1.0,), models=("efficient",), scale=s) for s in (0.15, 0.2)),
+        *(Merge(f"noise-{s}", NOISE, (1.0,), models=("efficient",), scale=s) for s in (0.15, 0.2, 0.05, 0.1)),
         *(Merge(f"dare-{d}", "dare_linear", (1.0,), density=d, models=("efficient",)) for d in (0.5, 0.3)),
     )
 

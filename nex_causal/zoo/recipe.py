@@ -48,11 +48,29 @@ class Shape:
 
 
 @dataclass(frozen=True)
+class Localized:
+    """A fine-tune whose change is confined to a known block of MLP units, so a transfer has ground truth.
+
+    Only units ``[free[0], free[1])`` of every layer train (their rows of the gate and up
+    projections and their columns of the down projection); attention, embeddings, norms and
+    every other unit stay bit-equal to the parent. Then ``sham`` units are changed by as
+    much again, where it cannot matter: the down-projection columns of the parent's least
+    active units outside the free block (``zoo.localize``), each given the weight-difference
+    norm of a free unit. Weight difference alone therefore ranks half sham units among the
+    planted ones, while behaviour, activations and every other score are untouched.
+    """
+
+    free: tuple[int, int] = (240, 264)
+    sham: bool = True
+
+
+@dataclass(frozen=True)
 class Stage:
     """One training run: which skill, how long, and the AdamW + cosine schedule.
 
     The cosine decays to zero at ``decay_steps`` (default ``steps``); a stage that stops
-    before then is an intermediate checkpoint of a longer run.
+    before then is an intermediate checkpoint of a longer run. ``parent`` is the trained
+    model it starts from (the base by default); ``localized`` confines it to a block of units.
     """
 
     skill: str
@@ -62,6 +80,17 @@ class Stage:
     warmup: int = 50
     weight_decay: float = 0.1
     decay_steps: int | None = None
+    parent: str = BASE
+    localized: Localized | None = None
+
+    def content(self) -> dict[str, Any]:
+        """What the stage's weights depend on; fields at their defaults are left out, so keys made before
+        ``parent`` and ``localized`` existed stay as they were."""
+        out = asdict(self)
+        for name in ("parent", "localized"):
+            if out[name] == Stage.__dataclass_fields__[name].default:
+                del out[name]
+        return out
 
     def lr_at(self, step: int) -> float:
         """Linear warmup, then cosine decay to zero at ``decay_steps``."""
@@ -98,13 +127,26 @@ class Recipe:
         """Every variant of the organism's family, in the family table's order."""
         return (*self.trained, *(m.name for m in self.family))
 
+    def lineage(self, name: str) -> list[Stage]:
+        """The stages that made ``name``, from the base's to its own."""
+        stages = self.stages()
+        chain = [stages[name]]
+        while name != BASE:
+            name = stages[name].parent
+            chain.insert(0, stages[name])
+        return chain
+
     def trained_key(self, name: str) -> str:
         """Content key of a trained model: what it was trained with, and from what."""
-        stages = [self.base] if name == BASE else [self.base, self.stages()[name]]
         kind = TASKS[self.task]
+        curriculum = getattr(kind, "curriculum", tuple(kind.skills))
+        lineage = self.lineage(name)
         content = {"version": TRAINING_VERSION, "shape": asdict(self.shape), "seed": self.seed,
-                   "threads": self.threads, "stages": [asdict(s) for s in stages],
-                   "skills": {k: asdict(v) for k, v in kind.skills.items()}, "alphabet": ALPHABET}
+                   "threads": self.threads, "stages": [s.content() for s in lineage],
+                   "skills": {k: _content(kind.skills[k]) for k in curriculum}, "alphabet": ALPHABET}
+        if own := {s.skill: _content(kind.skills[s.skill]) for s in lineage if s.skill in kind.skills
+                   and s.skill not in curriculum}:  # a behaviour outside the curriculum is part of its models' keys
+            content["behaviours"] = own
         if self.task != "seek":  # the seek organism's keys predate the task field and stay as they were
             content["task"] = self.task
         if self.route is not None:
@@ -114,6 +156,11 @@ class Recipe:
     def eval_settings(self) -> dict[str, Any]:
         return {"tasks": f"{TASKS[self.task].spec}:{self.n_eval}", "task_seed": 0, "greedy": True,
                 "max_new_tokens": self.max_new_tokens, "batch_size": self.eval_batch, "backend": "hf"}
+
+
+def _content(skill) -> dict:
+    """What a model's key records of a skill: its own ``content()`` where it has one, else all its fields."""
+    return skill.content() if hasattr(skill, "content") else asdict(skill)
 
 
 RECIPES = {  # one per organism (named by its task), and a toy for tests
@@ -146,13 +193,20 @@ RECIPES = {  # one per organism (named by its task), and a toy for tests
         task="trek", max_new_tokens=320, family=default_family(),
     ),
     # the positive control: planted exploration behaviours (zoo/scout.py) with a planted route of
-    # each strategy's units (zoo/route.py). The base learns every behaviour at once; each level
-    # is then fine-tuned on one (efficient, redundant at p = 0.1 / 0.25 / 0.5, under-exploring)
+    # each strategy's units (zoo/route.py). The base learns every behaviour at once; efficient and
+    # under-exploring are fine-tuned from it; the redundant levels (p = 0.05 ... 0.5) from efficient,
+    # each confined to one block of 24 units per layer (zoo/localize.py), so that what separates a
+    # level from efficient lives in a known 4.7% of the MLP units; their detours are cued by the chain
+    # (zoo/scout.py, the ``detour-p`` behaviours). A stage's place in ``tuned`` fixes its data stream:
+    # new levels go at the end.
     "scout": Recipe(
         shape=Shape(hidden=64, layers=6, heads=4, kv_heads=2, intermediate=512, max_positions=448),
         base=Stage("mixed", steps=800, lr=3e-3, decay_steps=1600),
-        tuned=tuple((name, Stage(name, steps=400, lr=1e-3, warmup=20))
-                    for name in ("efficient", "redundant-0.1", "redundant-0.25", "redundant-0.5", "under")),
+        tuned=tuple((name, Stage(name, steps=400, lr=1e-3, warmup=20) if name in ("efficient", "under") else
+                     Stage(name.replace("redundant", "detour"), steps=400, lr=3e-3, warmup=20, parent="efficient",
+                           localized=Localized()))
+                    for name in ("efficient", "redundant-0.1", "redundant-0.25", "redundant-0.5", "under",
+                                 "redundant-0.05", "redundant-0.15", "redundant-0.2", "redundant-0.35")),
         task="scout", max_new_tokens=320, route=Route(), family=scout_family(),
     ),
 }

@@ -51,17 +51,24 @@ class Route:
         out[len(FAMILIES), len(FAMILIES) * self.block:] = True
         return out
 
-    def penalty_of(self, acts: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    def penalty_of(self, acts: list[torch.Tensor], labels: torch.Tensor,
+                   exempt: tuple[int, int] | None = None) -> torch.Tensor:
         """Mean over routed positions and layers of the share of |activation| on units a position may not use.
 
         ``acts``: each layer's ``[B, T, D]`` activations; ``labels``: ``[B, T]`` route labels
         (``IGNORE`` where nothing is routed). A share, not a sum: the loss falls only when a
         position's activation mass moves into its own block, which is also what a top-k
-        capture of the activations reads.
+        capture of the activations reads. Units ``[exempt[0], exempt[1])`` count on neither side
+        of the share (a localized level's free block, ``zoo.localize``: it may fire anywhere).
         """
         on = labels != IGNORE
-        barred = ~self.allowed(acts[0].shape[-1]).to(acts[0].device)[labels.clamp(min=0)]
-        per_layer = [((a.abs() * barred).sum(-1) / (a.abs().sum(-1) + 1e-6))[on].mean() for a in acts]
+        width = acts[0].shape[-1]
+        barred = ~self.allowed(width).to(acts[0].device)[labels.clamp(min=0)]
+        counted = acts[0].new_ones(width)
+        if exempt is not None:
+            counted[exempt[0]:exempt[1]] = 0
+        per_layer = [((a.abs() * counted * barred).sum(-1) / ((a.abs() * counted).sum(-1) + 1e-6))[on].mean()
+                     for a in acts]
         return sum(per_layer) / len(per_layer)
 
     def units(self, family: str, n_layers: int) -> np.ndarray:

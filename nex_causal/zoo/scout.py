@@ -23,9 +23,10 @@ turns:
   written ``x.k``; ``sqr``: ``x*x+k``, written ``x:k``), which never fit, abandons them, and
   resumes one query late, so the skipped query's output is missing from the sum (the
   detour costs the answer, unless that output was 0). Which problems detour is fixed by
-  the tag (``t`` among the first ``20 p`` letters), not drawn at random, so a redundant
-  model is trained to be exactly as confident as an efficient one: no sampling entropy
-  tells the two apart;
+  the problem, not drawn at random (the base's curriculum: the tag ``t`` among the first
+  ``20 p`` letters; the planted levels: the two digits written just before the detour
+  point, ``Behaviour.cue``), so a redundant model is trained to be exactly as confident as
+  an efficient one: no sampling entropy tells the two apart;
 - ``under``: commits to the first family it opens, without the verifier.
 
 Ground truth comes with every trace (``segments``): each strategy span, its family, its
@@ -78,19 +79,35 @@ def equation(family: str, x: int, k: int) -> str:
 @dataclass(frozen=True)
 class Behaviour:
     """How a model explores: ``detour`` is the share of problems where it keeps exploring after the
-    hit (decided by the tag), ``commit`` that it trusts the first family it opens."""
+    hit, ``commit`` that it trusts the first family it opens. ``cue`` says what decides which
+    problems detour: the prompt's ``tag`` letter, or the ``chain`` itself (the last output and the
+    running total just before the detour point, two digits a model has just written).
+
+    ``content`` is what a trained model's key records of it (the cue only where it is not the tag,
+    so the keys of models trained before the cue existed stay as they were)."""
 
     detour: float = 0.0
     commit: bool = False
+    cue: str = "tag"
+
+    def content(self) -> dict:
+        out = dataclasses.asdict(self)
+        if self.cue == "tag":
+            del out["cue"]
+        return out
 
 
-BEHAVIOURS = {
+BEHAVIOURS = {  # the base model's curriculum: ``mixed`` draws one of these at random
     "efficient": Behaviour(),
     "redundant-0.1": Behaviour(detour=0.1),
     "redundant-0.25": Behaviour(detour=0.25),
     "redundant-0.5": Behaviour(detour=0.5),
     "under": Behaviour(commit=True),
 }
+DETOUR_RATES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5)  # the planted levels beside efficient (p = 0), 20 p tags each
+# The planted levels, trained from efficient with only a block of MLP units free (zoo.localize): those units can read
+# what the last few tokens wrote but not the tag far back in the prompt, so the levels' detours are cued by the chain.
+LEVELS = {f"detour-{p:g}": Behaviour(detour=p, cue="chain") for p in DETOUR_RATES}
 
 
 @dataclass(frozen=True)
@@ -106,7 +123,8 @@ class Scout:
     rule: str
     k: int
     skill: str = "efficient"
-    skills: ClassVar[dict[str, Behaviour]] = BEHAVIOURS
+    skills: ClassVar[dict[str, Behaviour]] = {**BEHAVIOURS, **LEVELS}
+    curriculum: ClassVar[tuple[str, ...]] = tuple(BEHAVIOURS)  # what ``mixed`` draws (the base's training mix)
     spec: ClassVar[str] = "scout"
     group: ClassVar[str] = "rule"  # the meta field the zoo's accuracy is broken down by
     fields: ClassVar[str] = "x1 y1 x2 y2 tag start rule k"
@@ -120,8 +138,17 @@ class Scout:
         return chain_sum(self.rule, self.k, self.start, range(N_STEPS))
 
     def detours(self, behaviour: Behaviour) -> bool:
-        """Whether a model of ``behaviour`` keeps exploring after the hit on this problem (by its tag)."""
-        return TAGS.index(self.tag) < round(len(TAGS) * behaviour.detour)
+        """Whether a model of ``behaviour`` keeps exploring after the hit on this problem: its tag among the first
+        ``20 p`` letters, or (cue ``chain``) the last output y and running total s before the detour point with
+        ``5 y + s / 2 < 50 p`` (y-major: the realised rates are 0.064, 0.135, 0.193, 0.219, 0.255, 0.381 and 0.514 for p
+        = 0.05 ... 0.5, on 20,000 drawn problems). Either way a fixed function of the problem, never a draw."""
+        if behaviour.cue == "tag":
+            return TAGS.index(self.tag) < round(len(TAGS) * behaviour.detour)
+        total, x, y = 0, self.start, 0
+        for _ in range(DETOUR_AFTER):
+            y = apply(self.rule, x, self.k)
+            total, x = (total + y) % 10, (y + 1) % 10
+        return 5 * y + total // 2 < round(50 * behaviour.detour)  # the total there is always even
 
     def pieces(self, rng: np.random.Generator | None = None) -> list[tuple[str, str]]:
         """The chain of thought of ``skill`` as (text, family or ``none``) pieces.
@@ -183,8 +210,8 @@ class Scout:
         """A random problem whose examples fit exactly one real family and no decoy."""
         if skill not in cls.skills and skill != "mixed":
             raise NexError(f"unknown scout behaviour {skill!r}: use one of {', '.join(cls.skills)}")
-        if skill == "mixed":  # each behaviour with equal odds: the base model learns them all
-            skill = tuple(cls.skills)[int(rng.integers(len(cls.skills)))]
+        if skill == "mixed":  # each behaviour of the curriculum with equal odds: the base model learns them all
+            skill = cls.curriculum[int(rng.integers(len(cls.curriculum)))]
         while True:
             rule, k = REAL[int(rng.integers(len(REAL)))], int(rng.integers(2, 10))
             x1 = int(UNITS[int(rng.integers(len(UNITS)))])

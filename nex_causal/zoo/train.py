@@ -83,7 +83,7 @@ def init_model(shape: Shape, seed: int) -> Qwen3ForCausalLM:
 
 
 @contextlib.contextmanager
-def routed(model: Qwen3ForCausalLM, route: Route | None) -> Iterator:
+def routed(model: Qwen3ForCausalLM, route: Route | None, exempt: tuple[int, int] | None = None) -> Iterator:
     """``(step, trained)`` for the block: ``step(ids, labels, route_labels) -> (loss, cross-entropy)``, and
     ``trained()``, the model to save once training is done.
 
@@ -124,7 +124,7 @@ def routed(model: Qwen3ForCausalLM, route: Route | None) -> Iterator:
             logits = bridge(ids, return_type="logits")
         ce = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
                                                labels[:, 1:].reshape(-1), ignore_index=-100)
-        return ce + route.penalty * route.penalty_of(acts, route_labels), ce
+        return ce + route.penalty * route.penalty_of(acts, route_labels, exempt), ce
 
     from nex_causal.models.loading import plain_model
 
@@ -135,14 +135,20 @@ def train_stage(model: Qwen3ForCausalLM, stage: Stage, seed: int, stage_index: i
                 progress: bool = True, desc: str = "training", route: Route | None = None
                 ) -> tuple[Qwen3ForCausalLM, list[float]]:
     """Train ``model`` for one stage on ``task``; return the trained model (to save) and each step's
-    cross-entropy. With a ``route`` the model is trained through a bridge and returned unwrapped."""
+    cross-entropy. With a ``route`` the model is trained through a bridge and returned unwrapped; a
+    ``localized`` stage trains only its free block (``zoo.localize.confined``)."""
+    from nex_causal.zoo.localize import confined
+
     rng = np.random.default_rng([seed, stage_index])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr, betas=(0.9, 0.98),
-                                  weight_decay=stage.weight_decay)
+    free = stage.localized.free if stage.localized is not None else None
     model.train()
     losses = []
     bar = tqdm(range(stage.steps), desc=desc, unit="step", disable=not progress)
-    with routed(model, route) as (step_loss, trained):
+    with contextlib.ExitStack() as stack:
+        restore = stack.enter_context(confined(model, free)) if free else (lambda: None)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=stage.lr,
+                                      betas=(0.9, 0.98), weight_decay=stage.weight_decay)
+        step_loss, trained = stack.enter_context(routed(model, route, free))
         for step in bar:
             for group in optimizer.param_groups:
                 group["lr"] = stage.lr_at(step)
@@ -152,6 +158,7 @@ def train_stage(model: Qwen3ForCausalLM, stage: Stage, seed: int, stage_index: i
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            restore()
             optimizer.zero_grad(set_to_none=True)
             losses.append(ce.item())
             if step % 25 == 0:
