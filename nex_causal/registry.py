@@ -71,6 +71,9 @@ class Registry(Mapping[str, T], Generic[T]):
             raise NexError(f"unknown {self.kind} {name!r}: use one of {', '.join(items)}")
         return items[name]
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._load()
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._load())
 

@@ -128,7 +128,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable
                 required: Iterable[str] = ()) -> None:
     """An option per field of ``cls`` (``--field-name``), not set unless given.
 
-    Booleans are flags; lists take comma-separated values. ``required`` fields must be given.
+    Booleans are flags with their negation (``--saturate`` / ``--no-saturate``), so one that defaults to true can be
+    turned off; lists take comma-separated values. ``required`` fields must be given.
     """
     exclude, required = set(exclude), set(required)
     hints = typing.get_type_hints(cls)
@@ -138,7 +139,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, *, exclude: Iterable
         flag = "--" + f.name.replace("_", "-")
         text = help_of(cls, f.name)
         if hints[f.name] is bool:
-            parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=text)
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
             continue
         convert, extra = _option_type(hints[f.name])
         parser.add_argument(flag, dest=f.name, type=convert, default=None, required=f.name in required,

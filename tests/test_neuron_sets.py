@@ -43,7 +43,7 @@ def test_top_effective_takes_the_largest_positive_weights():
 
 def test_ties_at_the_cut_are_broken_in_a_seeded_random_order_with_a_warning():
     # (1,2) and (2,7) tie at 0.5 behind (0,5): k=2 takes (0,5) and one of the two
-    with pytest.warns(UserWarning, match="2 neurons tie at weight 0.5 at the cut; 1 of them"):
+    with pytest.warns(UserWarning, match="2 units tie at score 0.5 at the cut; 1 of them"):
         picks = {tuple(pairs(top_effective(WEIGHTS, 2, seed=s))) for s in range(12)}
     assert picks == {((0, 5), (1, 2)), ((0, 5), (2, 7))}
     with pytest.warns(UserWarning):
@@ -51,7 +51,7 @@ def test_ties_at_the_cut_are_broken_in_a_seeded_random_order_with_a_warning():
     # many saturated neurons: the choice among them does not favour the first layers
     w = np.zeros(KEY_SPACE, dtype=np.float32)
     w[[(layer << 16) | unit for layer in range(4) for unit in range(100)]] = 1.0
-    with pytest.warns(UserWarning, match="400 neurons tie"):
+    with pytest.warns(UserWarning, match="400 units tie"):
         counts = top_effective(w, 200, seed=0).per_layer_counts(4)
     assert np.all(np.abs(counts - 50) < 20)
 
@@ -63,7 +63,7 @@ def test_bottom_redundant_takes_the_most_negative_weights():
 
 
 def test_fewer_neurons_of_a_sign_than_k_warns_and_uses_what_exists():
-    with pytest.warns(UserWarning, match="only 3 neurons have negative weight"):
+    with pytest.warns(UserWarning, match="only 3 units have a positive score"):
         s = bottom_redundant(WEIGHTS, 10)
     assert len(s) == 3 and s.name == "redundant-10"
     assert len(top_effective(WEIGHTS, 0)) == 0

@@ -83,7 +83,8 @@ def task(intact):
 def transfer_config(**changes) -> GridConfig:
     base = dict(experiment="transfer", recipient="corrupted", donor="intact", weights="W.npz",
                 tasks="continuation", k=(len(PLANTED),), n_random=3, n_random_accuracy=3, outcomes=("greedy",),
-                max_new_tokens=STEPS, n_boot=500, saturate=False, n_matched=0, supervised=False, ceiling=False)
+                max_new_tokens=STEPS, n_boot=500, saturate=False, n_matched=0, supervised=False, ceiling=False,
+                scorers=("nex-effective", "nex-redundant"))
     return GridConfig(**{**base, **changes})
 
 
@@ -95,41 +96,75 @@ def row(table, **match):
     return hit.iloc[0]
 
 
-def test_positive_control_ceiling_and_matched_nulls_on_a_planted_transfer(intact, corrupted, task, tmp_path):
-    """The corrupted model differs from the intact one only in the planted units. The supervised attribution
-    (weight difference x donor mass, on prompts the test never sees) finds exactly them and restores every
-    answer; so does the ceiling (both layers whole). Weights that call the decoys effective make the NEX cells
-    fail beside a positive control that moved: a null that can be read. The covariate-matched null matches the
-    effective set more closely than the layer-only one on every covariate."""
+def test_localization_methods_find_a_planted_difference_that_nex_misses(intact, corrupted, task, tmp_path):
+    """The corrupted model differs from the intact one only in the planted units (the truth). Every localization
+    method finds exactly them and restores every answer, the learned mask (the positive control) among them, so
+    the test can see; NEX weights that call the decoys effective recover none of the ceiling. The ceilings
+    outside the MLP units change nothing (attention, embeddings and norms are the same in both models), and the
+    covariate-matched null matches NEX's set more closely than the layer-only one on every covariate."""
     skill = continuation_task(intact, n=24)  # the first 16 prompts are the test's: 8 remain for the attribution
     wrong = np.zeros(KEY_SPACE, dtype=np.float32)
     wrong[DECOYS.keys], wrong[PLANTED.keys] = 0.9, -0.9
-    config = transfer_config(interventions=("transplant",), n_random=2, n_matched=2, supervised=True, ceiling=True)
-    grid = Grid(corrupted, task, config, tmp_path, donor=intact, skill=skill, progress=False)
+    PLANTED.save(tmp_path / "truth.csv")
+    config = transfer_config(interventions=("transplant",), n_random=2, n_matched=2, supervised=True, ceiling=True,
+                             scorers=None, truth=str(tmp_path / "truth.csv"), mask_steps=60)
+    grid = Grid(corrupted, task, config, tmp_path / "grid", donor=intact, skill=skill, progress=False)
     table, summary = grid.run(wrong)
-    supervised = pd.read_csv(tmp_path / "sets" / f"supervised-{len(PLANTED)}.csv")
-    assert set(zip(supervised["layer"], supervised["unit"])) == set(zip(PLANTED.layers, PLANTED.units))
+    by = grid.by_scorer.set_index("set_kind")
+    assert {"nex-effective", "nex-redundant", "weight-difference", "activation-contrast", "atp", "atp-transplant",
+            "mask", "truth"} <= set(by.index)
+    for name in ("weight-difference", "truth"):
+        assert by.loc[name, "truth_precision"] == 1.0 and by.loc[name, "truth_recall"] == 1.0, name
+    for name in ("weight-difference", "mask", "truth"):  # the mask may leave out units whose corruption is harmless
+        assert by.loc[name, "share_of_ceiling"] == pytest.approx(1.0), name
+    assert by.loc["mask", "truth_precision"] >= 0.9  # measured 22 of 24
+    assert by.loc["nex-effective", "truth_precision"] == 0.0 and by.loc["nex-effective", "share_of_ceiling"] == 0.0
+    assert bool(by.loc["mask", "supervised"]) and not bool(by.loc["weight-difference", "supervised"])
     s = row(summary, intervention="transplant", outcome="greedy")
     baseline = s.baseline_value
     assert baseline < 0.5
-    assert s.supervised_delta == pytest.approx(1 - baseline) and s.supervised_moved and s.verdict == "informative"
+    assert s.positive_control == "mask" and s.positive_control_delta == pytest.approx(1 - baseline)
+    assert s.positive_control_moved and s.verdict == "informative"
     assert s.ceiling_delta == pytest.approx(1 - baseline) and s.effective_share_of_ceiling == pytest.approx(0.0)
+    assert s.donor_delta == pytest.approx(1 - baseline)
+    for part in ("attention", "embeddings", "norms"):
+        assert s[f"ceiling_{part}_delta"] == 0.0
     assert s.effective_delta == 0.0 and s.n_matched == 2 and s.effective_random_ties == 0
     for name in ("mass_recipient", "mass_donor", "weight_diff"):  # measured: 0.20 / -0.55 / 0.27 for layer-only
         assert abs(s[f"smd_matched_{name}"]) < abs(s[f"smd_random_{name}"])
     assert s.smd_matched_weight_diff == 0.0  # the effective set (the decoys) has no weight difference, nor its matches
-    assert row(table, set_kind="ceiling", intervention="transplant", outcome="greedy").set_size == 2 * 128
+    assert row(table, set_kind="ceiling-mlp", intervention="transplant", outcome="greedy").set_size == 2 * 128
+    record = json.loads((tmp_path / "grid" / "scores.json").read_text())
+    assert record["records"]["mask"]["outcome_mask"] > record["records"]["mask"]["outcome_recipient"]
 
 
 def test_a_positive_control_that_does_not_move_marks_the_test_blind(intact, task, tmp_path):
     """Donor and recipient identical: no transplant can move anything, so the verdict says the test cannot see
-    and there is no ceiling (no layer differs)."""
-    config = transfer_config(interventions=("transplant",), n_random=2, supervised=True, ceiling=True)
-    _, summary = Grid(intact, task, config, tmp_path, donor=intact, skill=continuation_task(intact, n=24),
-                      progress=False).run(planted_weights())
+    and there is no ceiling (no layer differs); no scorer that reads the difference finds a unit."""
+    config = transfer_config(interventions=("transplant",), n_random=2, supervised=True, ceiling=True,
+                             scorers=("nex-effective", "nex-redundant", "weight-difference", "mask"), mask_steps=5)
+    grid = Grid(intact, task, config, tmp_path, donor=intact, skill=continuation_task(intact, n=24), progress=False)
+    with pytest.warns(UserWarning, match="weight-difference-24: only 0 units have a positive score"):
+        _, summary = grid.run(planted_weights())
     s = row(summary, intervention="transplant", outcome="greedy")
-    assert s.supervised_delta == 0.0 and not s.supervised_moved and s.verdict.startswith("the test cannot see")
+    assert s.positive_control_delta == 0.0 and not s.positive_control_moved
+    assert s.verdict.startswith("the test cannot see")
     assert "ceiling_delta" not in summary
+
+
+@pytest.mark.parametrize("delta,low,high,mde,ceiling,expected", [
+    (-0.0005, -0.0009, -0.0001, 0.0002, 0.018, False),  # excludes 0, but against the ceiling and tiny
+    (0.00005, 0.00001, 0.00009, 0.0002, 0.018, False),  # the right way, excludes 0, below the MDE and 10%
+    (0.0015, 0.0005, 0.0025, 0.0002, 0.018, False),  # above the MDE, below 10% of the ceiling
+    (0.004, 0.002, 0.006, 0.0002, 0.018, True),  # both
+    (0.004, -0.001, 0.009, 0.0002, 0.018, False),  # large but not sure
+    (-0.05, -0.07, -0.03, 0.01, -0.2, True),  # a ceiling that lowers the outcome: the control must lower it too
+])
+def test_the_positive_control_moves_only_in_the_ceilings_direction_by_enough(delta, low, high, mde, ceiling,
+                                                                            expected):
+    from nex_causal.intervene.tables import SHARE_OF_CEILING, moved
+
+    assert moved(delta, low, high, np.sign(ceiling), max(mde, SHARE_OF_CEILING * abs(ceiling))) is expected
 
 
 def test_planted_transfer_restores_only_with_the_corrupted_set(intact, corrupted, task, tmp_path):
@@ -145,22 +180,23 @@ def test_planted_transfer_restores_only_with_the_corrupted_set(intact, corrupted
     assert baseline <= 0.5  # the corruption really broke it
     assert row(table, set_kind="donor").value == 1.0
     for intervention in ("transplant", "patch"):
-        effective = row(table, intervention=intervention, set_kind="effective")
+        effective = row(table, intervention=intervention, set_kind="nex-effective")
         assert effective.value == 1.0 and effective.set_size == len(PLANTED)
         assert effective.composition == "0:8 1:16"
         assert effective.delta == pytest.approx(1.0 - baseline)
         assert effective.delta_low > 0
-        redundant = row(table, intervention=intervention, set_kind="redundant")
+        redundant = row(table, intervention=intervention, set_kind="nex-redundant")
         assert redundant.value == baseline and redundant.delta == 0  # the decoys were never corrupted
         randoms = table[(table.intervention == intervention) & (table.set_kind == "random")]
         assert len(randoms) == 3 and (randoms.set_size == len(PLANTED)).all()
         assert (randoms.value < 0.75).all()
-        assert row(table, intervention=intervention, set_kind="user-mine").value == 1.0
+        mine = next(k for k in table.set_kind.unique() if k.startswith("user-mine-"))  # named by its content too
+        assert row(table, intervention=intervention, set_kind=mine).value == 1.0
         gaps = row(summary, intervention=intervention)
         assert gaps.effective_minus_random_low > 0 and gaps.effective_minus_redundant_low > 0
         assert gaps.effective_minus_redundant == pytest.approx(1.0 - baseline)
     # the sets used are on disk for inspection
-    assert NeuronSet.load(tmp_path / "run" / "sets" / f"effective-{len(PLANTED)}.csv").keys.tolist() \
+    assert NeuronSet.load(tmp_path / "run" / "sets" / f"nex-effective-{len(PLANTED)}.csv").keys.tolist() \
         == PLANTED.keys.tolist()
     assert (tmp_path / "run" / "transfer.parquet").exists() and (tmp_path / "run" / "summary.csv").exists()
 
@@ -169,8 +205,8 @@ def test_a_rerun_resumes_from_the_stored_cells(intact, corrupted, task, tmp_path
     config = transfer_config(n_random=1, interventions=("transplant",))
     first, _ = Grid(corrupted, task, config, tmp_path, donor=intact, progress=False).run(planted_weights())
     cells = sorted(p.name for p in (tmp_path / "cells").iterdir())
-    assert cells == ["baseline.json", "donor.json", "transplant-effective-k24-s0.json",
-                     "transplant-random-k24-s0.json", "transplant-redundant-k24-s0.json"]
+    assert cells == ["baseline.json", "donor.json", "transplant-nex-effective-k24-s0.json",
+                     "transplant-nex-redundant-k24-s0.json", "transplant-random-k24-s0.json"]
     (tmp_path / "cells" / "transplant-random-k24-s0.json").unlink()
     # the stored cells are read back, not re-measured: a rerun on the intact model only
     # re-measures the deleted cell
@@ -201,8 +237,8 @@ def test_planted_ablation_hurts_only_through_neurons_that_matter(tiny_qwen3_dir,
     assert set(table.intervention) == {"none", "zero", "mean"}
     assert np.load(tmp_path / "means.npy").shape == (2, 128)
     for intervention in ("zero", "mean"):
-        assert row(table, intervention=intervention, set_kind="effective").value <= 0.5
-        assert row(table, intervention=intervention, set_kind="redundant").value == 1.0
+        assert row(table, intervention=intervention, set_kind="nex-effective").value <= 0.5
+        assert row(table, intervention=intervention, set_kind="nex-redundant").value == 1.0
         gaps = row(summary, intervention=intervention)
         assert gaps.effective_minus_redundant_high < 0 and gaps.effective_minus_random_high < 0
 
@@ -214,19 +250,27 @@ def test_the_dose_range_reaches_saturation():
     assert doses(planted_weights(), transfer_config(k=(4, 64), saturate=True)) == (4, 24, 64)
 
 
+def nex_scores(weights: np.ndarray) -> dict:
+    """The NEX scorers' (scores, ties) of key-space weights on the tiny model (2 layers x 128 units)."""
+    from nex_causal.intervene.scorers import Evidence
+
+    evidence = Evidence(2, 128, weights=weights)
+    return {name: evidence.score(name) for name in ("nex-effective", "nex-redundant")}
+
+
 def test_neuron_grid_kinds_sizes_and_seeds():
-    grid = neuron_grid(planted_weights(), [4, 24], n_random=2, d_mlp=128, seed=0)
+    grid = neuron_grid(nex_scores(planted_weights()), [4, 24], n_random=2, d_mlp=128, seed=0)
     assert [(kind, k, s) for kind, k, s, _ in grid] == [
-        ("effective", 4, 0), ("redundant", 4, 0), ("random", 4, 0), ("random", 4, 1),
-        ("effective", 24, 0), ("redundant", 24, 0), ("random", 24, 0), ("random", 24, 1)]
+        ("nex-effective", 4, 0), ("nex-redundant", 4, 0), ("random", 4, 0), ("random", 4, 1),
+        ("nex-effective", 24, 0), ("nex-redundant", 24, 0), ("random", 24, 0), ("random", 24, 1)]
     sets = {(kind, k, s): n for kind, k, s, n in grid}
-    assert sets[("effective", 24, 0)].keys.tolist() == PLANTED.keys.tolist()
-    assert sets[("redundant", 24, 0)].keys.tolist() == DECOYS.keys.tolist()
+    assert sets[("nex-effective", 24, 0)].keys.tolist() == PLANTED.keys.tolist()
+    assert sets[("nex-redundant", 24, 0)].keys.tolist() == DECOYS.keys.tolist()
     for s in (0, 1):
         rand = sets[("random", 24, s)]
         assert rand.per_layer_counts(2).tolist() == [8, 16] and len(rand.intersection(PLANTED)) == 0
     assert sets[("random", 24, 0)].keys.tolist() != sets[("random", 24, 1)].keys.tolist()
-    again = neuron_grid(planted_weights(), [4, 24], n_random=2, d_mlp=128, seed=0)
+    again = neuron_grid(nex_scores(planted_weights()), [4, 24], n_random=2, d_mlp=128, seed=0)
     assert all(a[3].keys.tolist() == b[3].keys.tolist() for a, b in zip(grid, again))
 
 
@@ -302,9 +346,11 @@ def test_the_cli_runs_a_grid_and_a_config_file_resumes_it(tiny_qwen3_dir, tmp_pa
     import pandas as pd
 
     first = pd.read_csv(tmp_path / "out" / "transfer.csv")
-    assert len(first) == 16 and set(first.outcome) == {"greedy", "answer-logprob"}
-    # a fixed task file leaves no prompt for the supervised control's attribution (warned), so none is there
-    assert set(first.set_kind) == {"baseline", "donor", "effective", "redundant", "random", "matched", "ceiling"}
+    assert len(first) == 24 and set(first.outcome) == {"greedy", "answer-logprob"}
+    # a fixed task file leaves no prompt for an attribution split (warned): no scorer that reads one is there
+    assert set(first.set_kind) == {"baseline", "donor", "nex-effective", "nex-redundant", "weight-difference",
+                                   "random", "matched", "ceiling-mlp", "ceiling-attention", "ceiling-embeddings",
+                                   "ceiling-norms"}
 
     (tmp_path / "t.yaml").write_text(
         f"experiment: transfer\nfamily: {family}\ndonor: intact\nrecipient: corrupted\n"
@@ -323,12 +369,12 @@ def test_an_empty_set_is_reported_with_its_real_size_and_the_baseline_outcome(in
                                                                              tmp_path):
     w = planted_weights().clip(min=0)  # no neuron has negative weight: no redundant set
     config = transfer_config(n_random=0, interventions=("transplant",))
-    with pytest.warns(UserWarning, match="only 0 neurons have negative weight"):
+    with pytest.warns(UserWarning, match="only 0 units have a positive score"):
         table, _ = Grid(corrupted, task, config, tmp_path, donor=intact, progress=False).run(w)
-    redundant = row(table, set_kind="redundant")
+    redundant = row(table, set_kind="nex-redundant")
     assert redundant.set_size == 0 and redundant.k == len(PLANTED)
     assert redundant.value == row(table, set_kind="baseline").value and redundant.delta == 0
-    assert row(table, set_kind="effective").value == 1.0
+    assert row(table, set_kind="nex-effective").value == 1.0
 
 
 # --- the power to answer: continuous outcomes, null distributions, p-values ------------------------
@@ -360,7 +406,7 @@ def test_a_planted_set_beats_the_random_null_with_a_small_p(intact, corrupted, t
     assert gaps.p_value_redundant < 0.01 and gaps.effective_minus_random_low > 0
     assert gaps.random_low <= gaps.random_delta <= gaps.random_high < gaps.effective_delta
     assert gaps.random_delta == 0 and gaps.mde == 0  # intact weights outside the planted set: random sets change nothing
-    effective = row(table, set_kind="effective")
+    effective = row(table, set_kind="nex-effective")
     assert effective.value == pytest.approx(row(table, set_kind="donor").value, abs=1e-5)  # fully restored
 
 
@@ -392,7 +438,8 @@ def test_the_minimum_detectable_effect_shrinks_as_prompts_grow():
     rng = np.random.default_rng(0)
     mde = {}
     for n in (20, 80, 320):
-        cells = [BASELINE, Cell("effective", 24, 0, "transplant", PLANTED), Cell("redundant", 24, 0, "transplant", DECOYS)]
+        cells = [BASELINE, Cell("nex-effective", 24, 0, "transplant", PLANTED),
+                 Cell("nex-redundant", 24, 0, "transplant", DECOYS)]
         cells += [Cell("random", 24, s, "transplant", PLANTED) for s in range(40)]
         results = {c.name: {"solution-logprob": rng.normal(0, 1, n)} for c in cells}  # noise around no effect
         mde[n] = row(gap_summary(cells, results, config, [24]), intervention="transplant").mde
@@ -410,11 +457,13 @@ def test_pairs_run_both_ways_and_pool(tiny_family_dir, tmp_path):
     with pytest.raises(NexError, match="not 'donor>recipient'"):
         pairs_of(["alpha-beta"])
     save_weights(tmp_path / "W.npz", planted_weights())
-    settings = dict(tasks="organism:6", family=str(tiny_family_dir), k=(8,), n_random=5, n_random_accuracy=1,
+    settings = dict(tasks="organism:6", mask_steps=10, family=str(tiny_family_dir), k=(8,), n_random=5, n_random_accuracy=1,
                     outcomes=("solution-logprob", "greedy"), interventions=("transplant",), max_new_tokens=8,
                     n_boot=200)
-    table, summary, pooled = run_pairs(settings, pairs_of(["alpha>beta"]), lambda donor: str(tmp_path / "W.npz"),
-                                       tmp_path / "pairs", progress=False)
+    table, summary, pooled, scorers = run_pairs(settings, pairs_of(["alpha>beta"]),
+                                                lambda donor, recipient: {"weights": str(tmp_path / "W.npz")},
+                                                tmp_path / "pairs", progress=False)
+    assert set(scorers.set_kind) >= {"nex-effective", "nex-redundant", "weight-difference"}
     assert set(zip(summary.donor, summary.recipient)) == {("alpha", "beta"), ("beta", "alpha")}
     assert {"outcome", "n_prompts", "n_random", "p_value", "mde"} <= set(summary.columns)
     assert (summary.loc[summary.outcome == "greedy", "n_random"] == 1).all()

@@ -35,12 +35,11 @@ def plot_transfer(summary: pd.DataFrame) -> Figure:
     quantiles) and ``p_value``. One panel per (pair, intervention, outcome): effective and
     redundant sets are lines, the null its mean with bars over its central quantiles (and a
     hatched band between doses when there are several); an effective point whose p-value
-    against the null is below 0.05 is ringed. The supervised positive control (``supervised_delta``) is a
-    dotted line: where it stays at 0 the test cannot see; the ceiling (``ceiling_delta``: every unit of the
-    differing layers) is a horizontal line. The last dose may be every neuron of positive weight (tick ``all``).
+    against the null is below 0.05 is ringed. The positive control (``positive_control_delta``: a supervised
+    scorer's sets) is a dotted line: where it does not move the test cannot see; the ceiling (``ceiling_delta``:
+    every MLP unit of the differing layers) is a horizontal line. The last dose may be every neuron of positive weight (tick ``all``).
     """
-    require(summary, "transfer summary", ["intervention", "outcome", "k", "dose", "effective_delta",
-                                          "redundant_delta"])
+    require(summary, "transfer summary", ["intervention", "outcome", "k", "dose"])
     keys = ["donor", "recipient"] if {"donor", "recipient"} <= set(summary.columns) else []
     panels = list(summary.groupby([*keys, "intervention", "outcome"], sort=False))
     cols = min(len(panels), 2 if keys else 3)  # a pair's title needs half the text width
@@ -59,12 +58,13 @@ def plot_transfer(summary: pd.DataFrame) -> Figure:
                         color=INK[1], linestyle=DASHES[3] if len(null) > 1 else "none", linewidth=0.8, marker="_",
                         markersize=8, elinewidth=1.2, capsize=3, label="random: mean, central 95%")
         for kind, (color, marker, dash) in TRANSFER_SETS.items():
-            ax.plot(part["k"], part[f"{kind}_delta"], color=color, marker=marker, linestyle=dash,
-                    mfc="white" if kind == "redundant" else color, label=kind)
-        if "supervised_delta" in part and part["supervised_delta"].notna().any():
+            if f"{kind}_delta" in part:
+                ax.plot(part["k"], part[f"{kind}_delta"], color=color, marker=marker, linestyle=dash,
+                        mfc="white" if kind == "redundant" else color, label=f"NEX {kind}")
+        if "positive_control_delta" in part and part["positive_control_delta"].notna().any():
             color, marker, dash = POSITIVE
-            ax.plot(part["k"], part["supervised_delta"], color=color, marker=marker, linestyle=dash, mfc="white",
-                    label="positive control")
+            ax.plot(part["k"], part["positive_control_delta"], color=color, marker=marker, linestyle=dash,
+                    mfc="white", label=f"positive control ({part['positive_control'].dropna().iloc[0]})")
         if "ceiling_delta" in part and part["ceiling_delta"].notna().any():
             ax.axhline(float(part["ceiling_delta"].dropna().iloc[0]), color=INK[1], linestyle=DASHES[1],
                        linewidth=0.8, label="ceiling")
@@ -131,13 +131,15 @@ def caption_transfer(summary: pd.DataFrame) -> str:
                  "of the same size, with their mean (a hatched band between doses); a ring would mark an effective "
                  f"set that beats the random sets with p < {SIGNIFICANT:g}, p being the share of random sets doing "
                  f"at least as well ({int((summary['p_value'] < SIGNIFICANT).sum())} cells ringed here).")
-    if "supervised_delta" in summary and summary["supervised_delta"].notna().any():
-        blind = int((~summary["supervised_moved"].astype(bool)).sum()) if "supervised_moved" in summary else 0
-        text += (" The dotted line is the supervised positive control, the k units an attribution that knows the "
-                 "skill ranks first (on prompts the test never sees): where its interval holds 0 the test cannot "
+    if "positive_control_delta" in summary and summary["positive_control_delta"].notna().any():
+        blind = int((~summary["positive_control_moved"].astype(bool)).sum())
+        name = summary["positive_control"].dropna().iloc[0]
+        text += (f" The dotted line is the positive control, the top-k units of the supervised scorer {name} "
+                 "(learned on prompts the test never sees); it counts as moving the outcome only in the ceiling's "
+                 "direction and by at least max(MDE, 10% of the ceiling), and where it does not the test cannot "
                  f"see at that dose ({blind} of {len(summary)} cells).")
     if "ceiling_delta" in summary and summary["ceiling_delta"].notna().any():
-        text += " The horizontal line is the ceiling: every unit of the layers where donor and recipient differ."
+        text += " The horizontal line is the ceiling: every MLP unit of the layers where donor and recipient differ."
     text += " answer-logprob is the log-probability of the right answer after the model's own chain of thought; " \
             "solution-logprob that of the reference solution per token; greedy and sampled are accuracies." \
         if {"answer-logprob", "solution-logprob"} & set(summary["outcome"]) else ""

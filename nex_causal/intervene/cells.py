@@ -50,10 +50,27 @@ class GridConfig:
                 "costly)"})
     n_matched: int = field(default=50, metadata={
         "help": "random sets per k matched on layer, activation mass and weight difference (intervene.controls)"})
+    scorers: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "unit scorers whose top-k sets are intervened on (intervene.scorers; default: every one the grid's "
+                "evidence allows)"})
     supervised: bool = field(default=True, metadata={
-        "help": "add the supervised positive control: the top-k units of an attribution that knows the skill"})
+        "help": "run the supervised scorers too (atp, atp-transplant, mask), on the attribution split"})
+    positive_control: str = field(default="mask", metadata={
+        "help": "the scorer whose sets are the test's positive control: the verdict says the test can see at a dose "
+                "only where they move the outcome (atp when the grid has no donor)"})
     ceiling: bool = field(default=True, metadata={
-        "help": "add the ceiling: every unit of the layers where donor and recipient differ (transfer)"})
+        "help": "add the ceilings (transfer): every MLP unit of the layers that differ, all attention weights, "
+                "the embeddings"})
+    recipient_weights: str | None = field(default=None, metadata={
+        "help": "NEX weights learned on the recipient's cache (for the nex-*-recipient scorers)"})
+    caches: tuple[str, ...] = field(default=(), metadata={
+        "help": "the donor's caches (the ablated model's), for the label-free cache scorers: rows, responses, mass, "
+                "first-seen"})
+    truth: str | None = field(default=None, metadata={
+        "help": "a neuron set known to carry the difference (a localized organism's planted block): intervened on "
+                "as a set of its own, and every scorer's overlap with it reported"})
+    mask_steps: int = field(default=100, metadata={"help": "Adam steps of the learned transplant mask"})
+    mask_lr: float = field(default=0.1, metadata={"help": "learning rate of the learned transplant mask"})
     attribution_tasks: str | None = field(default=None, metadata={
         "help": "the positive control's own prompts (default: tasks drawn with attribution_seed; prompts the test "
                 "scores are dropped)"})
@@ -92,6 +109,13 @@ class GridConfig:
         object.__setattr__(self, "k", ks)
         object.__setattr__(self, "outcomes", tuple(OUTCOMES.check(self.outcomes)))
         object.__setattr__(self, "sets", tuple(str(p) for p in self.sets))
+        object.__setattr__(self, "caches", tuple(str(p) for p in self.caches))
+        if self.scorers is not None:
+            from nex_causal.intervene.scorers import SCORERS
+
+            object.__setattr__(self, "scorers", tuple(SCORERS.check(self.scorers)))
+        if self.mask_steps < 0 or not self.mask_lr > 0:
+            raise NexError(f"mask_steps must be >= 0 and mask_lr > 0, got {self.mask_steps} and {self.mask_lr}")
         if not self.outcomes:
             raise NexError(f"name at least one outcome: {', '.join(OUTCOMES)}")
         if not self.temperature >= 0:
@@ -117,23 +141,32 @@ class GridConfig:
         """What a finished cell depends on (a resume must agree on it): the fields that change a
         result, and the content of the weights file (its path alone does not say which weights)."""
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUME_FREE}
-        weights, credit = Path(self.weights), Path(credit_path(self.weights))
-        return {**fields, "weights_sha256": file_sha256(weights) if weights.is_file() else None,
-                "credit_sha256": file_sha256(credit) if credit.is_file() else None}
+        files = {"weights": self.weights, "recipient_weights": self.recipient_weights, "truth": self.truth}
+        out = {**fields, **{f"{name}_sha256": _digest(path) for name, path in files.items()}}
+        for name, path in (("weights", self.weights), ("recipient_weights", self.recipient_weights)):
+            out[f"{name}_credit_sha256"] = _digest(credit_path(path)) if path else None
+        out["caches_integrity"] = [_digest(Path(c) / "integrity.json") for c in self.caches]
+        return out
+
+
+def _digest(path: str | None) -> str | None:
+    """The SHA-256 of a file a grid reads, None when there is none."""
+    return file_sha256(Path(path)) if path and Path(path).is_file() else None
 
 
 @dataclass(frozen=True)
 class Cell:
     """One intervention on one neuron set: a column of per-prompt outcomes."""
 
-    kind: str  # effective | redundant | random | matched | supervised | ceiling | user-<file> (and baseline, donor)
+    kind: str  # a unit scorer | random | matched | ceiling-<part> | truth | user-<file> (and baseline, donor)
     k: int
     seed: int
     intervention: str
     neurons: NeuronSet
+    part: str | None = None  # a ceiling outside the MLP units: the donor's weights of this part (transplant.PARTS)
 
     @property
     def name(self) -> str:
-        if self.intervention == "none":
+        if self.intervention == "none" or self.part:
             return self.kind
         return f"{self.intervention}-{self.kind}-k{self.k}-s{self.seed}"

@@ -1,22 +1,24 @@
 """The causal neuron experiments as grids of cells: transfer between variants, ablation inside one model.
 
-Transfer (NEX_METHOD section 7): for each k of a dose range (up to every neuron of
-positive weight) and each set kind -- the top-k effective neurons, the bottom-k redundant
-neurons, two null distributions of random sets (matched to the effective set layer by
-layer, and also on activation mass and weight difference), the supervised positive
-control, and once per grid the ceiling (``intervene.controls``) -- the recipient receives
-the donor's neurons through each registered transfer
-intervention (weight transplant, activation patching in lock step), and its outcomes on
-held-out prompts are measured (``intervene.outcomes``: accuracy, and teacher-forced
-log-probabilities that cost one forward pass, so the null can have 50 sets). Ablation is
-the reverse direction: the same sets are silenced inside one model by each registered
-ablation (zero, mean).
+Transfer (NEX_METHOD section 7): for each k of a dose range and each unit scorer
+(``intervene.scorers``: NEX's effective and redundant neurons, the label-free stories a NEX
+weight must beat, and the field's localization methods), the recipient receives the donor's
+top-k units through each registered transfer intervention (weight transplant, activation
+patching in lock step), and its outcomes on held-out prompts are measured
+(``intervene.outcomes``: accuracy, and teacher-forced log-probabilities that cost one forward
+pass, so the nulls can have many sets). Beside them: two null distributions of random sets
+(matched to NEX's effective set layer by layer, and also on activation mass and weight
+difference), a set known to carry the difference when there is one (``truth``), the
+ceilings (every MLP unit of the differing layers, all attention weights, the embeddings,
+the norms) and the whole donor. Ablation is the reverse direction: the same kinds of sets
+silenced inside one model by each registered ablation (zero, mean).
 
 Every (set kind, k, seed, intervention) is a *cell*. A cell's per-prompt outcomes are
 written atomically under ``<out>/cells/`` as soon as they are measured, and a rerun skips
 the cells already there (the directory is claimed for its config, ``nex_causal.resume``),
-so an interrupted grid resumes where it stopped. ``intervene.tables`` turns the cells into
-the outcome table and the summary with p-values and detectable effects.
+so an interrupted grid resumes where it stopped; the scorers' scores are kept as
+``scores.npz``. ``intervene.tables`` turns the cells into the outcome table, the summary
+with p-values, detectable effects and the verdict, and the scorers' table.
 """
 
 from __future__ import annotations
@@ -38,24 +40,26 @@ from nex_causal.intervene.base import INTERVENTIONS, OUTCOMES, Resources
 from nex_causal.intervene.cells import Cell, GridConfig
 from nex_causal.intervene.neuron_sets import (
     NeuronSet,
-    bottom_redundant,
     check_weights_fit,
     covariate_matched,
+    load_user_set,
     matched_random,
     matching_quality,
-    top_attributed,
-    top_effective,
+    top_scored,
     whole_layers,
 )
 from nex_causal.intervene.outcomes import Inputs
 from nex_causal.intervene.patching import activation_means, intervened
+from nex_causal.intervene.scorers import SCORES_FILE, Evidence, score_all
 from nex_causal.intervene.tables import (
     dose_label,
     gap_summary,
     kind_values,
     outcome_table,
     pair_gaps,
+    scorer_table,
 )
+from nex_causal.intervene.transplant import PARTS, parts_transplanted
 from nex_causal.io import atomic_path, write_json, write_table
 from nex_causal.models.generation import encode_prompts, generate, sequence_seed
 from nex_causal.models.loading import load_bridge
@@ -66,42 +70,45 @@ from nex_causal.nex.weights import load_evidence
 from nex_causal.resume import CLAIM_FILE, claim, discard_stale
 
 MEANS_FILE = "means.npy"
-CONTROLS_FILE = "controls.npz"  # the covariates and attribution the controls were built from
+CONTROLS_FILE = "controls.npz"  # the covariates the matched null was built from, and the differing layers
+ANCHOR = "nex-effective"  # the scorer whose sets the random nulls are matched to (the paper's claim)
 
 
-def doses(weights: np.ndarray, config: GridConfig) -> tuple[int, ...]:
+def doses(weights: np.ndarray | None, config: GridConfig) -> tuple[int, ...]:
     """The grid's set sizes: ``config.k``, and every neuron of positive weight when ``saturate``."""
     ks = set(config.k)
-    if config.saturate and (positive := int((weights > 0).sum())):
+    if config.saturate and weights is not None and (positive := int((weights > 0).sum())):
         ks.add(positive)
     return tuple(sorted(ks))
 
 
-def neuron_grid(weights: np.ndarray, ks: Sequence[int], n_random: int, d_mlp: int, seed: int = 0, *,
-                evidence: np.ndarray | None = None, covariates: np.ndarray | None = None, n_matched: int = 0,
-                attribution: np.ndarray | None = None) -> list[tuple[str, int, int, NeuronSet]]:
-    """``(kind, k, seed, set)`` for every k: effective, redundant, ``n_random`` layer-matched random sets,
-    ``n_matched`` covariate-matched ones (with ``covariates``) and the supervised set (with ``attribution``).
+def neuron_grid(scores: dict[str, tuple[np.ndarray, np.ndarray | None]], ks: Sequence[int], n_random: int,
+                d_mlp: int, seed: int = 0, *, covariates: np.ndarray | None = None, n_matched: int = 0
+                ) -> list[tuple[str, int, int, NeuronSet]]:
+    """``(kind, k, seed, set)`` for every k: each scorer's top-k set (``scores``: name -> (scores, ties)), and
+    ``n_random`` layer-matched random sets and ``n_matched`` covariate-matched ones (with ``covariates``), all
+    matched to the anchor's set (``ANCHOR`` when scored, else the first scorer).
 
-    ``evidence`` (Eff - Red) orders ties in weight, ``seed`` what ties on both (see ``top_effective``) and
-    draws the random sets. Where a layer has too few units outside the effective set for a
-    matched random set (k near every neuron), that k has no random sets, with a warning.
+    ``seed`` orders what ties on both keys (see ``neuron_sets.top_scored``) and draws the random sets. Where a
+    layer has too few units outside the anchor's set for a matched random set (k near every neuron), that k has
+    no random sets, with a warning.
     """
     grid = []
+    anchor = ANCHOR if ANCHOR in scores else next(iter(scores), None)
     for k in ks:
-        effective = top_effective(weights, k, seed=seed, evidence=evidence)
-        grid += [("effective", k, 0, effective),
-                 ("redundant", k, 0, bottom_redundant(weights, k, seed=seed, evidence=evidence))]
+        sets = {name: top_scored(values, k, f"{name}-{k}", seed=seed, ties=ties)
+                for name, (values, ties) in scores.items()}
+        grid += [(name, k, 0, neurons) for name, neurons in sets.items()]
+        if anchor is None or not len(sets[anchor]):
+            continue
         try:
-            grid += [("random", k, s, matched_random(effective, d_mlp, sequence_seed(seed, k, s),
+            grid += [("random", k, s, matched_random(sets[anchor], d_mlp, sequence_seed(seed, k, s),
                                                      name=f"random-{k}-{s}")) for s in range(n_random)]
             if covariates is not None:
-                grid += [("matched", k, s, covariate_matched(effective, covariates, sequence_seed(seed, k, s, 1),
+                grid += [("matched", k, s, covariate_matched(sets[anchor], covariates, sequence_seed(seed, k, s, 1),
                                                              name=f"matched-{k}-{s}")) for s in range(n_matched)]
         except NexError as err:
             warnings.warn(f"k={k}: no matched random sets ({err})", stacklevel=2)
-        if attribution is not None:
-            grid.append(("supervised", k, 0, top_attributed(attribution, k)))
     return grid
 
 
@@ -140,6 +147,9 @@ class Grid:
                 values["greedy"] = self.inputs.untouched_greedy()
         elif cell.kind == "donor":
             values = self.measure(self.donor, outcomes, hooks=False)
+        elif cell.part:  # a ceiling outside the MLP units: the donor's weights of that part, whole
+            with parts_transplanted(self.model, self.donor, (cell.part,)):
+                values = self.measure(self.model, outcomes, hooks=False)
         elif len(cell.neurons) == 0:  # an empty set changes nothing: the outcome is the baseline's
             values = {o: v for o, v in self.cell(BASELINE).items() if o in outcomes}
         else:
@@ -166,8 +176,8 @@ class Grid:
         return np.load(path)
 
     def controls(self) -> dict[str, np.ndarray]:
-        """The covariates the matched sets match on, the positive control's attribution and the differing layers
-        (``intervene.controls``), computed once per grid and kept under ``out``."""
+        """The covariates the matched sets match on and the differing layers (``intervene.controls``), computed once
+        per grid and kept under ``out``."""
         from nex_causal.intervene import controls as C
 
         path = self.out / CONTROLS_FILE
@@ -181,53 +191,82 @@ class Grid:
             sequences = [torch.cat([p, self.inputs.ids(t)]) for p, t in zip(self.inputs.prompts,
                                                                             self.inputs.recipient_texts)]
             out["covariates"] = C.covariates(self.model, donor, sequences, c.batch_size, size)
-        if c.supervised and self.skill is not None and (skill := self.skill_sequences()):
-            out["attribution"] = C.attribution(self.model, donor, skill, c.batch_size, size)
         if c.ceiling and donor is not None:
             out["differing_layers"] = C.differing_layers(size)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **out)
         return out
 
-    def skill_sequences(self) -> list[torch.Tensor]:
-        """The attribution split's prompts that the test does not hold, each with the task's reference solution
-        (the skill), else the donor's (or the model's own) greedy response."""
-        c = self.config
+    def attribution_problems(self) -> list:
+        """The attribution split's problems that the test does not hold (warned when none is left)."""
+        if self.skill is None:
+            return []
         tested = set(self.taskset.prompts())
         problems = [p for p in self.skill.problems if p.prompt not in tested]
         if not problems:
-            warnings.warn("no supervised positive control: every prompt of the attribution split is one the test "
-                          "scores (a fixed task file draws the same prompts for every seed); give its own prompts "
-                          "with attribution_tasks", stacklevel=2)
-            return []
-        prompts = encode_prompts(self.model, [p.prompt for p in problems], chat=c.chat)
-        if self.skill.solution is not None:
-            texts = [self.skill.solution(p) for p in problems]
-        else:
-            texts = [g.text for g in generate(self.donor or self.model, [p.prompt for p in problems],
-                                              max_new_tokens=c.max_new_tokens, batch_size=c.batch_size,
-                                              chat=c.chat, hooks=False)]
-        return [torch.cat([p, self.inputs.ids(t)]) for p, t in zip(prompts, texts)]
+            warnings.warn("no attribution split: every prompt of it is one the test scores (a fixed task file draws "
+                          "the same prompts for every seed); give its own prompts with attribution_tasks", stacklevel=2)
+        return problems
 
-    def run(self, weights: np.ndarray, evidence: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Measure every cell and write ``<experiment>`` and ``summary`` tables into ``out``."""
+    def attribution_pairs(self, problems: list) -> tuple[list[tuple], list[tuple]]:
+        """``problems`` as (prompt, continuation) id pairs: with the donor's (or the model's own) greedy response,
+        label-free; and with the task's reference solution, labelled (the donor's response again where the task
+        has none)."""
+        c = self.config
+        prompts = encode_prompts(self.model, [p.prompt for p in problems], chat=c.chat)
+        own = [g.text for g in generate(self.donor or self.model, [p.prompt for p in problems],
+                                        max_new_tokens=c.max_new_tokens, batch_size=c.batch_size, chat=c.chat,
+                                        hooks=False)]
+        free = [(p, self.inputs.ids(t)) for p, t in zip(prompts, own)]
+        if self.skill.solution is None:
+            return free, free
+        return free, [(p, self.inputs.ids(self.skill.solution(q))) for p, q in zip(prompts, problems)]
+
+    def evidence(self, weights: np.ndarray | None, ties: np.ndarray | None) -> Evidence:
+        """What this grid's scorers may read (``intervene.scorers.Evidence``)."""
+        from nex_causal.cache import SparseCache
+
+        c = self.config
+        donor = self.donor if c.experiment == "transfer" else None
+        recipient_weights = load_weights(c.recipient_weights) if c.recipient_weights else None
+        problems = self.attribution_problems()
+        return Evidence(self.model.cfg.n_layers, self.model.cfg.d_mlp, recipient=self.model, donor=donor,
+                        weights=weights, evidence=ties, recipient_weights=recipient_weights,
+                        recipient_evidence=load_evidence(c.recipient_weights) if c.recipient_weights else None,
+                        caches=[SparseCache.open(p) for p in c.caches],
+                        attribution=(lambda: self.attribution_pairs(problems)) if problems else None,
+                        batch_size=c.batch_size, seed=c.seed, mask_steps=c.mask_steps, mask_lr=c.mask_lr)
+
+    def scores(self, weights: np.ndarray | None, ties: np.ndarray | None) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        """Every scorer's scores (``scorers.score_all``), computed once per grid and kept under ``out``."""
+        return score_all(lambda: self.evidence(weights, ties), self.config.scorers, self.out / SCORES_FILE,
+                         supervised=self.config.supervised, progress=self.progress)
+
+    def run(self, weights: np.ndarray | None, evidence: np.ndarray | None = None
+            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Measure every cell and write the ``<experiment>``, ``summary`` and ``scorers`` tables into ``out``."""
         c = self.config
         n_layers, d_mlp = self.model.cfg.n_layers, self.model.cfg.d_mlp
-        check_weights_fit(weights, n_layers, d_mlp)
+        if weights is not None:
+            check_weights_fit(weights, n_layers, d_mlp)
+        user = [load_user_set(path, n_layers, d_mlp) for path in c.sets]  # every file checked before any write
+        truth = load_user_set(c.truth, n_layers, d_mlp, name="truth") if c.truth else None
         ks = doses(weights, c)
         claim(self.out, self.config.content(), what=f"{c.experiment} grid")
         extra = self.controls()
-        grid = neuron_grid(weights, ks, c.n_random, d_mlp, c.seed, evidence=evidence,
-                           covariates=extra.get("covariates"), n_matched=c.n_matched,
-                           attribution=extra.get("attribution"))
+        scores = self.scores(weights, evidence)
+        grid = neuron_grid(scores, ks, c.n_random, d_mlp, c.seed, covariates=extra.get("covariates"),
+                           n_matched=c.n_matched)
+        ceilings = []
         if len(extra.get("differing_layers", ())):
-            ceiling = whole_layers(extra["differing_layers"], d_mlp)
-            grid.append(("ceiling", len(ceiling), 0, ceiling))
-        for path in c.sets:
-            neurons = NeuronSet.load(path)
-            neurons.check_fits(n_layers, d_mlp)
-            grid.append((f"user-{neurons.name}", len(neurons), 0, neurons))
-        for _, _, _, neurons in grid:
+            ceiling = whole_layers(extra["differing_layers"], d_mlp, name="ceiling-mlp")
+            grid.append(("ceiling-mlp", len(ceiling), 0, ceiling))
+            ceilings = [Cell(f"ceiling-{part}", 0, 0, "transplant", _empty(f"ceiling-{part}"), part=part)
+                        for part in PARTS]
+        if truth is not None:
+            grid.append(("truth", len(truth), 0, truth))
+        grid += [(f"user-{neurons.name}", len(neurons), 0, neurons) for neurons in user]
+        for kind, _, _, neurons in grid:
             if not (self.out / "sets" / f"{neurons.name}.csv").exists():
                 neurons.save(self.out / "sets" / f"{neurons.name}.csv")
         if any(INTERVENTIONS[i].needs_means for i in c.interventions):
@@ -235,31 +274,37 @@ class Grid:
         controls = [BASELINE]
         if self.donor is not None:
             controls.append(Cell("donor", 0, 0, "none", _empty("donor")))
-        cells = controls + [Cell(kind, k, seed, i, neurons)
-                            for i in c.interventions for kind, k, seed, neurons in grid]
+        cells = controls + ceilings + [Cell(kind, k, seed, i, neurons)
+                                       for i in c.interventions for kind, k, seed, neurons in grid]
         results = {}
         for cell in tqdm(cells, desc=f"{c.experiment} cells", unit="cell", disable=not self.progress):
             results[cell.name] = self.cell(cell)
-        saturation = max(ks) if c.saturate else None
+        saturation = max(ks) if c.saturate and weights is not None else None
         quality = {k: self.quality(grid, k, extra["covariates"]) for k in ks} if "covariates" in extra else {}
-        self.gaps = {(i, dose_label(k, saturation), o): pair_gaps(kind_values(cells, results, i, k, o))
+        self.gaps = {(i, dose_label(k, saturation), o): pair_gaps(kind_values(cells, results, i, k, o, c))
                      for i in c.interventions for k in ks for o in c.outcomes}
         table = outcome_table(cells, results, c, saturation)
         summary = gap_summary(cells, results, c, ks, saturation, quality)
+        by_scorer = scorer_table(cells, results, c, ks, list(scores), truth, saturation)
         write_table(table, self.out / c.experiment, config=dataclasses.asdict(c))
         write_table(summary, self.out / "summary", config=dataclasses.asdict(c))
+        write_table(by_scorer, self.out / "scorers", config=dataclasses.asdict(c))
+        self.by_scorer = by_scorer
         return table, summary
 
     def quality(self, grid: list[tuple[str, int, int, NeuronSet]], k: int, covariates: np.ndarray
                 ) -> dict[str, float]:
-        """How well each null matches the effective set of dose ``k``: standardised mean differences per covariate."""
+        """How well each null matches the anchor's set of dose ``k``: standardised mean differences per covariate."""
         from nex_causal.intervene.controls import COVARIATES
 
-        sets = {kind: [n for kd, kk, _, n in grid if (kd, kk) == (kind, k)] for kind in ("effective", "random",
-                                                                                      "matched")}
+        kinds = {kind for kind, _, _, _ in grid}
+        anchor = ANCHOR if ANCHOR in kinds else next((kd for kd, _, _, _ in grid), None)
+        sets = {kind: [n for kd, kk, _, n in grid if (kd, kk) == (kind, k)] for kind in (anchor, "random", "matched")}
         out = {}
+        if not sets[anchor]:
+            return out
         for kind in ("random", "matched"):
-            smd = matching_quality(sets["effective"][0], sets[kind], covariates)
+            smd = matching_quality(sets[anchor][0], sets[kind], covariates)
             out.update({f"smd_{kind}_{name}": float(v) for name, v in zip(COVARIATES[self.config.experiment], smd)})
         return out
 
@@ -274,9 +319,9 @@ def load_grid_models(config: GridConfig) -> tuple[object, object | None]:
 
 
 def run_grids(grids: Sequence[tuple[GridConfig, Path]], *, root: str | os.PathLike | None = None,
-              progress: bool = True) -> list[tuple[dict, pd.DataFrame, pd.DataFrame]]:
-    """Run each ``(config, out)`` grid in order, resuming what is there; (per-prompt gaps, outcome table, summary)
-    of each. One grid's models are released before the next grid loads its own.
+              progress: bool = True) -> list[tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]]:
+    """Run each ``(config, out)`` grid in order, resuming what is there; (per-prompt gaps, outcome table, summary,
+    scorers' table) of each. One grid's models are released before the next grid loads its own.
 
     With ``root`` (the run directory that owns them), a grid directory made by another config,
     other weights or other versions is removed first, never resumed.
@@ -286,12 +331,12 @@ def run_grids(grids: Sequence[tuple[GridConfig, Path]], *, root: str | os.PathLi
         if root is not None:
             discard_stale(out, config.content(), stamp_file=CLAIM_FILE, root=root)
         model, donor = load_grid_models(config)
-        skill = load_tasks(config.attribution_tasks or config.tasks, seed=config.attribution_seed) \
-            if config.supervised else None
+        skill = load_tasks(config.attribution_tasks or config.tasks, seed=config.attribution_seed)
         grid = Grid(model, load_tasks(config.tasks, seed=config.task_seed), config, out, donor=donor, skill=skill,
                     progress=progress)
-        table, summary = grid.run(load_weights(config.weights), load_evidence(config.weights))
-        done.append((grid.gaps, table, summary))
+        weights = load_weights(config.weights) if config.weights else None
+        table, summary = grid.run(weights, load_evidence(config.weights) if config.weights else None)
+        done.append((grid.gaps, table, summary, grid.by_scorer))
         del grid, model, donor
     return done
 
@@ -299,5 +344,5 @@ def run_grids(grids: Sequence[tuple[GridConfig, Path]], *, root: str | os.PathLi
 def run_grid(config: GridConfig, out: str | os.PathLike, *, root: str | os.PathLike | None = None,
              progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load what ``config`` names and run its grid into ``out`` (resuming what is there)."""
-    _, table, summary = run_grids([(config, Path(out))], root=root, progress=progress)[0]
+    _, table, summary, _ = run_grids([(config, Path(out))], root=root, progress=progress)[0]
     return table, summary

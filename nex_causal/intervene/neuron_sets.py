@@ -2,15 +2,13 @@
 
 A set is a sorted array of packed keys ``(layer << 16) | unit`` with a name, and, when it
 came from NEX weights, the weight of each member. The sets of the causal test are the
-top-k effective neurons (largest positive weight), the bottom-k redundant neurons (most
-negative weight), their controls, and the sets that say what the test can see at all:
+top-k units of each unit scorer (``top_scored``; ``intervene.scorers``: NEX's effective and
+redundant neurons among them), their controls, and the sets that say what the test can see:
 
-- random sets matched to the effective set layer by layer (``matched_random``), and random
+- random sets matched to NEX's effective set layer by layer (``matched_random``), and random
   sets matched also on what could confound a transplant (``covariate_matched``: activation
   mass in the recipient and in the donor, size of the donor-recipient weight difference);
-- the supervised positive control (``top_attributed``): the k units an attribution that
-  knows the skill ranks first, computed on prompts the test never sees;
-- the ceiling (``whole_layers``): every unit of the layers that differ.
+- the ceiling (``whole_layers``): every MLP unit of the layers that differ.
 
 A user can bring their own set as a small table with columns ``layer, unit`` (CSV or parquet).
 """
@@ -145,6 +143,16 @@ class NeuronSet:
         return cls.from_units(name or path.stem, layers, units, weights)
 
 
+def load_user_set(path: str | os.PathLike, n_layers: int, d_mlp: int, name: str | None = None) -> NeuronSet:
+    """A set a user brings (``NeuronSet.load``), checked against the model and named by its file's stem and a
+    digest of its members: two files of one name, or a file edited between runs, never share a cell."""
+    from nex_causal.io import digest
+
+    neurons = NeuronSet.load(path)
+    neurons.check_fits(n_layers, d_mlp)
+    return NeuronSet(f"{name or neurons.name}-{digest(neurons.keys.tolist())[:8]}", neurons.keys, neurons.weights)
+
+
 def check_weights_fit(weights: np.ndarray, n_layers: int, d_mlp: int) -> None:
     """Raise when a neuron outside the model's geometry carries a nonzero weight (NEX weights
     learned on another model)."""
@@ -152,44 +160,52 @@ def check_weights_fit(weights: np.ndarray, n_layers: int, d_mlp: int) -> None:
     NeuronSet("weights", credited.astype(np.uint32)).check_fits(n_layers, d_mlp)
 
 
-def _extreme(weights: np.ndarray, k: int, sign: int, name: str, seed: int,
-             evidence: np.ndarray | None) -> NeuronSet:
-    """The ``k`` keys of largest ``sign * weight`` (> 0); ties in weight broken by ``sign * evidence`` (Eff - Red:
-    NEX's tanh saturates, tying hundreds of neurons at exactly +-1 in float32), and only the ties left after both
-    in a seeded random order, counted in the set's ``random_ties``."""
+def top_scored(scores: np.ndarray, k: int, name: str, *, seed: int = 0, ties: np.ndarray | None = None) -> NeuronSet:
+    """The ``k`` units of largest positive score (fewer, with a warning, if fewer have one), as a set.
+
+    ``scores`` is ``[n_layers, d_mlp]`` (a unit scorer's, ``intervene.scorers``) or a vector over the key space
+    (NEX weights). Ties in score are broken by the larger ``ties`` (NEX's Eff - Red: its tanh saturates, tying
+    hundreds of neurons at exactly +-1 in float32), and only the ties left after both in a seeded random order,
+    counted in the set's ``random_ties``. The set's weights are the scores of its members.
+    """
     if k < 0:
         raise NexError(f"k must be non-negative, got {k}")
-    candidates = np.random.default_rng(seed).permutation(np.flatnonzero(sign * weights > 0))
-    first = sign * weights[candidates].astype(np.float64)
-    second = np.zeros(len(candidates)) if evidence is None else sign * np.asarray(evidence, np.float64)[candidates]
+    flat = np.asarray(scores, np.float64).ravel()
+    candidates = np.random.default_rng(seed).permutation(np.flatnonzero(flat > 0))
+    first = flat[candidates]
+    second = np.zeros(len(candidates)) if ties is None else np.asarray(ties, np.float64).ravel()[candidates]
     picked = np.lexsort((-second, -first))[:k]  # lexsort is stable: the seeded shuffle orders what ties on both
     chosen, random_ties = candidates[picked], 0
     if len(chosen) < k:
-        warnings.warn(f"{name}: only {len(chosen)} neurons have {'positive' if sign > 0 else 'negative'} "
-                      f"weight, fewer than k={k}; using those", stacklevel=3)
+        warnings.warn(f"{name}: only {len(chosen)} units have a positive score, fewer than k={k}; using those",
+                      stacklevel=2)
     elif k:
         at_cut = (first == first[picked[-1]]) & (second == second[picked[-1]])
         tied, taken = int(at_cut.sum()), int(at_cut[picked].sum())
         if tied > taken:
             random_ties = taken
-            warnings.warn(f"{name}: {tied} neurons tie at weight {weights[chosen[-1]]:g}"
-                          f"{'' if evidence is None else ' and in evidence'} at the cut; {taken} of them taken in "
-                          f"a random order (seed {seed})", stacklevel=3)
-    return NeuronSet(name, chosen.astype(np.uint32), weights[chosen], random_ties)
+            warnings.warn(f"{name}: {tied} units tie at score {flat[chosen[-1]]:g}"
+                          f"{'' if ties is None else ' and in the second key'} at the cut; {taken} of them taken "
+                          f"in a random order (seed {seed})", stacklevel=2)
+    d_mlp = np.shape(scores)[-1] if np.ndim(scores) == 2 else None
+    keys = chosen if d_mlp is None else pack_keys(chosen // d_mlp, chosen % d_mlp)
+    return NeuronSet(name, np.asarray(keys).astype(np.uint32), flat[chosen], random_ties)
 
 
 def top_effective(weights: np.ndarray, k: int, name: str | None = None, *, seed: int = 0,
                   evidence: np.ndarray | None = None) -> NeuronSet:
-    """The ``k`` neurons with the largest positive weight (fewer, with a warning, if fewer exist), ties in weight
-    broken by the larger ``evidence`` (Eff - Red) when given."""
-    return _extreme(weights, k, +1, name or f"effective-{k}", seed, evidence)
+    """The ``k`` neurons of largest positive NEX weight (a key-space vector), ties broken by ``evidence``
+    (Eff - Red)."""
+    return top_scored(weights, k, name or f"effective-{k}", seed=seed, ties=evidence)
 
 
 def bottom_redundant(weights: np.ndarray, k: int, name: str | None = None, *, seed: int = 0,
                      evidence: np.ndarray | None = None) -> NeuronSet:
-    """The ``k`` neurons with the most negative weight (fewer, with a warning, if fewer exist), ties in weight
-    broken by the more negative ``evidence`` (Eff - Red) when given."""
-    return _extreme(weights, k, -1, name or f"redundant-{k}", seed, evidence)
+    """The ``k`` neurons of most negative NEX weight, ties broken by the more negative ``evidence``; the set keeps
+    the (negative) weights."""
+    chosen = top_scored(-np.asarray(weights, np.float64), k, name or f"redundant-{k}", seed=seed,
+                        ties=None if evidence is None else -np.asarray(evidence, np.float64))
+    return NeuronSet(chosen.name, chosen.keys, np.asarray(weights)[chosen.keys], chosen.random_ties)
 
 
 def matched_random(reference: NeuronSet, d_mlp: int, seed: int, *,
@@ -258,15 +274,6 @@ def matching_quality(reference: NeuronSet, controls: list[NeuronSet], covariates
     if not len(theirs) or not len(mine):
         return np.full(covariates.shape[-1], np.nan)
     return (theirs.mean(0) - mine.mean(0)) / np.where(spread > 0, spread, 1.0)
-
-
-def top_attributed(attribution: np.ndarray, k: int, name: str | None = None) -> NeuronSet:
-    """The ``k`` units of largest ``attribution`` (``[n_layers, d_mlp]``): the supervised positive control."""
-    flat = np.asarray(attribution, np.float64).ravel()
-    d_mlp = attribution.shape[1]
-    chosen = np.argsort(-flat, kind="stable")[:k]
-    return NeuronSet.from_units(name or f"supervised-{k}", chosen // d_mlp, chosen % d_mlp,
-                                flat[chosen].astype(np.float32))
 
 
 def whole_layers(layers: np.ndarray, d_mlp: int, name: str = "ceiling") -> NeuronSet:

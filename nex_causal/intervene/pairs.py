@@ -80,26 +80,30 @@ def pooled_summary(gaps: Mapping[Pair, Mapping[tuple, Mapping[str, np.ndarray]]]
             row["pairs_beating_random"] = int((mine["p_value"] < 1 - level).sum())
         if "p_value_matched" in mine:
             row["pairs_beating_matched"] = int((mine["p_value_matched"] < 1 - level).sum())
-        if "supervised_moved" in mine:
-            row["pairs_positive_control_moved"] = int(mine["supervised_moved"].sum())
+        if "positive_control_moved" in mine:
+            row["pairs_positive_control_moved"] = int(mine["positive_control_moved"].sum())
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def run_pairs(settings: Mapping, pairs: Sequence[Pair], weights_of: Callable[[str], str], out: str | os.PathLike,
-              *, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """One transfer grid per (donor, recipient) into ``out/<donor>__<recipient>`` on the donor's weights
-    (``weights_of(donor)``); returns the outcome tables, the per-pair summaries (with ``donor`` and
-    ``recipient`` columns) and the pooled summary. A pair directory made by another config is redone."""
+def run_pairs(settings: Mapping, pairs: Sequence[Pair], inputs_of: Callable[[str, str], Mapping], out: str | os.PathLike,
+              *, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """One transfer grid per (donor, recipient) into ``out/<donor>__<recipient>``; ``inputs_of(donor, recipient)``
+    gives what each grid reads beyond ``settings`` (``weights``, the donor's NEX weights, and any of
+    ``recipient_weights``, ``caches``, ``truth``). Returns the outcome tables, the per-pair summaries (with ``donor``
+    and ``recipient`` columns), the pooled summary and the scorers' tables. A pair directory made by another config
+    is redone."""
     configs = [(GridConfig(**{**settings, "experiment": "transfer", "donor": donor, "recipient": recipient,
-                              "weights": weights_of(donor)}), Path(out) / f"{donor}__{recipient}")
+                              **inputs_of(donor, recipient)}), Path(out) / f"{donor}__{recipient}")
                for donor, recipient in pairs]
-    tables, summaries, gaps = [], [], {}
-    for (donor, recipient), (pair_gaps, table, summary) in zip(pairs, run_grids(configs, root=out, progress=progress)):
+    tables, summaries, scorers, gaps = [], [], [], {}
+    for (donor, recipient), (pair_gaps, table, summary, by_scorer) in zip(
+            pairs, run_grids(configs, root=out, progress=progress)):
         tables.append(table.assign(donor=donor, recipient=recipient))
         summaries.append(summary.assign(donor=donor, recipient=recipient))
+        scorers.append(by_scorer.assign(donor=donor, recipient=recipient))
         gaps[(donor, recipient)] = pair_gaps
     config = configs[-1][0]
     summary = pd.concat(summaries, ignore_index=True)
     pooled = pooled_summary(gaps, summary, n_boot=config.n_boot, level=config.level, seed=config.seed)
-    return pd.concat(tables, ignore_index=True), summary, pooled
+    return (pd.concat(tables, ignore_index=True), summary, pooled, pd.concat(scorers, ignore_index=True))

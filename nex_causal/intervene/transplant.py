@@ -19,6 +19,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+
 from nex_causal.errors import NexError
 from nex_causal.intervene.base import INTERVENTIONS, InterventionKind
 from nex_causal.intervene.neuron_sets import NeuronSet
@@ -70,6 +72,46 @@ class Transplant:
 
 INTERVENTIONS.add("transplant", InterventionKind("transfer", lambda neurons, r: Transplant(r.donor, neurons),
                                                  needs_donor=True, uses_hooks=False))
+
+
+# the parts of a model outside its MLP units, by the Hugging Face parameter names that hold them
+PARTS = {
+    "attention": ("self_attn.", ".attn.", "attention."),
+    "embeddings": ("embed_tokens.", "lm_head.", "wte.", "wpe.", "embed_in.", "embed_out."),
+    "norms": ("layernorm.", "norm.", "ln_1.", "ln_2.", "ln_f."),
+}
+
+
+def _part_of(name: str) -> str | None:
+    """Which of ``PARTS`` a parameter belongs to (None for an MLP weight)."""
+    if ".mlp." in f".{name}":
+        return None
+    found = [part for part, marks in PARTS.items() if any(mark in f".{name}" for mark in marks)]
+    return found[0] if found else None
+
+
+@contextlib.contextmanager
+def parts_transplanted(recipient, donor, parts: tuple[str, ...]) -> Iterator:
+    """The recipient with every weight of ``parts`` (``PARTS``: attention, embeddings, norms) taken from the donor,
+    whole; restored exactly on exit. The ceilings outside the MLP units: how much of the difference lies there."""
+    if unknown := [p for p in parts if p not in PARTS]:
+        raise NexError(f"unknown model part {unknown[0]!r}: use {', '.join(PARTS)}")
+    mine = dict(plain_model(recipient).named_parameters())
+    theirs = dict(plain_model(donor).named_parameters())
+    names = [n for n in mine if _part_of(n) in parts]
+    if missing := [n for n in names if n not in theirs or theirs[n].shape != mine[n].shape]:
+        raise NexError(f"the donor lacks {missing[0]!r} as the recipient has it: transplant needs two variants of "
+                       "one architecture and size")
+    saved = {n: mine[n].detach().clone() for n in names}
+    try:
+        with torch.no_grad():
+            for n in names:
+                mine[n].copy_(theirs[n])
+        yield recipient
+    finally:
+        with torch.no_grad():
+            for n in names:
+                mine[n].copy_(saved[n])
 
 
 def _save_pretrained(bridge, directory: Path) -> None:

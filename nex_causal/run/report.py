@@ -123,6 +123,8 @@ def headline_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
         for metric in ("spearman", "kendall", "top1", "regret"):
             table[f"{metric} [95% CI]"] = _with_ci(ok, metric, f"{metric}_low", f"{metric}_high").to_numpy()
         out["Ranking the family: agreement with accuracy"] = table
+    if (scorers := _table(run_dir, "transfer_scorers")) is not None:
+        out["Transfer: every unit scorer's share of the ceiling"] = scorer_report(scorers)
     for name, title in (("transfer_summary", "Transfer: effective vs redundant vs random"),
                         ("donor_ablation_summary", "The same sets ablated inside each donor"),
                         ("ablate_summary", "Ablation: effective vs redundant vs random")):
@@ -143,32 +145,55 @@ def headline_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
     return out
 
 
+def scorer_report(scorers: pd.DataFrame) -> pd.DataFrame:
+    """The scorers' table as read: per pair, outcome and scorer, the share of the ceiling at each dose with its
+    interval, the p-value against the matched null, and (where the truth is known) the share of the set that is
+    planted."""
+    keys = [c for c in ("donor", "recipient") if c in scorers]
+    table = scorers[[*keys, "intervention", "outcome", "set_kind", "dose", "set_size"]].copy()
+    table["kind"] = scorers["supervised"].map({True: "supervised", False: "label-free"}).fillna("set")
+    table["share of ceiling [95% CI]"] = _with_ci(scorers, "share_of_ceiling", "share_low", "share_high").to_numpy()
+    for column, title in (("p_value", "p (vs random)"), ("p_value_matched", "p (vs matched)"),
+                          ("truth_precision", "planted share")):
+        if column in scorers:
+            table[title] = scorers[column]
+    return table
+
+
 def gap_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """A grid summary as read: per pair, intervention, dose and outcome the changes, gaps with intervals,
-    p-values against both random nulls and the redundant set, the minimum detectable effect, what the supervised
-    positive control and the ceiling did, and the verdict on whether the test can see at this dose."""
+    """A grid summary as read: per pair, intervention, dose and outcome NEX's changes, gaps with intervals,
+    p-values against both random nulls and the redundant set, the minimum detectable effect, what the positive
+    control and the ceilings did, and the verdict on whether the test can see at this dose."""
     keys = [c for c in ("donor", "recipient") if c in summary]
-    table = summary[[*keys, "intervention", "dose", "outcome", "n_prompts", "effective_delta",
-                     "redundant_delta"]].copy()
+    table = summary[[*keys, "intervention", "dose", "outcome", "n_prompts",
+                     *(c for c in ("effective_delta", "redundant_delta") if c in summary)]].copy()
     for kind, p in (("random", "p_value"), ("matched", "p_value_matched")):
         if f"{kind}_delta" in summary:
             table[f"n_{kind}"] = summary[f"n_{kind}"]
             table[f"{kind}_delta"] = summary[f"{kind}_delta"]
-            table[f"eff - {kind} [95% CI]"] = _with_ci(summary, f"effective_minus_{kind}",
-                                                       f"effective_minus_{kind}_low",
-                                                       f"effective_minus_{kind}_high").to_numpy()
-            table[f"p (vs {kind})"] = summary[p]
+            if f"effective_minus_{kind}" in summary:
+                table[f"eff - {kind} [95% CI]"] = _with_ci(summary, f"effective_minus_{kind}",
+                                                           f"effective_minus_{kind}_low",
+                                                           f"effective_minus_{kind}_high").to_numpy()
+                table[f"p (vs {kind})"] = summary[p]
     if "mde" in summary:
         table["mde"] = summary["mde"]
-    table["eff - redundant [95% CI]"] = _with_ci(summary, "effective_minus_redundant",
-                                                 "effective_minus_redundant_low",
-                                                 "effective_minus_redundant_high").to_numpy()
-    table["p (vs redundant)"] = summary["p_value_redundant"]
-    if "supervised_delta" in summary:
-        table["supervised [95% CI]"] = _with_ci(summary, "supervised_delta", "supervised_low",
-                                                "supervised_high").to_numpy()
-    if "ceiling_delta" in summary:
-        table["ceiling [95% CI]"] = _with_ci(summary, "ceiling_delta", "ceiling_low", "ceiling_high").to_numpy()
+    if "effective_minus_redundant" in summary:
+        table["eff - redundant [95% CI]"] = _with_ci(summary, "effective_minus_redundant",
+                                                     "effective_minus_redundant_low",
+                                                     "effective_minus_redundant_high").to_numpy()
+        table["p (vs redundant)"] = summary["p_value_redundant"]
+    if "positive_control_delta" in summary:
+        name = summary["positive_control"].dropna().iloc[0]
+        table[f"positive control ({name}) [95% CI]"] = _with_ci(summary, "positive_control_delta",
+                                                                "positive_control_low",
+                                                                "positive_control_high").to_numpy()
+    for part in ("", "_attention", "_embeddings", "_norms"):
+        if f"ceiling{part}_delta" in summary:
+            title = f"ceiling{part.replace('_', ' ')}" if part else "ceiling (MLP)"
+            table[f"{title} [95% CI]"] = _with_ci(summary, f"ceiling{part}_delta", f"ceiling{part}_low",
+                                                  f"ceiling{part}_high").to_numpy()
+    if "effective_share_of_ceiling" in summary:
         table["eff / ceiling"] = summary["effective_share_of_ceiling"]
     if "verdict" in summary:
         table["verdict"] = summary["verdict"].map(lambda v: v if v == "informative" else "test cannot see")

@@ -39,7 +39,7 @@ from nex_causal.settings import section as section_of
 
 RUN_LEVEL = ("model", "tasks", "device", "dtype")  # set by the experiment for every variant at once
 CaptureSection = section_of(CaptureConfig, RUN_LEVEL, "CaptureSection")
-GRID_RUN_LEVEL = ("experiment", "weights", "family", "device", "dtype")
+GRID_RUN_LEVEL = ("experiment", "weights", "recipient_weights", "caches", "truth", "family", "device", "dtype")
 GridSection = section_of(GridConfig, GRID_RUN_LEVEL, "GridSection")
 TransferSection = section_of(GridConfig, (*GRID_RUN_LEVEL, "recipient", "donor"), "TransferSection", extra=[
     ("pairs", list[str], dataclasses.field(metadata={
@@ -233,8 +233,9 @@ def ranking(run: RunDir) -> None:
 
 @stage("transfer", needs=("nex",), section=TransferSection, default=None)
 def transfer(run: RunDir) -> None:
-    """Effective-vs-redundant neuron transfer over donor>recipient pairs, its summary over pairs, and (with
-    ``donor_ablation``) the same sets ablated inside each donor."""
+    """Neuron transfer over donor>recipient pairs with every unit scorer, its summary over pairs, and (with
+    ``donor_ablation``) the same kinds of sets ablated inside each donor. Each grid reads the donor's and the
+    recipient's NEX weights and the donor's cache from the run, and the planted truth where the organism has one."""
     from nex_causal.intervene.grid import run_grids
     from nex_causal.intervene.pairs import pairs_of, run_pairs
 
@@ -242,22 +243,47 @@ def transfer(run: RunDir) -> None:
     settings = {k: v for k, v in dataclasses.asdict(section).items() if k not in TRANSFER_ONLY}
     settings.update(family=str(run.family_dir), device=run.config.device, dtype=run.config.dtype)
     pairs = pairs_of(section.pairs, section.both_directions)
-    table, summary, pooled = run_pairs(settings, pairs, lambda donor: str(run.weights(donor)), run.dir / "transfer",
-                                       progress=run.progress)
+    captured = set(run.variants())
+
+    def inputs_of(donor: str, recipient: str) -> dict:
+        truth = planted_truth(run, donor, recipient)
+        return {"weights": str(run.weights(donor)),
+                "recipient_weights": str(run.weights(recipient)) if recipient in captured else None,
+                "caches": (str(run.cache(donor)),), "truth": None if truth is None else str(truth)}
+
+    table, summary, pooled, scorers = run_pairs(settings, pairs, inputs_of, run.dir / "transfer",
+                                                progress=run.progress)
     fields = dataclasses.asdict(section)
     write_table(table, run.tables("transfer"), config=fields)
     write_table(summary, run.tables("transfer_summary"), config=fields)
     write_table(pooled, run.tables("transfer_pairs"), config=fields)
+    write_table(scorers, run.tables("transfer_scorers"), config=fields)
     if section.donor_ablation:
         donors = list(dict.fromkeys(donor for donor, _ in pairs))
         grids = [(GridConfig(**{**settings, "experiment": "ablate", "recipient": donor, "donor": None,
-                                "weights": str(run.weights(donor)), "interventions": tuple(section.donor_ablation)}),
+                                "weights": str(run.weights(donor)), "caches": (str(run.cache(donor)),),
+                                "interventions": tuple(section.donor_ablation)}),
                   run.dir / "transfer" / f"ablate__{donor}") for donor in donors]
         done = run_grids(grids, root=run.dir / "transfer", progress=run.progress)
-        write_table(pd.concat([t.assign(donor=d) for d, (_, t, _) in zip(donors, done)], ignore_index=True),
+        write_table(pd.concat([t.assign(donor=d) for d, (_, t, _, _) in zip(donors, done)], ignore_index=True),
                     run.tables("donor_ablation"), config=fields)
-        write_table(pd.concat([s.assign(donor=d) for d, (_, _, s) in zip(donors, done)], ignore_index=True),
+        write_table(pd.concat([s.assign(donor=d) for d, (_, _, s, _) in zip(donors, done)], ignore_index=True),
                     run.tables("donor_ablation_summary"), config=fields)
+
+
+def planted_truth(run: RunDir, donor: str, recipient: str) -> Path | None:
+    """Where the units that carry the difference between ``donor`` and ``recipient`` are known by construction (a
+    localized organism, ``zoo.localize``), that set written into the run; else None."""
+    from nex_causal.intervene.neuron_sets import NeuronSet
+    from nex_causal.models.variants import variant_dir
+    from nex_causal.zoo.build import planted_units
+
+    keys = planted_units(variant_dir(donor, run.family_dir), variant_dir(recipient, run.family_dir))
+    if keys is None:
+        return None
+    path = run.dir / "transfer" / f"truth__{donor}__{recipient}.csv"
+    NeuronSet("planted", keys).save(path)
+    return path
 
 
 @stage("ablation", needs=("nex",), section=GridSection, default=None)
@@ -268,7 +294,8 @@ def ablation(run: RunDir) -> None:
     section = run.config.ablation
     fields = dataclasses.asdict(section)
     config = GridConfig(experiment="ablate", weights=str(run.weights(section.recipient)), family=str(run.family_dir),
-                        device=run.config.device, dtype=run.config.dtype, **fields)
+                        caches=(str(run.cache(section.recipient)),), device=run.config.device,
+                        dtype=run.config.dtype, **fields)
     outcomes, summary = run_grid(config, run.dir / "ablation", root=run.dir, progress=run.progress)
     write_table(outcomes, run.tables("ablate"), config=fields)
     write_table(summary, run.tables("ablate_summary"), config=fields)
