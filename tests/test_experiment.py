@@ -22,7 +22,7 @@ def tiny_config(family_dir, **overrides) -> dict:
         "ranking": {"scores": ["nex", "entropy", "activated"], "n_boot": 50, "n_bins": 3},
         "transfer": {"pairs": ["beta>alpha"], "both_directions": False, "tasks": "organism:4", "k": [2, 8],
                      "saturate": False, "n_random": 3, "n_random_accuracy": 1, "interventions": ["transplant"],
-                     "max_new_tokens": 12, "n_boot": 50},
+                     "max_new_tokens": 12, "n_boot": 50, "mask_steps": 10},
         "figures": True,
     }
     for key, value in overrides.items():
@@ -53,15 +53,16 @@ def finished(tiny_family_dir, tmp_path_factory):
 def test_a_tiny_config_runs_end_to_end(finished):
     run_dir, report = finished
     assert set(stage_log(run_dir).values()) == {"ran"}
-    for table in ("nex", "selection", "ranking", "ranking_scores", "transfer", "transfer_summary", "trace",
-                  "neuron_weights"):
+    for table in ("nex", "selection", "ranking", "ranking_scores", "transfer", "transfer_summary", "transfer_scorers",
+                  "trace", "neuron_weights"):
         assert (run_dir / "tables" / f"{table}.parquet").exists(), table
         assert (run_dir / "tables" / f"{table}.csv").exists(), table
     selection = pd.read_parquet(run_dir / "tables" / "selection.parquet")
     assert sorted(selection["cache"].unique()) == ["alpha", "beta", "gamma", "pooled"]
     transfer = pd.read_parquet(run_dir / "tables" / "transfer.parquet")
-    assert {"effective", "redundant", "random"} <= set(transfer["set_kind"])
-    assert sorted(transfer.loc[transfer.set_kind == "effective", "k"].unique()) == [2, 8]
+    assert {"nex-effective", "nex-redundant", "random", "rows", "first-seen", "weight-difference"} \
+        <= set(transfer["set_kind"])  # every scorer the run's evidence allows (the donor's cache, both models)
+    assert sorted(transfer.loc[transfer.set_kind == "nex-effective", "k"].unique()) == [2, 8]
     figures = {p.name for p in (run_dir / "figures").iterdir()}
     assert {"trace.pdf", "trace.png", "best_of_n.png", "transfer.png", "neuron_weights.png"} <= figures
     text = report.read_text()

@@ -227,7 +227,8 @@ def transfer_table() -> pd.DataFrame:
             rows.append({"intervention": intervention, "k": k, "dose": dose, "outcome": "answer-logprob",
                          "effective_delta": effective, "redundant_delta": 0.01, "random_delta": 0.0,
                          "random_low": -0.06, "random_high": 0.06, "p_value": 0.02 if k == 128 else 0.5,
-                         "n_random": 50, "n_prompts": 200, "supervised_delta": -0.2 * np.log2(k / 4),
+                         "n_random": 50, "n_prompts": 200, "positive_control": "mask",
+                         "positive_control_delta": -0.2 * np.log2(k / 4), "positive_control_moved": k > 8,
                          "ceiling_delta": -1.5})
     return pd.DataFrame(rows)
 
@@ -239,9 +240,9 @@ def test_transfer_panels_lines_null_band_and_marks(tmp_path):
     ax = visible[0]
     assert ax.get_xscale() == "log"  # k spans 16x
     assert [t.get_text() for t in ax.get_xticklabels()] == ["8", "32", "all"]
-    effective = next(line for line in ax.lines if line.get_label() == "effective")
+    effective = next(line for line in ax.lines if line.get_label() == "NEX effective")
     assert list(effective.get_ydata()) == pytest.approx([-0.1, -0.3, -0.5])
-    positive = next(line for line in ax.lines if line.get_label() == "positive control")
+    positive = next(line for line in ax.lines if line.get_label() == "positive control (mask)")
     assert list(positive.get_ydata()) == pytest.approx([-0.2, -0.6, -1.0])
     ceiling = next(line for line in ax.lines if line.get_label() == "ceiling")
     assert list(ceiling.get_ydata()) == pytest.approx([-1.5, -1.5])
@@ -264,7 +265,7 @@ def test_transfer_with_one_dose_draws_the_null_as_bars_and_no_unused_legend_entr
     bars = [seg for coll in ax.collections for seg in getattr(coll, "get_segments", lambda: [])()]
     assert [(s[0][1], s[1][1]) for s in bars if s[0][0] == s[1][0]] == [(pytest.approx(-0.06), pytest.approx(0.06))]
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["effective", "redundant", "positive control", "ceiling",
+    assert labels == ["NEX effective", "NEX redundant", "positive control (mask)", "ceiling",
                       "random: mean, central 95%"]  # p = 0.5: no ring, no ring entry
     assert F.clipped_texts(fig) == []
 
@@ -322,7 +323,11 @@ def test_make_figures_draws_what_exists_and_names_the_rest(tmp_path, capsys):
                                      "best_of_n": ["selection"], "sweep": ["sweep", "sweep_choice"],
                                      "neuron_weights": ["neuron_weights"], "nex_cross": ["nex_cross"],
                                      "donor_ablation": ["donor_ablation_summary"],
-                                     "positive_control": ["positive_control"]}
+                                     "transfer_scorers": ["transfer_scorers"],
+                                     "positive_control": ["positive_control"],
+                                     "positive_control_units": ["positive_control_units"],
+                                     "positive_control_nulls": ["positive_control_nulls"],
+                                     "positive_control_departures": ["positive_control_departures"]}
     assert main(["figures", str(run), "--readme", "--out", str(tmp_path / "readme")]) == 0
     out = capsys.readouterr().out
     assert "skipped best_of_n: no table selection" in out and "skipped inverted_u" not in out
@@ -392,8 +397,33 @@ def every_figure_tables() -> dict[str, tuple[pd.DataFrame, ...]]:
                           for i, w in enumerate(names) for j, v in enumerate(names)])
     predictions = pd.DataFrame({"id": ["design", "phases", "units", "entropy"], "value": [-1.0, 0.3, 0.55, 0.1],
                                 "low": [-1.0, 0.2, 0.5, -0.4], "high": [-0.8, 0.4, 0.6, 0.6],
-                                "predicted": ["<= -0.8", ">= 0.2", ">= 0.6", ""],
-                                "holds": [True, True, False, True]})
+                                "predicted": ["<= -0.8", ">= 0.2", ">= 0.6", "none"],
+                                "holds": ["yes", "yes", "NO", "reported"],
+                                "p_method": ["exact over 40320 orders", "", "", ""]})
+    units = pd.DataFrame({"scorer": ["nex-effective", "rows", "first-seen", "mask"],
+                          "kind": ["label-free", "label-free story", "label-free story", "supervised"],
+                          "auroc": [0.9, 0.8, 0.95, 0.5], "low": [0.85, 0.7, 0.9, 0.4], "high": [0.95, 0.85, 0.99, 0.6]})
+    nulls = pd.concat([pd.DataFrame({"control": c, "draw": np.arange(50), "auroc": rng.normal(m, 0.02, 50),
+                                     "observed": 0.9}) for c, m in (("shuffled", 0.6), ("reordered", 0.7),
+                                                                    ("permuted", 0.88))], ignore_index=True)
+    departures = pd.DataFrame([{"departure": d, "id": i, "value": v, "holds": "yes" if v > 0.5 else "NO", "detail": ""}
+                               for d in ("reference", "skip_opening", "eff") for i, v in (("units", 0.9),
+                                                                                          ("gmf-falls", 0.3))])
+    scorer_rows = []
+    for kind, supervised, base in (("nex-effective", False, 0.05), ("rows", False, 0.02), ("mask", True, 0.3),
+                                   ("weight-difference", False, 0.2)):
+        for k in (8, 24, 72, 154):
+            share = min(1.0, base * np.log2(k))
+            scorer_rows.append({"intervention": "transplant", "outcome": "greedy", "set_kind": kind, "k": k,
+                                "set_size": k, "supervised": supervised, "share_of_ceiling": share,
+                                "share_low": share - 0.1, "share_high": share + 0.1})
+    scorer_rows.append({"intervention": "transplant", "outcome": "greedy", "set_kind": "truth", "k": 144,
+                        "set_size": 144, "supervised": None, "share_of_ceiling": 0.97, "share_low": 0.9,
+                        "share_high": 1.0})
+    scorers = pd.DataFrame(scorer_rows)
+    null_summary = pd.DataFrame({"intervention": "transplant", "outcome": "greedy", "k": [8, 24, 72, 154],
+                                 "ceiling_delta": 0.4, "random_low": -0.01, "random_high": 0.02, "n_random": 20,
+                                 "matched_low": -0.02, "matched_high": 0.03, "n_matched": 20})
     reuse = pd.DataFrame({"variant": ["v"] * 4 + ["reference"] * 4, "cycle": [0, 1, 2, 3] * 2,
                           "median": [0.9, 0.05, 0.01, 0.0, 0.91, 0.02, 0.004, 0.0005], "n": [40, 30, 20, 0, 1, 1, 1, 1]})
     return {"trace": (hand_trace(),), "profile": (curve, responses, reuse), "sweep": (sweep, choice),
@@ -401,7 +431,9 @@ def every_figure_tables() -> dict[str, tuple[pd.DataFrame, ...]]:
             "transfer": (pairs,), "ablation": (transfer_table().assign(n_prompts=200),),
             "neuron_weights": (weights,), "nex_cross": (cross,),
             "donor_ablation": (transfer_table().assign(n_prompts=200, donor="efficient"),),
-            "positive_control": (predictions,)}
+            "positive_control": (predictions,), "positive_control_units": (units,),
+            "positive_control_nulls": (nulls,), "positive_control_departures": (departures,),
+            "transfer_scorers": (scorers, null_summary)}
 
 
 @pytest.mark.parametrize("name", list(FIGURES))

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from nex_causal.nex import NexConfig
 from nex_causal.zoo.scout import (
     BEHAVIOURS,
     DECOYS,
@@ -150,53 +151,41 @@ def test_auroc_by_hand():
     assert np.isnan(auroc(np.array([1.0]), np.array([1])))
 
 
-def test_permuted_runs_keep_every_run():
-    from nex_causal.zoo.groundtruth import permuted_runs
+def test_block_table_sorts_each_opened_family_by_what_the_response_did_with_it(tmp_path):
+    """One response opens mul (rejected before the hit), add (accepted and used), then the decoys after the first
+    step (detours). Each row of the cache holds the planted units of the family its characters belong to (one
+    token per character, 4 per row), so the label-free stories see mul first, add's units in most rows, and the
+    decoys last."""
+    import pandas as pd
 
-    labels = np.array([1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1, 1], bool)
-    draws = [permuted_runs(labels, np.random.default_rng(seed)) for seed in range(20)]
-    for got in draws:  # a concatenation of the same runs: three E runs of 3, 1 and 2 rows, X runs of 2 and 4
-        assert got.sum() == labels.sum() and len(got) == len(labels)
-        text = "".join("E" if x else "X" for x in got)
-        for run in ("EEE", "XXXX"):
-            assert run in text
-    assert sum(not np.array_equal(got, labels) for got in draws) >= 15
+    from nex_causal.cache import SparseCache, SparseCacheWriter, pack_keys
+    from nex_causal.zoo.groundtruth import block_table, category_auroc
+    from nex_causal.zoo.route import Route
 
-
-def _planted_auroc(cache, eff, red):
-    from nex_causal.cache import unpack_keys
-    from nex_causal.nex.credit import neuron_weights
-    from nex_causal.zoo.groundtruth import auroc, present_keys
-
-    keys = present_keys(cache)
-    layers, _ = unpack_keys(keys)
-    keep = np.isin(layers, [3, 5])  # the planted good (3) and bad (5) pools
-    weights = np.asarray(neuron_weights(eff, red))[keys[keep].astype(np.int64)]
-    return auroc(weights, layers[keep] == 3)
-
-
-def test_negative_controls_lower_the_planted_signal_but_keep_what_frequency_tells(nex_planted, tmp_path):
-    """Planted good neurons are reused in every later row, bad ones never: order carries the signal, and so does
-    plain frequency. Shuffling rows or permuting E/X runs removes the order, so the AUROC falls from 1.0, but a
-    neuron reused everywhere still tends to follow its first appearance: neither control reaches 0.5. The
-    positive control reports both beside NEX for that reason."""
-    from nex_causal.nex import NexConfig, learn
-    from nex_causal.zoo.groundtruth import permuted_phase_credit, shuffled_cache
-
-    cache = nex_planted.cache(seed=4)
-    config = NexConfig(rho=0.95, min_run=2)
-    cal = learn(cache, config, progress=False)
-    assert _planted_auroc(cache, cal.eff, cal.red) == 1.0
-    shuffled, permuted = [], []
-    for seed in range(3):
-        copy = shuffled_cache(cache, tmp_path / f"shuffled-{seed}", seed=seed)
-        assert copy.n_responses == cache.n_responses
-        assert np.asarray(copy.base_w_sum).sum() == pytest.approx(np.asarray(cache.base_w_sum).sum())
-        got = learn(copy, config, progress=False)
-        shuffled.append(_planted_auroc(cache, got.eff, got.red))
-        permuted.append(_planted_auroc(cache, *permuted_phase_credit(cache, config, seed=seed)))
-    assert 0.6 < np.mean(shuffled) < 0.9  # measured 0.81, 0.79, 0.70
-    assert 0.6 < np.mean(permuted) < 0.95  # measured 0.98, 0.65, 0.82
+    text = ("mul 3*7=1 5*7=5 no; add 3+8=1 5+8=3 ok! 0:2+8=0 s0,0=0 dbl 3.5=1 5.5=5 no; sqr 3:2=1 5:2=7 no; "
+            "2:1+8=9 s0,9=9 #9")
+    truth = Scout.ground_truth(text)
+    families = [None] * len(text)
+    for seg in json.loads(truth):
+        for i in range(seg["start"], seg["end"]):
+            families[i] = seg["family"]
+    route = Route()
+    with SparseCacheWriter(tmp_path / "c") as writer:
+        rows = []
+        for start in range(0, len(text) - 3, 4):
+            owner = next((f for f in families[start:start + 4] if f), None)
+            units = np.arange(3) + (48 * ["add", "mul", "sub", "dbl", "sqr"].index(owner) if owner else 300)
+            rows.append((pack_keys(0, units), np.ones(3), 4))
+        writer.append(rows, meta={"prompt_id": "p", "sample_index": 0, "ground_truth": truth})
+    table = block_table(SparseCache.open(tmp_path / "c"), NexConfig(), route, n_layers=1)
+    assert dict(zip(table.family, table.category)) == {"mul": "rejected", "add": "used", "dbl": "detour",
+                                                       "sqr": "detour"}
+    by = table.set_index("family")
+    assert by.loc["mul", "first_seen"] == 1.0 and by.loc["add", "first_seen"] > by.loc["dbl", "first_seen"]
+    assert by.loc["add", "rows"] > by.loc["mul", "rows"] and by["mass"].sum() <= 1.0
+    doubled = pd.concat([table, table.assign(response=1)], ignore_index=True)
+    value, low, high, n_used, n_other = category_auroc(doubled, "rows", "detour", n_boot=50, seed=0)
+    assert value == 1.0 and low <= value <= high and (n_used, n_other) == (2, 4)
 
 
 def test_row_truth_marks_rows_mostly_inside_strategy_spans(tmp_path):
@@ -239,11 +228,23 @@ def test_the_positive_control_stage_writes_its_predictions_table(tmp_path):
     raw = {**__import__("dataclasses").asdict(config), "name": "pc", "tasks": "scout:8"}
     raw["capture"] = {**raw["capture"], "n_samples": 2}
     raw["ranking"] = {**raw["ranking"], "n_boot": 50}
-    raw["positive_control"] = {**raw["positive_control"], "n_boot": 50}
+    raw["positive_control"] = {**raw["positive_control"], "n_boot": 50, "n_controls": 3}
+    raw["transfer"] = {**raw["transfer"], "tasks": "scout:8", "attribution_tasks": "scout:8@1000", "k": [8],
+                       "n_random": 2, "n_matched": 2, "mask_steps": 5, "outcomes": ["solution-logprob"]}
     run_experiment(load_config(raw), tmp_path / "pc", progress=False)
     table = pd.read_parquet(tmp_path / "pc" / "tables" / "positive_control.parquet")
     assert list(table["id"]) == [p.id for p in config.positive_control.predictions]
-    assert table["holds"].dtype == bool and table["value"].notna().sum() >= len(table) - 2
+    assert set(table["holds"]) <= {"yes", "NO", "reported"} and table["value"].notna().sum() >= len(table) - 2
+    assert (table.loc[table["id"] == "entropy-family", "holds"] == "reported").all()
+    bounded = table[np.isfinite(table["low"])]
+    assert ((bounded["low"] <= bounded["value"]) & (bounded["value"] <= bounded["high"])).all()
+    assert table.set_index("id").loc["gmf-falls", "p_method"].startswith("exact")
+    units = pd.read_parquet(tmp_path / "pc" / "tables" / "positive_control_units.parquet")
+    assert {"nex-effective", "rows", "responses", "mass", "first-seen"} <= set(units["scorer"])
+    nulls = pd.read_parquet(tmp_path / "pc" / "tables" / "positive_control_nulls.parquet")
+    assert nulls.groupby("control")["draw"].count().to_dict() == {"permuted": 3, "reordered": 3, "shuffled": 3}
+    departures = pd.read_parquet(tmp_path / "pc" / "tables" / "positive_control_departures.parquet")
+    assert set(departures["departure"]) == {"reference", "skip_opening", "eff", "eff-red", "prompt_seen"}
     variants = pd.read_parquet(tmp_path / "pc" / "tables" / "positive_control_variants.parquet")
     assert set(variants["variant"]) >= {"efficient", "redundant-0.5", "under", "noise-0.2"}
     assert variants["strategies_opened"].between(0, 6).all()  # a damaged variant may open none

@@ -13,9 +13,10 @@ in training (``route``). So three things NEX claims to find can be checked:
 - **exploration**: how many strategies a trace opens, the ground-truth measure of
   exploration the inverted U is drawn against.
 
-Two negative controls take NEX's signal away by construction: rows shuffled within each
-response (no order left to read), and E/X labels permuted with their run lengths kept (the
-phases no longer where exploration is).
+Per response, the same question is asked of each strategy a response opened (``block_table``):
+NEX's credit to the family's units in that response, when the family was used, rejected
+before the hit (as early as the used one: the harder negative) or opened as a detour after
+it. The negative controls that take NEX's order away are ``nex.controls``.
 """
 
 from __future__ import annotations
@@ -23,20 +24,20 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nex_causal.cache import KEY_SPACE, SparseCache, SparseCacheWriter
+from nex_causal.cache import SparseCache
 from nex_causal.errors import NexError
 from nex_causal.nex.annotate import Agreement, agreement, hmm_labels, window_bounds
 from nex_causal.nex.config import NexConfig
-from nex_causal.nex.credit import Credit, credit, cycles
 from nex_causal.nex.novelty import clean_rows, novelty
-from nex_causal.nex.phases import segment
-from nex_causal.nex.runlength import runs
 from nex_causal.zoo.route import Route
 from nex_causal.zoo.scout import DECOYS, REAL
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXPLORING = ("explore", "detour")
 
@@ -134,37 +135,77 @@ def strategies_opened(cache: SparseCache) -> np.ndarray:
     return np.array([sum(s["role"] in EXPLORING for s in segments) for segments in spans(cache)], np.float64)
 
 
-# --- negative controls -----------------------------------------------------------------------------
+# --- ground truth per response ------------------------------------------------------------------
 
-def shuffled_cache(source: SparseCache, out: str | Path, seed: int) -> SparseCache:
-    """``source`` with the rows of every response in a seeded random order (the same entries, no order left)."""
-    rng = np.random.default_rng(seed)
-    with SparseCacheWriter(out) as writer:
-        for r in range(source.n_responses):
-            rows = list(source.response_rows(r))
-            writer.append([rows[i] for i in rng.permutation(len(rows))],
-                          meta=None if source.responses is None else source.responses.iloc[r].to_dict())
-    return SparseCache.open(out)
+CATEGORIES = ("used", "rejected", "detour")  # what a response did with a strategy it opened
 
 
-def permuted_runs(explore: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``explore`` with its maximal runs in a random order: each run keeps its label and length (neighbours of
-    one label may join), so as many rows explore, in runs as long, but not where the method put them."""
-    found = runs(explore)
-    order = rng.permutation(len(found))
-    return np.concatenate([np.full(found[i][2] - found[i][1] + 1, found[i][0]) for i in order]) if found \
-        else np.asarray(explore, bool)
+def category(segment: dict) -> str | None:
+    """``used``: opened before the hit and exploited; ``rejected``: a real family opened before the hit and
+    abandoned (the harder negative: as early as the used one); ``detour``: opened after the hit."""
+    if segment["role"] == "detour":
+        return "detour"
+    if segment["role"] == "explore":
+        return "used" if segment["used"] else ("rejected" if segment["family"] in REAL else None)
+    return None
 
 
-def permuted_phase_credit(cache: SparseCache, config: NexConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Eff and Red learned with every response's E/X labels permuted run by run (run lengths kept)."""
-    rng = np.random.default_rng(seed)
-    eff, red = np.zeros(KEY_SPACE, np.float32), np.zeros(KEY_SPACE, np.float32)
-    for r in range(cache.n_responses):
-        nov = novelty(clean_rows(cache.response_rows(r), positive_only=config.positive_only))
-        if nov.rows.n_rows < 3:
+def block_table(cache: SparseCache, config: NexConfig, route: Route, n_layers: int) -> pd.DataFrame:
+    """One row per (response, family it opened): the category (``CATEGORIES``), NEX's net credit to the family's
+    planted units in that response alone (the Eff it adds minus the Red), and, on the same units of the same
+    response, the label-free stories: how early they first appear (``first_seen``, 1 at the first usable row),
+    their share of the response's mass and of its rows."""
+    import pandas as pd
+
+    from nex_causal.nex.credit import analyze_response
+
+    blocks = {f: route.units(f, n_layers).astype(np.int64) for f in (*REAL, *DECOYS)}
+    seen_keys = None
+    out = []
+    for r, segments in enumerate(spans(cache)):
+        opened: dict[str, str] = {}
+        for seg in segments:  # a family opened twice keeps its strongest role: used, then rejected, then detour
+            found = category(seg) if seg["role"] in EXPLORING else None
+            if found and (seg["family"] not in opened or CATEGORIES.index(found) < CATEGORIES.index(
+                    opened[seg["family"]])):
+                opened[seg["family"]] = found
+        if not opened:
             continue
-        explore = permuted_runs(segment(nov.slopes, config.rho, config.min_run).explore, rng)
-        got: Credit = credit(nov, cycles(nov, explore), config.skip_opening)
-        got.add_to(eff, red)
-    return eff, red
+        raw = cache.response_rows(r)
+        if config.prompt_seen:
+            from nex_causal.nex.learn import prompt_keys
+
+            seen_keys = prompt_keys(cache, r)
+        trace = analyze_response(raw, config, seen_keys)
+        net = np.where(trace.credit.effective, trace.credit.amount, -trace.credit.amount).astype(np.float64)
+        rows = clean_rows(raw, positive_only=config.positive_only)
+        nov = novelty(rows)
+        total = float(rows.mass.sum()) or 1.0
+        for family, kind in opened.items():
+            mine = np.isin(rows.keys, blocks[family])
+            place = nov.first_row[mine].min() / max(rows.n_rows - 1, 1) if mine.any() else np.nan
+            out.append({"response": r, "family": family, "category": kind,
+                        "credit": float(net[np.isin(trace.credit.keys, blocks[family])].sum()),
+                        "first_seen": 1.0 - place if mine.any() else 0.0,
+                        "mass": float(rows.mass[mine].sum()) / total,
+                        "rows": float(len(np.unique(rows.row_of_entry[mine]))) / max(rows.n_rows, 1)})
+    return pd.DataFrame(out, columns=["response", "family", "category", "credit", "first_seen", "mass", "rows"])
+
+
+def category_auroc(table: pd.DataFrame, score: str, negative: str, *, n_boot: int, seed: int
+                   ) -> tuple[float, float, float, int, int]:
+    """AUROC of ``score`` for the ``used`` blocks against the ``negative`` category's, with a bootstrap interval over
+    responses (a response's blocks stay together), and how many of each there were."""
+    part = table[table["category"].isin(["used", negative])]
+    labels = (part["category"] == "used").to_numpy()
+    values = part[score].to_numpy(np.float64)
+    estimate = auroc(values, labels)
+    groups = part.groupby("response").indices
+    members = list(groups.values())
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot if np.isfinite(estimate) else 0):
+        pick = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+        draws.append(auroc(values[pick], labels[pick]))
+    low, high = np.nanpercentile(draws, [2.5, 97.5]) if draws else (np.nan, np.nan)
+    return estimate, float(min(low, estimate)), float(max(high, estimate)), int(labels.sum()), int((~labels).sum())
