@@ -56,9 +56,10 @@ def jackknife(statistic: Callable[[np.ndarray], np.ndarray], n: int, *, seed: in
     groups = np.arange(n) if n <= MAX_JACKKNIFE else np.random.default_rng(seed).permutation(n) % MAX_JACKKNIFE
     n_groups = int(groups.max()) + 1
     step = max(1, _CHUNK // n)
-    parts = [np.asarray(statistic((groups[None, :] != np.arange(g, min(g + step, n_groups))[:, None])
-                                  .astype(np.int64)), dtype=float)
-             for g in range(0, n_groups, step)]
+    with np.errstate(invalid="ignore", divide="ignore"):  # undefined without an item: NaN, left out by bca
+        parts = [np.asarray(statistic((groups[None, :] != np.arange(g, min(g + step, n_groups))[:, None])
+                                      .astype(np.int64)), dtype=float)
+                 for g in range(0, n_groups, step)]
     return np.concatenate(parts)
 
 
