@@ -267,7 +267,7 @@ def test_transfer_with_one_dose_draws_the_null_as_bars_and_no_unused_legend_entr
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["NEX effective", "NEX redundant", "positive control (mask)", "ceiling",
                       "random: mean, central 95%"]  # p = 0.5: no ring, no ring entry
-    assert F.clipped_texts(fig) == []
+    assert F.layout_problems(fig) == []
 
 
 # --- neuron weights by layer -------------------------------------------------------------
@@ -368,6 +368,22 @@ def test_best_of_n_over_several_caches_draws_the_pooled_mean_and_each_cache():
 
 # --- paste-ready: nothing clipped, a table and a caption beside every figure ---------------------
 
+def ranking_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-variant scores and the ranking table as the demo wrote them: NEX under two calibrations, the
+    self row first (the demo's numbers), pooled second, each with its own column of scores."""
+    rng = np.random.default_rng(0)
+    scores = pd.DataFrame({"variant": [f"variant-{i}" for i in range(6)], "accuracy": np.linspace(0.1, 0.8, 6),
+                           "nex": rng.random(6), "nex[pooled]": rng.random(6), "entropy": rng.random(6),
+                           "perplexity": rng.random(6), "self-certainty": rng.random(6)})
+    ranking = pd.DataFrame({"score": ["nex", "nex", "entropy", "perplexity", "self-certainty"],
+                            "calibration": ["self", "pooled", "", "", ""], "direction": [1, 1, -1, -1, 1],
+                            "spearman": [-0.2016, -0.1369, 0.8, 0.7, -0.1],
+                            "spearman_low": [-0.3607, -0.2575, 0.3, 0.1, -0.7],
+                            "spearman_high": [-0.1751, -0.0147, 1.0, 1.0, 0.6],
+                            "spearman_p": [0.6431, 0.5847, 0.0417, 0.0681, 0.5764]})
+    return scores, ranking
+
+
 def every_figure_tables() -> dict[str, tuple[pd.DataFrame, ...]]:
     """Tables for every registered figure, as a run writes them."""
     rng = np.random.default_rng(0)
@@ -375,15 +391,13 @@ def every_figure_tables() -> dict[str, tuple[pd.DataFrame, ...]]:
     y = (rng.random(400) < 1 / (1 + np.exp(-(1 - 2 * (x - 1.5) ** 2)))).astype(float)
     fits, bins = inverted_u_table({"response": inverted_u(x, y),
                                    "variant": inverted_u(x[:12], 0.8 - 0.3 * (x[:12] - 1.5) ** 2)})
-    scores = pd.DataFrame({"variant": [f"variant-{i}" for i in range(6)], "accuracy": np.linspace(0.1, 0.8, 6),
-                           "nex": rng.random(6), "entropy": rng.random(6), "perplexity": rng.random(6),
-                           "self-certainty": rng.random(6)})
-    ranking = pd.DataFrame({"score": ["nex", "entropy", "perplexity", "self-certainty"], "direction": [1, -1, -1, 1],
-                            "spearman": [0.2, 0.8, 0.7, -0.1], "spearman_low": [-0.5, 0.3, 0.1, -0.7],
-                            "spearman_high": [0.8, 1.0, 1.0, 0.6]})
-    curve = pd.DataFrame({"variant": "v", "position": np.linspace(0.05, 0.95, 10), "q25": 1.0, "median": 2.0,
-                          "q75": 3.0})
-    responses = pd.DataFrame({"variant": "v", "cycles": rng.integers(2, 9, 40), "crediting_cycles": rng.integers(0, 4, 40)})
+    scores, ranking = ranking_tables()
+    # as the demo's caches give them: the reference example beside them, cycles from 0 to 21 per response
+    position = np.linspace(0.05, 0.95, 10)
+    curve = pd.concat([pd.DataFrame({"variant": v, "position": position, "q25": 1.0, "median": 2.0 - position,
+                                     "q75": 3.0}) for v in ("v", "reference")])
+    responses = pd.DataFrame({"variant": "v", "cycles": np.minimum(rng.poisson(6, 3000), 21),
+                              "crediting_cycles": rng.poisson(3, 3000)})
     sweep = pd.DataFrame([{"window": w, "sparsifier": sp, "rho": 0.9, "min_run": 2, "split": 1, "spearman": v}
                           for w in (1, 4) for sp, v in (("topk:8", 0.4), ("topk:16", -0.2))])
     choice = pd.DataFrame([{"role": role, "window": 1, "sparsifier": "topk:8", "rho": 0.9, "min_run": 2,
@@ -424,8 +438,9 @@ def every_figure_tables() -> dict[str, tuple[pd.DataFrame, ...]]:
     null_summary = pd.DataFrame({"intervention": "transplant", "outcome": "greedy", "k": [8, 24, 72, 154],
                                  "ceiling_delta": 0.4, "random_low": -0.01, "random_high": 0.02, "n_random": 20,
                                  "matched_low": -0.02, "matched_high": 0.03, "n_matched": 20})
-    reuse = pd.DataFrame({"variant": ["v"] * 4 + ["reference"] * 4, "cycle": [0, 1, 2, 3] * 2,
-                          "median": [0.9, 0.05, 0.01, 0.0, 0.91, 0.02, 0.004, 0.0005], "n": [40, 30, 20, 0, 1, 1, 1, 1]})
+    reuse = pd.DataFrame({"variant": ["v"] * 22 + ["reference"] * 22, "cycle": list(range(22)) * 2,
+                          "median": np.r_[0.9 * 0.5 ** np.arange(22), 0.91 * 0.4 ** np.arange(22)],
+                          "n": np.r_[np.arange(40, 18, -1), np.ones(22)]})
     return {"trace": (hand_trace(),), "profile": (curve, responses, reuse), "sweep": (sweep, choice),
             "inverted_u": (bins, fits), "nex_vs_accuracy": (scores, ranking), "best_of_n": (pooled_selection(),),
             "transfer": (pairs,), "ablation": (transfer_table().assign(n_prompts=200),),
@@ -437,25 +452,43 @@ def every_figure_tables() -> dict[str, tuple[pd.DataFrame, ...]]:
 
 
 @pytest.mark.parametrize("name", list(FIGURES))
-def test_no_figure_draws_text_outside_its_canvas(name):
+def test_every_figure_reads_cleanly_nothing_cut_overlapping_or_crowded(name):
     tables = every_figure_tables()[name]
     fig = FIGURES[name].draw(*tables)
-    assert F.clipped_texts(fig) == []
+    assert F.layout_problems(fig) == []
     caption = FIGURES[name].caption(*tables)
     assert caption.endswith(".") and len(caption) > 80 and "nan" not in caption
 
 
-def test_clipped_texts_finds_a_label_cut_off_at_the_edge():
+def test_layout_problems_find_cut_overlapping_and_crowded_texts():
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(2, 1))
     ax = fig.add_subplot()
     ax.set_xlabel("a label far too long to fit inside a two-inch canvas, so it is cut at both edges")
-    found = F.clipped_texts(fig)
-    assert any("far too long" in text for text in found) and any(text.startswith("x-axis") for text in found)
+    found = F.layout_problems(fig)
+    assert any(p.startswith("cut: 'a label far too long") for p in found)
+    assert any(p.startswith("cut: x-axis of panel 1") for p in found)
     fig.set_layout_engine("constrained")
     ax.set_xlabel("fits")
-    assert F.clipped_texts(fig) == []
+    assert F.layout_problems(fig) == []
+    # the profile figure as it was: legends above neighbouring panels, wider than their panels
+    fig = Figure(figsize=(F.DOUBLE, 2.5), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for ax, labels in ((left, ["interquartile range", "median", "reference example, scaled"]),
+                       (right, ["cycles", "crediting cycles", "median cycles 6"])):
+        for label in labels:
+            ax.plot([0, 1], [0, 1], label=label)
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3)
+    found = F.layout_problems(fig)
+    assert any(p.startswith("overlap: legend 'interquartile range'") and "legend 'cycles'" in p for p in found)
+    assert any(p.startswith("drawing: constrained_layout not applied") for p in found)
+    # an integer axis 0-21 squeezed into a narrow panel: its tick labels run together
+    fig = Figure(figsize=(1.2, 1.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_xticks(range(0, 22, 2))
+    ax.set_xlim(-0.5, 21.5)
+    assert any(p.startswith("crowded: x-axis of panel 1, '8' and '10'") for p in F.layout_problems(fig))
 
 
 def test_inverted_u_fits_responses_logistically_over_the_data_range_only():
@@ -501,3 +534,65 @@ def test_the_reports_selection_table_carries_intervals_for_one_cache_and_for_the
     table = headline_tables(tmp_path)[title]
     assert table.columns.tolist() == ["selector", "accuracy [95% CI]"]
     assert table["accuracy [95% CI]"].tolist()[0] == "+0.500 [+0.400, +0.600]"
+
+
+# --- figures say what the tables say: every printed statistic equals its table row ------------------
+
+NUMBER = re.compile(r"[+\-−]?\d+(?:\.\d+)?(?:e[+\-]\d+)?")
+
+
+def printed(text: str) -> list[str]:
+    """The numbers in ``text`` as printed (a leading sign or Unicode minus kept)."""
+    return NUMBER.findall(text)
+
+
+def says(token: str, value: float) -> bool:
+    """Whether the printed ``token`` is ``value`` to the precision it was printed with."""
+    token = token.replace("−", "-")
+    mantissa, _, exponent = token.lower().partition("e")
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    return abs(float(token) - value) <= 0.5 * 10.0 ** (int(exponent or 0) - decimals) * (1 + 1e-9)
+
+
+def test_score_panels_print_the_ranking_row_of_the_column_they_draw():
+    scores, ranking = ranking_tables()
+    rows = {("nex" if c == "self" else f"nex[{c}]" if c else s): r for s, c, r in
+            zip(ranking["score"], ranking["calibration"], ranking.itertuples())}
+    fig = F.plot_scores_vs_accuracy(scores, ranking)
+    for ax in (ax for ax in fig.axes if ax.get_visible()):
+        drawn = ax.lines[0].get_xdata()
+        column = next(c for c in rows if np.allclose(np.abs(drawn), np.abs(scores[c])))  # identified by its points
+        row = rows[column]
+        (legend,) = legend_texts(ax)
+        assert len(printed(legend)) == 4, legend
+        for token, value in zip(printed(legend), (row.spearman, row.spearman_low, row.spearman_high, row.spearman_p)):
+            assert says(token, value), (column, legend, value)
+        if row.calibration:
+            assert {"self": "self-calibrated", "pooled": "pooled calibration"}[row.calibration] in ax.get_xlabel()
+    caption = FIGURES["nex_vs_accuracy"].caption(scores, ranking)
+    assert printed(caption) == [str(len(scores)), "95"]  # n variants, and the level
+
+
+def test_inverted_u_prints_its_fit_table_in_legends_and_caption():
+    bins, fits = every_figure_tables()["inverted_u"]
+    fig = F.plot_inverted_u(bins, fits)
+    caption = FIGURES["inverted_u"].caption(bins, fits)
+    for ax in fig.axes:
+        level = ax.get_title().removeprefix("per ")
+        fit = fits.set_index("level").loc[level]
+        legend = next(t for t in legend_texts(ax) if "fit" in t)
+        assert [says(t, v) for t, v in zip(printed(legend), (fit.peak, fit.t_quadratic, fit.p_quadratic))] == [True] * 3
+        assert len(printed(legend)) == 3
+        part = caption.split(f"Per {level}: ")[1].split("Per ")[0]
+        assert [says(t, v) for t, v in zip(printed(part), (fit.n, fit.t_quadratic, fit.p_quadratic, fit.peak))] \
+            == [True] * 4
+
+
+def test_best_of_n_prints_the_selection_tables_counts():
+    selection = pooled_selection()
+    fig = F.plot_best_of_n(selection)
+    caption = FIGURES["best_of_n"].caption(selection)
+    n_caches = selection.loc[selection["cache"] != "pooled", "cache"].nunique()
+    n_prompts = selection.loc[selection["cache"] == "pooled", "n_prompts"].max()
+    assert printed(legend_texts(fig.axes[0])[0]) == [str(n_caches)] and "each of" in legend_texts(fig.axes[0])[0]
+    assert printed(caption) == [str(n_caches), str(n_prompts), "95"]

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nex_causal.cache import SparseCacheWriter
+from nex_causal.cache import SparseCache, SparseCacheWriter
 from nex_causal.errors import NexError
 from nex_causal.models.variants import load_family
-from nex_causal.ranking.agreement import agreement, family_pools, rank
+from nex_causal.ranking.agreement import METRICS, agreement, family_pools, rank
 from nex_causal.ranking.config import RankingConfig
 from nex_causal.ranking.inverted_u import (
     exploration_curves,
@@ -20,11 +20,12 @@ ACCURACY = {"v0": 0.15, "v1": 0.35, "v2": 0.55, "v3": 0.75, "v4": 0.9}
 N_PROMPTS, N_SAMPLES, N_LAYERS, D_MLP = 24, 4, 2, 3000
 
 
-def variant_cache(path, accuracy, seed, n_prompts=N_PROMPTS, n=N_SAMPLES):
+def variant_cache(path, accuracy, seed, n_prompts=N_PROMPTS, n=N_SAMPLES, pool=D_MLP, extras=10):
     """A variant's cache with planted, accuracy-tracking statistics.
 
     Correct responses have self-certainty 1 (wrong: 0), entropy 0.5 lower, and activate only
-    a shared core of neurons; wrong ones add 10 scattered extras. Two rows of 8 tokens each.
+    a shared core of neurons; wrong ones add ``extras`` per row from the first ``pool`` units of
+    layer 1 (scattered by default). Two rows of 8 tokens each.
     """
     rng = np.random.default_rng(seed)
     core = np.arange(20, dtype=np.uint32)
@@ -35,7 +36,7 @@ def variant_cache(path, accuracy, seed, n_prompts=N_PROMPTS, n=N_SAMPLES):
                 entropy = 1.5 - 0.5 * correct + rng.uniform(0, 0.05, 16)
                 rows = []
                 for _ in range(2):
-                    extra = (1 << 16) + rng.choice(D_MLP, 0 if correct else 10, replace=False)
+                    extra = (1 << 16) + rng.choice(pool, 0 if correct else extras, replace=False)
                     keys = np.concatenate([core, extra.astype(np.uint32)])
                     rows.append((keys, rng.uniform(0.5, 1.0, len(keys)), 8))
                 writer.append(rows, meta={
@@ -76,6 +77,40 @@ def test_rank_a_score_equal_to_accuracy_agrees_perfectly(family):
     for metric, value in [("spearman", 1.0), ("kendall", 1.0), ("top1", 1.0), ("regret", 0.0)]:
         assert row[metric] == row[f"{metric}_low"] == row[f"{metric}_high"] == pytest.approx(value)
     assert row.n_variants == 5 and row.n_prompts == N_PROMPTS
+    # the one order of 5 variants that matches accuracy: p = 1 / 5!
+    assert row.spearman_p == row.kendall_p == pytest.approx(1 / 120) and row.p_method == "exact over 120 orders"
+
+
+def test_ranking_intervals_hold_their_estimates_where_percentile_ones_do_not(tmp_path, monkeypatch):
+    """MUI counts the distinct units over the prompts drawn: a variant whose extras scatter loses about a
+    third of them in a resample, one whose extras come from a small pool keeps them all. Planted: the
+    three least accurate variants scatter (higher MUI on all 12 prompts), the three most accurate use
+    pools of 40, 36 and 32 units, so the resamples reverse the order the full sample shows."""
+    from functools import partial
+
+    from nex_causal.ranking import agreement
+    from nex_causal.stats import bootstrap
+
+    pools = {}
+    for i, (pool, extras) in enumerate([(D_MLP, 2)] * 3 + [(40, 10), (36, 10), (32, 10)]):
+        variant_cache(tmp_path / f"v{i}", 0.5, seed=i, n_prompts=12, n=2, pool=pool, extras=extras)
+        pools[f"v{i}"] = Pool.from_cache(SparseCache.open(tmp_path / f"v{i}"))
+    accuracy = {name: 0.1 * i for i, name in enumerate(pools)}
+    config = RankingConfig(scores=["mui"], n_boot=500)
+    row = rank(pools, config, accuracy=accuracy).table.iloc[0]
+    monkeypatch.setattr(agreement, "bootstrap", partial(bootstrap, method="percentile"))
+    percentile = rank(pools, config, accuracy=accuracy).table.iloc[0]
+    for metric in ("spearman", "kendall"):
+        assert row[metric] == percentile[metric]
+        assert percentile[f"{metric}_high"] < percentile[metric]  # the percentile interval leaves it out
+        assert row[f"{metric}_low"] == pytest.approx(percentile[f"{metric}_low"]) and row[f"{metric}_high"] == row[metric]
+    for metric in METRICS:
+        assert row[f"{metric}_low"] <= row[metric] <= row[f"{metric}_high"]
+    # v1, v0, v2 by MUI then v3, v4, v5: one inversion (rho = 0.829, tau = 0.733); 21 of the 720 orders
+    # have sum d^2 <= 6, 20 have at most 2 inversions
+    assert (row.spearman, row.kendall) == pytest.approx((1 - 6 * 6 / 210, 11 / 15))
+    assert (row.spearman_p, row.kendall_p) == pytest.approx((21 / 720, 20 / 720))
+    assert row.p_method == "exact over 720 orders"
 
 
 def test_rank_recovers_planted_orderings_with_honest_intervals(family):

@@ -34,11 +34,11 @@ from nex_causal.errors import NexError
 from nex_causal.figures.ranking import plot_inverted_u, plot_scores_vs_accuracy
 from nex_causal.figures.registry import FIGURES, FigureSpec
 from nex_causal.figures.selection import plot_best_of_n
-from nex_causal.figures.style import DOUBLE, SINGLE, clipped_texts, save_figure
+from nex_causal.figures.style import DOUBLE, SINGLE, layout_problems, save_figure
 from nex_causal.figures.trace import plot_trace
 from nex_causal.figures.transfer import plot_neuron_weights, plot_transfer
 
-__all__ = ["DOUBLE", "FIGURES", "SINGLE", "FigureSpec", "clipped_texts", "make_figures", "missing_tables", "plot_best_of_n",
+__all__ = ["DOUBLE", "FIGURES", "SINGLE", "FigureSpec", "layout_problems", "make_figures", "missing_tables", "plot_best_of_n",
            "plot_inverted_u", "plot_neuron_weights", "plot_scores_vs_accuracy", "plot_trace", "plot_transfer", "save_figure"]
 
 RUN_TABLES = "tables"

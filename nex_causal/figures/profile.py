@@ -17,7 +17,8 @@ REFERENCE = "reference"  # the variant label of the reference example's rows, wh
 def plot_profile(curve: pd.DataFrame, responses: pd.DataFrame, reuse: pd.DataFrame) -> Figure:
     """Left: the median novelty slope (interquartile band) in each tenth of a response's rows,
     pooled over the caches, the reference example dashed when present. Middle: cycles per response.
-    Right: the reuse share of each cycle by its index (where the credit comes from).
+    Right: the reuse share of each cycle by its index (where the credit comes from). Each panel's
+    legend stands above it in one column, so legends never reach a neighbour or the canvas edge.
 
     ``curve``: ``variant``, ``position``, ``q25``, ``median``, ``q75`` (``profile.slope_curve``
     per variant, or pooled); ``responses``: ``variant``, ``cycles``, ``crediting_cycles``.
@@ -25,7 +26,7 @@ def plot_profile(curve: pd.DataFrame, responses: pd.DataFrame, reuse: pd.DataFra
     require(curve, "profile_curve", ["variant", "position", "q25", "median", "q75"])
     require(responses, "profile_responses", ["variant", "cycles", "crediting_cycles"])
     require(reuse, "profile_reuse", ["variant", "cycle", "median", "n"])
-    fig = Figure(figsize=(DOUBLE, 2.5), layout="constrained")
+    fig = Figure(figsize=(DOUBLE, 2.9), layout="constrained")
     left, right, last = fig.subplots(1, 3)
     ours = curve[curve["variant"] != REFERENCE]
     pooled = ours.groupby("position")[["q25", "median", "q75"]].median()
@@ -39,9 +40,8 @@ def plot_profile(curve: pd.DataFrame, responses: pd.DataFrame, reuse: pd.DataFra
                   label="reference example, scaled")
     left.set_xlim(0, 1)
     left.set_ylim(bottom=0)
-    left.set_xlabel("position in the response (share of its rows)")
+    left.set_xlabel("position in the response (share of rows)")
     left.set_ylabel("new neurons / token")
-    left.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, borderaxespad=0.2, columnspacing=1.0)
     cycles = responses.loc[responses["variant"] != REFERENCE, "cycles"].to_numpy()
     crediting = responses.loc[responses["variant"] != REFERENCE, "crediting_cycles"].to_numpy()
     top = int(max(cycles.max(initial=0), crediting.max(initial=0)))
@@ -50,21 +50,21 @@ def plot_profile(curve: pd.DataFrame, responses: pd.DataFrame, reuse: pd.DataFra
                hatch=None, label=["cycles", "crediting cycles"])
     right.axvline(np.median(cycles), color=INK[1], linestyle=DASHES[1], linewidth=0.8,
                   label=f"median cycles {np.median(cycles):g}")
-    right.xaxis.set_major_locator(MaxNLocator(integer=True))
-    right.set_xlabel("per response")
+    right.set_xlabel("cycles per response")
     right.set_ylabel("responses")
-    right.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, borderaxespad=0.2, columnspacing=1.0)
     mine = reuse[(reuse["variant"] != REFERENCE) & (reuse["n"] > 0)].groupby("cycle")["median"].median()
     last.plot(mine.index, mine.to_numpy(), color=INK[0], marker="o", markersize=2.5, label="caches (median)")
     theirs = reuse[(reuse["variant"] == REFERENCE) & (reuse["n"] > 0)]
     if not theirs.empty:
         last.plot(theirs["cycle"], theirs["median"], color=INK[1], linestyle=DASHES[1], marker="s", markersize=2.5,
                   label="reference example")
-    last.xaxis.set_major_locator(MaxNLocator(integer=True))
     last.set_ylim(0, 1)
-    last.set_xlabel("cycle index in the response")
+    last.set_xlabel("cycle index")
     last.set_ylabel("reuse share")
-    last.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=1, borderaxespad=0.2)
+    for ax in (left, right, last):  # one column of entries above each panel: as wide as the panel at most
+        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), borderaxespad=0.2, handlelength=1.5)
+    for ax in (right, last):  # integer ticks, as many as the panel's width holds
+        ax.xaxis.set_major_locator(MaxNLocator(nbins="auto", integer=True))
     return fig
 
 
@@ -74,9 +74,9 @@ def caption_profile(curve: pd.DataFrame, responses: pd.DataFrame, reuse: pd.Data
     reference = " The dashed line is the reference example's cache, scaled to the same first tenth." if (
         curve["variant"] == REFERENCE).any() else ""
     return (f"Left: the median novelty slope (band: interquartile range) in each tenth of a response's rows, the "
-            f"median over {ours['variant'].nunique()} cache{'s' if ours['variant'].nunique() > 1 else ''} ({len(ours)} responses).{reference} Right: how many "
+            f"median over {ours['variant'].nunique()} cache{'s' if ours['variant'].nunique() > 1 else ''} ({len(ours)} responses).{reference} Middle: how many "
             f"explore-to-exploit cycles each response holds (median {np.median(ours['cycles']):g}) and how many of "
-            f"them credit a neuron (median {np.median(ours['crediting_cycles']):g}). Last: the median share of each "
+            f"them credit a neuron (median {np.median(ours['crediting_cycles']):g}). Right: the median share of each "
             f"cycle's exploit mass on neurons its explore run introduced, by the cycle's index: credit comes from "
             f"the cycles whose share stands out from the response's median.")
 

@@ -17,6 +17,7 @@ from nex_causal.figures.style import (
     require,
     styled,
 )
+from nex_causal.ranking.agreement import score_column
 from nex_causal.stats import QuadraticFit, spearman
 
 
@@ -100,19 +101,48 @@ def caption_inverted_u(bins: pd.DataFrame, fits: pd.DataFrame | None = None) -> 
     return " ".join(parts)
 
 
+def _calibration(row: object) -> str:
+    """A ranking row's NEX calibration ("" for scores without one, and in tables from before calibrations)."""
+    value = getattr(row, "calibration", "")
+    return value if isinstance(value, str) else ""
+
+
 def _oriented(correlations: pd.DataFrame | None) -> dict[tuple[str, str], object]:
+    """The ranking table's row of each (caches, per-variant column): a NEX row under its calibration belongs
+    to the column ``ranking.rank`` wrote for that calibration (``nex`` self, ``nex[pooled]`` pooled)."""
     if correlations is None:
         return {}
     require(correlations, "ranking", ["score", "direction", "spearman", "spearman_low", "spearman_high"])
-    return {(source, row.score): row for source, part in _by_source(correlations) for row in part.itertuples()}
+    return {(source, score_column(row.score, _calibration(row))): row
+            for source, part in _by_source(correlations) for row in part.itertuples()}
 
 
 def _direction(claimed: dict, name: str) -> int:
     return int(next((row.direction for (_, score), row in claimed.items() if score == name), 1))
 
 
-def _axis_label(name: str, direction: int) -> str:
-    return name if direction > 0 else f"−{name} (claimed: lower is better)"
+CALIBRATED = {"self": "self-calibrated", "given": "given weights", "pooled": "pooled calibration",
+              "cross": "cross calibration", "split": "split calibration"}
+
+
+def _axis_label(name: str, direction: int, claimed: dict) -> str:
+    """The score's name as drawn: negated when lower is claimed better, with NEX's calibration when known."""
+    row = next((row for (_, score), row in claimed.items() if score == name), None)
+    calibration = _calibration(row) if row is not None else ""
+    shown = f"{row.score} ({CALIBRATED.get(calibration, calibration)})" if calibration else name
+    return shown if direction > 0 else f"−{shown} (claimed: lower is better)"
+
+
+def _legend(row: object | None, oriented: np.ndarray, accuracy: np.ndarray) -> str:
+    """Spearman's rho as the table gives it (interval, permutation p) or, without the table, of the points."""
+    if row is None or not np.isfinite(row.spearman):
+        return f"ρ = {spearman(oriented, accuracy):+.2f}"
+    label = f"ρ = {row.spearman:+.2f}"
+    if np.isfinite(row.spearman_low):
+        label += f" [{row.spearman_low:+.2f}, {row.spearman_high:+.2f}]"
+    if np.isfinite(getattr(row, "spearman_p", np.nan)):
+        label += f", p = {row.spearman_p:.2g}"
+    return label
 
 
 @styled
@@ -120,16 +150,18 @@ def plot_scores_vs_accuracy(scores: pd.DataFrame, correlations: pd.DataFrame | N
     """Each score against accuracy across the merge family, one panel per score, NEX first.
 
     ``scores`` (``ranking.rank(...).variants``): one row per variant with ``accuracy`` and
-    one column per score. ``correlations`` (``ranking.rank(...).table``): ``score``,
-    ``direction``, ``spearman``, ``spearman_low``, ``spearman_high``. Each score is drawn
-    oriented as the ranking table reads it (``direction * score``, so that higher is claimed
-    to mean more accurate, the axis label says when it was negated), and the legend carries
-    the table's Spearman rho with its bootstrap interval (without the table: rho of the
-    plotted points). A ``caches`` column with several values gives one series per set of caches.
+    one column per score (``nex`` self-calibrated, ``nex[pooled]`` and so on). ``correlations``
+    (``ranking.rank(...).table``): ``score``, ``calibration``, ``direction``, ``spearman``,
+    ``spearman_low``, ``spearman_high``, ``spearman_p``. Each score is drawn oriented as the
+    ranking table reads it (``direction * score``, so that higher is claimed to mean more accurate;
+    the axis label says when it was negated and names NEX's calibration), and the legend carries the
+    table's row for the column drawn: Spearman's rho with its bootstrap interval and permutation p
+    (without the table: rho of the plotted points). A ``caches`` column with several values gives
+    one series per set of caches.
     """
     require(scores, "ranking_scores", ["accuracy"])
     names = [c for c in scores.select_dtypes("number").columns if c != "accuracy"]
-    names.sort(key=lambda c: c != "nex")
+    names.sort(key=lambda c: not c.startswith("nex"))
     if not names:
         raise NexError("the ranking_scores table holds no score column beside accuracy")
     claimed = _oriented(correlations)
@@ -141,17 +173,11 @@ def plot_scores_vs_accuracy(scores: pd.DataFrame, correlations: pd.DataFrame | N
         direction = _direction(claimed, name)
         for k, (source, part) in enumerate(_by_source(scores)):
             oriented = direction * part[name].to_numpy(dtype=float)
-            row = claimed.get((source, name))
-            if row is not None and np.isfinite(row.spearman):
-                label = f"ρ = {row.spearman:+.2f}"
-                if np.isfinite(row.spearman_low):
-                    label += f" [{row.spearman_low:+.2f}, {row.spearman_high:+.2f}]"
-            else:
-                label = f"ρ = {spearman(oriented, part['accuracy'].to_numpy()):+.2f}"
-            nex = name == "nex"
+            nex = name.startswith("nex")
             ax.plot(oriented, part["accuracy"], linestyle="none", marker=MARKERS[k % len(MARKERS)],
-                    color=INK[0] if nex else INK[1], mfc=INK[0] if nex else "white", label=label + _suffix(source))
-        ax.set_xlabel(_axis_label(name, direction))
+                    color=INK[0] if nex else INK[1], mfc=INK[0] if nex else "white",
+                    label=_legend(claimed.get((source, name)), oriented, part["accuracy"].to_numpy()) + _suffix(source))
+        ax.set_xlabel(_axis_label(name, direction, claimed))
         ax.legend(loc="lower left", bbox_to_anchor=(0, 1), handletextpad=0.2, borderaxespad=0.1)
     for ax in axes[::cols]:
         ax.set_ylabel("accuracy")
@@ -171,8 +197,11 @@ def caption_scores_vs_accuracy(scores: pd.DataFrame, correlations: pd.DataFrame 
             "accurate")
     text += f" ({', '.join(negated)} negated)." if negated else "."
     if claimed:
-        text += (" Legends give Spearman's rho between the oriented score and accuracy, as in the ranking table, "
-                 "with its 95% bootstrap interval over prompts.")
+        text += (" Legends give the ranking table's row for the score drawn (NEX under the calibration its axis "
+                 "names): Spearman's rho between the oriented score and accuracy with its 95% bootstrap interval "
+                 "over prompts")
+        text += (", and p, the one-sided permutation p over variants (that a random order of the variants agrees "
+                 "as well)." if "spearman_p" in correlations else ".")
     return text
 
 

@@ -98,10 +98,10 @@ def caption_best_of_n(selection: pd.DataFrame) -> str:
     n_caches = per_cache["cache"].nunique() if not per_cache.empty else 1
     if n_caches > 1:
         text = (f"Best-of-N accuracy of each selector over {n_caches} caches (one per variant), pooled over their "
-                f"{n_prompts} prompts, with a 95% percentile-bootstrap interval over those prompts; faint dots "
+                f"{n_prompts} prompts, with a 95% BCa bootstrap interval over those prompts; faint dots "
                 "are each cache's own accuracy.")
     else:
-        text = (f"Best-of-N accuracy of each selector on {n_prompts} prompts, with a 95% percentile-bootstrap "
+        text = (f"Best-of-N accuracy of each selector on {n_prompts} prompts, with a 95% BCa bootstrap "
                 "interval over prompts.")
     text += (" Filled squares are NEX selectors, open circles the baselines; vertical lines: a random pick "
              "(random), the mean accuracy of all samples (avg@n) and the share of prompts with any correct "

@@ -3,7 +3,8 @@
 8 pt sans-serif text, widths of one (``SINGLE``, 3.3 in) or two (``DOUBLE``, 6.9 in) columns
 of a two-column paper, and series told apart by marker, line style and hatch as well as by
 grey level, so that a greyscale print keeps every distinction. Legends sit outside the axes
-or where they cover no data; ``clipped_texts`` finds any text that leaves the canvas.
+or where they cover no data; ``layout_problems`` finds texts cut at the canvas edge, texts that
+overlap and tick labels that run together.
 ``save_figure`` writes a vector PDF (TrueType text embedded, no raster image) and a 300 dpi
 PNG, atomically, with the table each was drawn from (``<name>.csv``), its caption
 (``<name>.caption.txt``) and a ``<name>.json`` sidecar recording the tables' configs and the
@@ -13,6 +14,7 @@ package versions.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ import matplotlib.text
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path, versions, write_json
@@ -55,6 +58,7 @@ INK = ("0.0", "0.45", "0.65")
 MARKERS = ("o", "s", "^", "D", "v", "P")
 DASHES = ("-", "--", ":", "-.")
 EXPLORE_SHADE = "0.88"
+TICK_GAP = 1.0  # points: the least space between neighbouring tick labels
 
 def styled(draw: Callable[..., Figure]) -> Callable[..., Figure]:
     """Run a figure function inside the paper style (rcParams are read as artists are made)."""
@@ -77,41 +81,84 @@ def require(table: pd.DataFrame, name: str, columns: Sequence[str]) -> pd.DataFr
 
 
 
-def clipped_texts(fig: Figure) -> list[str]:
-    """The texts of ``fig`` that leave the canvas when it is drawn: each visible title, label,
-    legend entry or annotation as ``'text' (x0, y0, x1, y1 in pixels)``, and each axis whose drawn
-    tick labels do (as ``'x-axis of <title>'``); empty when nothing is cut off."""
+def _overlap(a: Bbox, b: Bbox, pad: float) -> bool:
+    """Whether boxes ``a`` and ``b`` come closer than ``pad`` pixels (a negative pad: overlap by more than it)."""
+    return min(a.x1, b.x1) - max(a.x0, b.x0) > -pad and min(a.y1, b.y1) - max(a.y0, b.y0) > -pad
+
+
+def _tick_labels(axis) -> list[matplotlib.text.Text]:
+    """The tick labels ``axis`` draws (ticks within its view limits, with text), in order along it."""
+    low, high = sorted(axis.get_view_interval())
+    slack = 1e-9 * max(1.0, high - low)
+    at = 0 if axis.axis_name == "x" else 1
+    labels = [t for tick in axis.get_major_ticks() + axis.get_minor_ticks() for t in (tick.label1, tick.label2)
+              if t.get_visible() and t.get_text().strip() and low - slack <= t.get_position()[at] <= high + slack]
+    return sorted(labels, key=lambda t: t.get_position()[at])
+
+
+def layout_problems(fig: Figure) -> list[str]:
+    """What keeps ``fig`` from reading as a paper's figure, measured as ``save_figure`` writes it (at its
+    resolution, whose text extents and so layout differ slightly from the screen's); empty when nothing does.
+
+    - ``cut``: a visible text (title, label, legend entry, annotation), a legend or an axis's drawn tick
+      labels leave the canvas;
+    - ``overlap``: two texts cover each other: titles, axis labels, annotations, tick labels of different
+      axes, and each legend as one box (entries and handles);
+    - ``crowded``: neighbouring tick labels of one axis come closer than ``TICK_GAP`` points;
+    - ``drawing``: a warning while drawing (constrained layout giving up because the axes collapsed).
+    Each problem is one line naming the texts and their boxes in pixels.
+    """
+    dpi = fig.get_dpi()
     canvas = FigureCanvasAgg(fig)
-    with matplotlib.rc_context(STYLE):
-        canvas.draw()  # lay out (constrained layout, tick labels) as saving would
-    renderer = canvas.get_renderer()
-    width, height = canvas.get_width_height()
+    try:
+        with matplotlib.rc_context(STYLE), warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            fig.set_dpi(STYLE["savefig.dpi"])
+            canvas.draw()  # lay out (constrained layout, tick labels) as saving does
+        renderer = canvas.get_renderer()
+        width, height = canvas.get_width_height()
+        tol, gap = 0.5 * fig.dpi / 100, TICK_GAP * fig.dpi / 72
 
-    def outside(box) -> bool:
-        return box.x0 < -0.5 or box.y0 < -0.5 or box.x1 > width + 0.5 or box.y1 > height + 0.5
+        def where(b: Bbox) -> str:
+            return f"({b.x0:.0f}, {b.y0:.0f}, {b.x1:.0f}, {b.y1:.0f})"
 
-    def where(box) -> str:
-        return f"({box.x0:.0f}, {box.y0:.0f}, {box.x1:.0f}, {box.y1:.0f})"
+        def cut(what: str, b: Bbox | None) -> list[str]:
+            off = b is not None and (b.x0 < -tol or b.y0 < -tol or b.x1 > width + tol or b.y1 > height + tol)
+            return [f"cut: {what} {where(b)}"] if off else []
 
-    out, tick_labels = [], set()
-    for ax in fig.axes:
-        if not ax.get_visible():
-            continue
-        for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
-            ticks = axis.get_major_ticks() + axis.get_minor_ticks()
-            tick_labels |= {id(t) for tick in ticks for t in (tick.label1, tick.label2)}
-            box = axis.get_tightbbox(renderer)  # only the ticks drawn, with the axis label
-            if box is not None and outside(box):
-                out.append(f"{name}-axis of {ax.get_title() or 'an axes'!r} {where(box)}")
-    for text in fig.findobj(matplotlib.text.Text):
-        if id(text) in tick_labels or not text.get_visible() or not text.get_text().strip():
-            continue
-        if text.axes is not None and not text.axes.get_visible():
-            continue
-        box = text.get_window_extent(renderer)
-        if outside(box):
-            out.append(f"{text.get_text()!r} {where(box)}")
-    return out
+        out = [f"drawing: {w.message}" for w in warned]  # e.g. a layout that collapsed its axes
+        items: list[tuple[str, Bbox, object]] = []  # (what, its box, the axis it is a tick label of)
+        axes = [ax for ax in fig.axes if ax.get_visible()]
+        for k, ax in enumerate(axes, 1):
+            for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+                what = f"{name}-axis of panel {k}" + (f" {ax.get_title()!r}" if ax.get_title() else "")
+                out += cut(what, axis.get_tightbbox(renderer))  # the ticks drawn, with the axis label
+                labels = [(t.get_text(), t.get_window_extent(renderer)) for t in _tick_labels(axis)]
+                out += [f"crowded: {what}, {one!r} and {next_one!r} {where(x)} {where(y)}"
+                        for (one, x), (next_one, y) in zip(labels, labels[1:]) if _overlap(x, y, gap)]
+                items += [(f"tick {text!r} of the {what}", extent, axis) for text, extent in labels]
+        legends = [leg for leg in [*fig.legends, *(ax.get_legend() for ax in axes)]
+                   if leg is not None and leg.get_visible()]
+        in_legends = {id(t) for leg in legends for t in [*leg.get_texts(), leg.get_title()]}  # judged as one box
+        ticks = {id(t) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
+                 for tick in axis.get_major_ticks() + axis.get_minor_ticks() for t in (tick.label1, tick.label2)}
+        for text in fig.findobj(matplotlib.text.Text):
+            if (id(text) in ticks or not text.get_visible() or not text.get_text().strip()
+                    or (text.axes is not None and not text.axes.get_visible())):
+                continue
+            what, b = repr(text.get_text()), text.get_window_extent(renderer)
+            out += cut(what, b)
+            if id(text) not in in_legends:
+                items.append((what, b, None))
+        for leg in legends:
+            what = f"legend {', '.join(repr(t.get_text()) for t in leg.get_texts())}"
+            out += cut(what, leg.get_window_extent(renderer))
+            items.append((what, leg.get_window_extent(renderer), None))
+        out += [f"overlap: {a} {where(x)} and {b} {where(y)}" for i, (a, x, axis) in enumerate(items)
+                for b, y, other in items[i + 1:] if (axis is None or axis is not other) and _overlap(x, y, -tol)]
+        return out
+    finally:
+        fig.set_dpi(dpi)
 
 
 def save_figure(fig: Figure, stem: str | Path, *, config: dict[str, Any] | None = None,

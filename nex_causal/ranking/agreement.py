@@ -2,9 +2,12 @@
 
 Agreement is measured on the score times its direction, so a positive Spearman means "works
 as claimed": Spearman, Kendall, top-1 hit (the variant the score ranks first is a most
-accurate one) and regret (best accuracy minus accuracy of that variant). Intervals are
-percentile bootstraps over prompts, one resample of prompt ids shared by all variants (NEX
-weights stay those learned on the full cache).
+accurate one) and regret (best accuracy minus accuracy of that variant). Intervals are BCa
+bootstraps over prompts (``stats.bca``: they hold their estimate), one resample of prompt ids
+shared by all variants (NEX weights stay those learned on the full cache). Beside each rank
+correlation's interval stands its permutation p over variants: one-sided, that the score orders
+the family as accuracy does no better than a random order would (exact over every order up to 9
+variants, ``stats.permutation_p``); ``p_method`` says how it was computed.
 
 Accuracy is, by default, each variant's mean ``correct`` on its cache (sampled accuracy
 on the same prompts, resampled with them); ``accuracy="family"`` uses the family table's
@@ -30,9 +33,16 @@ from nex_causal.ranking.config import RankingConfig
 from nex_causal.ranking.inverted_u import exploration_curves, inverted_u_table
 from nex_causal.ranking.scores import SCORES, Context, per_prompt_mean
 from nex_causal.selectors.pool import Pool
-from nex_causal.stats import bootstrap, rank_correlations
+from nex_causal.stats import bootstrap, permutation_p, rank_correlations
 
 METRICS = ("spearman", "kendall", "top1", "regret")
+TESTED = ("spearman", "kendall")  # the metrics with a permutation p
+
+
+def score_column(name: str, calibration: str) -> str:
+    """The per-variant column of a score under a NEX calibration: the bare name for the authors' protocol
+    (self, or weights given for every variant) and for scores without calibration, else ``name[mode]``."""
+    return name if calibration in ("", "self", "given") else f"{name}[{calibration}]"
 
 
 def agreement(scores: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
@@ -138,11 +148,17 @@ def rank(pools: Mapping[str, Pool], config: RankingConfig = RankingConfig(), *,
     table["n_variants"], table["n_prompts"] = len(pools), len(prompts)
     full = np.ones((1, len(prompts)))
     variants = pd.DataFrame({"variant": list(pools), "accuracy": acc(full)[0]})
+    table[[f"{m}_p" for m in TESTED]], table["p_method"] = np.nan, ""
     for (name, mode), per_variant in computed.items():
-        column = name if mode in ("", "self", "given") else f"{name}[{mode}]"  # the authors' protocol: the bare name
-        variants[column] = [float(s(full)[0]) for s in per_variant]
-    order = ["score", "calibration", "direction", *[m + s for m in METRICS for s in ("", "_low", "_high")],
-             "n_variants", "n_prompts", "status"]
+        variants[score_column(name, mode)] = [float(s(full)[0]) for s in per_variant]
+        at = (table["score"] == name) & (table["calibration"] == mode)
+        for metric in TESTED:
+            p, method = permutation_p(SCORES[name].direction * variants[score_column(name, mode)].to_numpy(),
+                                      variants["accuracy"].to_numpy(), statistic=metric, seed=config.seed)
+            table.loc[at, f"{metric}_p"], table.loc[at, "p_method"] = p, method
+    order = ["score", "calibration", "direction",
+             *[m + s for m in METRICS for s in ("", "_low", "_high", *(("_p",) if m in TESTED else ()))],
+             "p_method", "n_variants", "n_prompts", "status"]
     cross = (pd.DataFrame([{"weights": w, "scored": v, "nex": value}
                            for (w, v), value in calibrations.cross_matrix().items()])
              if "cross" in modes else None)

@@ -2,7 +2,7 @@
 
 Each selector sees the N responses of one prompt (the rows of ``responses.parquet`` that
 share a ``prompt_id``, with their activation cache) and keeps one; its accuracy is the mean
-over prompts of ``correct`` of the kept response, with a percentile-bootstrap interval over
+over prompts of ``correct`` of the kept response, with a BCa bootstrap interval over
 prompts (one resample shared by all selectors). The definitions are NEX_METHOD sections 6
 and 8, one family a module:
 

@@ -1,6 +1,6 @@
 """The selection table: every selector's Best-of-N accuracy on one or more caches, with bootstrap intervals.
 
-Accuracy is the mean over prompts of ``correct`` of the kept response, with a percentile
+Accuracy is the mean over prompts of ``correct`` of the kept response, with a BCa
 bootstrap over prompts (one resample shared by all selectors, so their intervals compare);
 with several caches, pooled rows follow.
 """
