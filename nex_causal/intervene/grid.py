@@ -45,6 +45,7 @@ from nex_causal.intervene.neuron_sets import (
     matching_quality,
     top_attributed,
     top_effective,
+    user_set,
     whole_layers,
 )
 from nex_causal.intervene.outcomes import Inputs
@@ -224,7 +225,7 @@ class Grid:
             ceiling = whole_layers(extra["differing_layers"], d_mlp)
             grid.append(("ceiling", len(ceiling), 0, ceiling))
         for path in c.sets:
-            neurons = NeuronSet.load(path)
+            neurons = user_set(path)
             neurons.check_fits(n_layers, d_mlp)
             grid.append((f"user-{neurons.name}", len(neurons), 0, neurons))
         for _, _, _, neurons in grid:
