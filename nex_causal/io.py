@@ -9,6 +9,8 @@ that made them.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
 import hashlib
 import json
 import os
@@ -33,29 +35,102 @@ TRACKED_PACKAGES = (
 )
 
 
+# the directories this process owns while it writes them (``locked``): (as named, as resolved)
+_OWNED: contextvars.ContextVar[tuple[tuple[Path, Path], ...]] = contextvars.ContextVar("owned", default=())
+
+
+@contextlib.contextmanager
+def owning(directory: str | os.PathLike) -> Iterator[None]:
+    """For the block, every write, lock and rename under ``directory`` must resolve inside it (``check_write``)."""
+    entry = (Path(os.path.abspath(directory)), Path(directory).resolve())
+    token = _OWNED.set(_OWNED.get() + (entry,))
+    try:
+        yield
+    finally:
+        _OWNED.reset(token)
+
+
+def check_write(path: str | os.PathLike) -> None:
+    """Refuse a write to ``path`` that lies under a directory this process owns but resolves outside it.
+
+    A symbolic link inside a run (``nex/<variant>``, ``tables``, ``.lock``) must never carry a write
+    out of it: the same rule ``remove_inside`` applies to deletion.
+    """
+    named = Path(os.path.abspath(path))
+    for root, real in _OWNED.get():
+        if root in named.parents:
+            resolved = named.resolve()
+            if real not in resolved.parents:
+                raise NexError(f"refusing to write {named}: it resolves to {resolved}, outside {root}, the directory "
+                               "this process owns; remove the symbolic link that leads out of it")
+
+
+def is_scratch(name: str) -> bool:
+    """Whether a directory entry is this toolkit's scratch (a lock, or an unfinished ``atomic_path``), not a result."""
+    return name == LOCK_FILE or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap the directory entries ``a`` and ``b`` in one step (Linux renameat2 RENAME_EXCHANGE); OSError otherwise."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        raise OSError(errno.ENOSYS, "renameat2 is not available", str(b))
+    if libc.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), 2) != 0:  # AT_FDCWD, RENAME_EXCHANGE
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(b))
+
+
+def _publish_dir(work: Path, target: Path, spare: Path) -> None:
+    """Put the directory ``work`` at ``target``; an existing ``target`` is exchanged with it, so a reader always finds
+    one complete version and two writers never collide. Where the exchange is unsupported, the old ``target`` moves
+    to ``spare`` (unique to this writer) first. The old content is left at ``work`` or ``spare``, for the caller to
+    remove."""
+    while True:
+        try:
+            os.rename(work, target)
+            return
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        try:
+            _exchange(work, target)
+            return
+        except OSError as err:
+            if err.errno == errno.ENOENT:  # the target went away in between: rename again
+                continue
+            if err.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+                raise
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(spare, ignore_errors=True)
+            os.rename(target, spare)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it onto ``target``.
 
     On an exception the temporary file or directory is removed and ``target`` is untouched.
-    An existing ``target`` is replaced only after the new content is complete.
+    An existing ``target`` is replaced only after the new content is complete, in one step
+    (a directory is exchanged with the old one, ``_publish_dir``). Under a directory this
+    process owns, ``target`` must resolve inside it (``check_write``), before and at the rename.
     """
     target = Path(target)
+    check_write(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    work = tmp if is_dir else tmp / target.name
+    work, spare = tmp if is_dir else tmp / target.name, tmp.with_name(tmp.name.removesuffix(".tmp") + ".old.tmp")
     try:
         yield work
-        if target.is_dir() and not target.is_symlink():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(work, target)
-            shutil.rmtree(old, ignore_errors=True)
+        check_write(target)
+        if is_dir:
+            _publish_dir(work, target, spare)
         else:
             os.replace(work, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(spare, ignore_errors=True)
 
 
 def check_name(name: str, what: str) -> str:
@@ -76,13 +151,15 @@ def inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
     return Path(root).resolve() in Path(path).resolve().parents
 
 
-def remove_inside(path: str | os.PathLike, root: str | os.PathLike) -> None:
+def remove_inside(path: str | os.PathLike, root: str | os.PathLike, *, missing_ok: bool = False) -> None:
     """Delete ``path`` (a tree or a file), which must lie strictly inside ``root``; refuse anything else.
 
     Every deletion of a stale result goes through here, so no config, family table or link can
     make the toolkit delete something outside the directory it owns.
     """
     path = Path(path)
+    if missing_ok and not path.exists() and not path.is_symlink():
+        return
     if not inside(path, root):
         raise NexError(f"refusing to delete {path}: it lies outside {root}, the directory this run owns")
     if path.is_dir() and not path.is_symlink():
@@ -93,26 +170,36 @@ def remove_inside(path: str | os.PathLike, root: str | os.PathLike) -> None:
 
 @contextlib.contextmanager
 def locked(directory: str | os.PathLike, what: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``directory`` (created if needed) for the block; a second process
-    asking for it is refused at once with one line, so two runs never write one directory."""
+    """Hold an exclusive lock on ``directory`` (created if needed) for the block, and own it (``owning``): a
+    second process asking for the lock is refused at once with one line, so two runs never write one
+    directory, and no write under it may resolve outside it."""
     import fcntl
 
-    directory = Path(directory)
+    directory, link = Path(directory), f"its {LOCK_FILE} is a symbolic link: delete the link"
+    lock = directory / LOCK_FILE
+    check_write(lock)
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / LOCK_FILE, "a+") as handle:
+    if lock.is_symlink():
+        raise NexError(f"refusing to lock {directory}: {link}")
+    try:  # O_NOFOLLOW: a link planted after the check is refused too, never followed
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise NexError(f"refusing to lock {directory}: {link}") from None
+    with os.fdopen(fd, "r+b") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = " ".join(handle.read(200).decode("utf-8", "replace").split())[:80] or "another process"
             raise NexError(f"{directory} is in use by {holder} ({what}); wait for it to finish, or use another "
                            "directory") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()}")
+        handle.truncate(0)
+        handle.write(f"process {os.getpid()}".encode())
         handle.flush()
         try:
-            yield
+            with owning(directory):
+                yield
         finally:
             handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)

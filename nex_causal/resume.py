@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nex_causal.errors import NexError
-from nex_causal.io import remove_inside, write_json
+from nex_causal.io import is_scratch, remove_inside, write_json
 from nex_causal.versions import result_stack
 
 CLAIM_FILE = "claim.json"
@@ -40,8 +40,11 @@ def mismatch(recorded: Mapping[str, Any] | None, config: Any) -> str | None:
     """Why ``recorded`` (a ``stamp``) is not a result of ``config`` under this stack; None when it is."""
     if recorded is None:
         return "nothing recorded"
-    if recorded.get("config") != _plain(config):
-        return "another config"
+    wanted, made = _plain(config), recorded.get("config")
+    if made != wanted:
+        differ = sorted(k for k in set(made) | set(wanted) if made.get(k) != wanted.get(k)) \
+            if isinstance(made, dict) and isinstance(wanted, dict) else []
+        return f"another config ({', '.join(differ[:3])} differ)" if differ else "another config"
     here = result_stack()
     made = recorded.get("stack") or {}
     changed = [f"{name} {made.get(name)} (now {version})" for name, version in here.items()
@@ -49,22 +52,57 @@ def mismatch(recorded: Mapping[str, Any] | None, config: Any) -> str | None:
     return f"other software versions: {', '.join(changed)}" if changed else None
 
 
+class DamagedRecord(NexError):
+    """A stamp or claim file that is not a JSON object: the result beside it cannot be trusted."""
+
+
 def read_stamp(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``, or None when there is no such file."""
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The JSON object in ``path``, or None when there is no such file; ``DamagedRecord`` naming a damaged one."""
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        value = None
+    if not isinstance(value, dict):
+        raise DamagedRecord(f"{path} is damaged (not a JSON record): delete {path.parent} to compute it again")
+    return value
 
 
 def discard_stale(path: str | Path, config: Any, *, stamp_file: str, root: str | Path) -> bool:
     """Delete ``path`` when ``path/stamp_file`` records another config or other versions than ``config``.
 
     ``path`` must lie inside ``root`` (the run directory that owns it); a result with no stamp
-    at all is deleted too, since nothing says what made it. Returns whether it was deleted.
+    at all, or a damaged one, is deleted too, since nothing says what made it. Returns whether it was deleted.
     """
     path = Path(path)
-    if not path.exists() or mismatch(read_stamp(path / stamp_file), config) is None:
+    if not path.exists():
+        return False
+    try:
+        recorded = read_stamp(path / stamp_file)
+    except DamagedRecord:
+        recorded = None
+    if mismatch(recorded, config) is None:
         return False
     remove_inside(path, root)
     return True
+
+
+def check_ours(directory: str | Path, record: str, what: str, *, needs: tuple[str, ...] = ()) -> None:
+    """Refuse, before anything is written there, a directory that holds something (besides this toolkit's
+    scratch) but no ``record`` file, a JSON object with the keys ``needs``, saying it holds a ``what``."""
+    directory = Path(directory)
+    if not directory.is_dir() or all(is_scratch(entry.name) for entry in directory.iterdir()):
+        return
+    path = directory / record
+    try:
+        found = read_stamp(path)
+    except DamagedRecord:
+        raise NexError(f"{path} is not the record of a {what} (damaged, or another program's): choose another "
+                       f"directory, or delete {directory}") from None
+    if found is None or any(key not in found for key in needs):
+        raise NexError(f"{directory} exists and holds no {what} (no {record} of one): choose another directory, "
+                       "or delete it")
 
 
 def claim(directory: str | Path, config: Any, *, what: str) -> None:
@@ -73,14 +111,13 @@ def claim(directory: str | Path, config: Any, *, what: str) -> None:
     ``what`` names the work in the error ("capture", "transfer grid", ...).
     """
     directory = Path(directory)
-    path = directory / CLAIM_FILE
-    if path.is_file():
-        why = mismatch(read_stamp(path), config)
+    check_ours(directory, CLAIM_FILE, what)
+    recorded = read_stamp(directory / CLAIM_FILE)
+    if recorded is not None:
+        why = mismatch(recorded, config)
         if why is not None:
             raise NexError(f"{directory} holds an unfinished {what} made with {why}; rerun the command that "
                            "made it to finish it, or delete the directory")
         return
-    if directory.exists() and any(directory.iterdir()):
-        raise NexError(f"{directory} exists and holds no {what}: choose another directory or delete it")
     directory.mkdir(parents=True, exist_ok=True)
-    write_json(path, stamp(config))
+    write_json(directory / CLAIM_FILE, stamp(config))

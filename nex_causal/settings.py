@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from nex_causal.errors import NexError
+from nex_causal.io import file_sha256
 
 
 def _fields(cls: type) -> dict[str, dataclasses.Field]:
@@ -86,6 +88,26 @@ def from_mapping(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
     if missing := [k for k, f in fields.items() if default_of(f) is dataclasses.MISSING and k not in values]:
         raise NexError(f"config key {prefix + missing[0]!r} is required")
     return cls(**{k: _convert(v, hints[k], prefix + k) for k, v in values.items()})
+
+
+def input_digests(config: Any, names: Iterable[str] | None = None) -> dict[str, Any]:
+    """``<field>_sha256`` for each field of the dataclass ``config`` marked ``metadata["file"]`` (of ``names``, when
+    given) whose value names an existing file (a list of them: a list of digests, None where one is no file).
+
+    A result depends on the content of the files it reads (a tasks file, a neuron set, traces), not on
+    their paths alone, so each concept's ``content()`` and each stage key holds these. A field whose
+    value names no file (``organism:40``) adds nothing, so such a key is the same as before.
+    """
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if not f.metadata.get("file") or (names is not None and f.name not in names) or not value:
+            continue
+        if isinstance(value, (list, tuple)):
+            out[f"{f.name}_sha256"] = [file_sha256(v) if os.path.isfile(v) else None for v in value]
+        elif isinstance(value, str) and os.path.isfile(value):
+            out[f"{f.name}_sha256"] = file_sha256(value)
+    return out
 
 
 def same_field(cls: type, name: str, **changes: Any) -> Any:

@@ -247,7 +247,22 @@ WEIGHTS = {
     "truncated": (lambda p: (np.savez(p, weights=np.zeros(1 << 22, np.float32)),
                              p.write_bytes(p.read_bytes()[:1000])), "cannot read weights"),
     "plain .npy": (lambda p: np.save(open(p, "wb"), np.zeros(1 << 22, np.float32)), "one bare array"),
+    "a header claiming 10**12 values": (lambda p: npz_member(p, (10**12,), b"\0" * 64),
+                                        r"declares 1000000000000 float32 values, more than its \d+ bytes hold"),
+    "64 MB inflated from 65 kB": (lambda p: npz_member(p, (1 << 24,), b"\0" * (1 << 26)),
+                                  r"inflates to 67108992 bytes, more than the 33558528 such an array takes"),
 }
+
+
+def npz_member(path: Path, shape: tuple[int, ...], data: bytes) -> None:
+    """An .npz whose array 'weights' has a float32 header of ``shape`` followed by ``data``, deflated."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("weights.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": shape})
+            for start in range(0, len(data), 1 << 22):
+                f.write(data[start:start + (1 << 22)])
 
 
 @pytest.mark.parametrize("name", list(WEIGHTS))
@@ -258,6 +273,25 @@ def test_weights_files_that_are_not_nex_weights_are_refused(family, tmp_path, ca
     one_line_error(capsys, ["nex", "score", "--cache-dir", str(family / "caches" / "a"), "--weights", str(weights),
                             "--output-dir", str(tmp_path / "o")], message)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("name", ["a header claiming 10**12 values", "64 MB inflated from 65 kB"])
+def test_an_oversized_weights_array_is_refused_before_it_is_allocated(tmp_path, name):
+    import tracemalloc
+
+    from nex_causal.nex import load_weights
+
+    write, message = WEIGHTS[name]
+    write(tmp_path / "w.npz")
+    assert (tmp_path / "w.npz").stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(NexError, match=message):
+            load_weights(tmp_path / "w.npz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20  # nothing near the claimed array was allocated or inflated
 
 
 # --- damaged caches, beyond their arrays --------------------------------------------------------------
@@ -471,3 +505,362 @@ def test_long_prompts_are_fed_whole_with_a_count(tiny_qwen3_bridge):
     with pytest.warns(UserWarning, match=r"1 of 2 prompts are longer than the model's context of 512 tokens"):
         encoded = encode_prompts(tiny_qwen3_bridge, ["1+1", "9" * 700])
     assert len(encoded[1]) > 512  # never cut: a cut prompt would lose its question
+
+
+# --- writes stay inside the run; a directory is taken only by what made it (issue 31) ---------------
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes: what a refused command must leave as it was."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_family_dir, tmp_path_factory) -> tuple[Path, dict]:
+    """A finished two-variant run (capture, nex) and its config."""
+    from nex_causal.run.experiment import load_config, run_experiment
+
+    config = tiny_run(tiny_family_dir, variants=["alpha", "beta"], selection=None, ranking=None, profile=False)
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    run_experiment(load_config(config), run_dir, progress=False)
+    return run_dir, config
+
+
+def copy_run(finished_run, tmp_path: Path, **changes) -> tuple[Path, Path]:
+    """A copy of the finished run, and a config file for it with ``changes``."""
+    import shutil
+
+    run_dir, config = finished_run
+    shutil.copytree(run_dir, tmp_path / "run", symlinks=True)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**config, **changes}))
+    return tmp_path / "run", tmp_path / "c.yaml"
+
+
+@pytest.mark.parametrize("link", ["nex/alpha", "tables"])
+def test_a_link_inside_the_run_never_carries_a_write_out_of_it(finished_run, tmp_path, capsys, link):
+    import shutil
+
+    run_dir, config = copy_run(finished_run, tmp_path, nex={"rho": 0.9})  # the nex stage writes again
+    victim = tmp_path / "victim"
+    shutil.copytree(run_dir / link, victim)  # the files the stage writes there, outside the run
+    shutil.rmtree(run_dir / link)
+    (run_dir / link).symlink_to(victim, target_is_directory=True)
+    before = snapshot(victim)
+    one_line_error(capsys, ["run", str(config), "--run-dir", str(run_dir)],
+                   rf"refusing to write {run_dir / link}/\S+: it resolves to {victim}/\S+, outside {run_dir}")
+    assert snapshot(victim) == before
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_kept(finished_run, tmp_path, capsys):
+    run_dir, config = copy_run(finished_run, tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (run_dir / ".lock").unlink(missing_ok=True)
+    (run_dir / ".lock").symlink_to(victim)
+    one_line_error(capsys, ["run", str(config), "--run-dir", str(run_dir)],
+                   r"refusing to lock .*: its .lock is a symbolic link: delete the link")
+    assert victim.read_text() == "precious"  # opened for writing it would have been truncated
+
+
+def test_a_run_directory_that_holds_no_run_is_refused_before_anything_is_written(tiny_family_dir, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    (mine / "caches" / "efficient").mkdir(parents=True)
+    (mine / "caches" / "efficient" / "data.bin").write_bytes(b"precious")  # no stamp: a run would delete it
+    (mine / "manifest.json").write_text('{"my": "own manifest"}')
+    before = snapshot(mine)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_run(tiny_family_dir)))
+    one_line_error(capsys, ["run", str(config), "--run-dir", str(mine)],
+                   rf"{mine} exists and holds no experiment run \(no manifest.json of one\)")
+    assert snapshot(mine) == before and sorted(p.name for p in mine.iterdir()) == ["caches", "manifest.json"]
+
+
+def test_a_damaged_stage_stamp_reruns_its_stage_and_says_so(finished_run, tmp_path, capsys):
+    run_dir, config = copy_run(finished_run, tmp_path)
+    (run_dir / "stages" / "nex.json").write_bytes(b"\xff{not json")
+    assert main(["run", str(config), "--run-dir", str(run_dir)]) in (0, 3)  # 3: the tiny models credit little
+    out = capsys.readouterr().out
+    assert f"[nex] {run_dir / 'stages' / 'nex.json'} is damaged: running the stage again" in out
+    assert "[capture] up to date" in out and "[nex] running" in out
+    assert json.loads((run_dir / "stages" / "nex.json").read_text())["key"] == \
+        json.loads((finished_run[0] / "stages" / "nex.json").read_text())["key"]
+
+
+def test_a_held_lock_whose_file_is_no_text_is_one_line(tiny_family_dir, tmp_path, capsys):
+    import fcntl
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_run(tiny_family_dir)))
+    with open(run_dir / ".lock", "wb") as held:
+        held.write(b"\xff\xfe held\nby me")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        one_line_error(capsys, ["run", str(config), "--run-dir", str(run_dir)],
+                       rf"{run_dir} is in use by \ufffd\ufffd held by me \(an experiment run\)")
+
+
+def test_a_zoo_build_into_a_directory_it_did_not_make_is_refused(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    (mine / "base").mkdir(parents=True)
+    (mine / "base" / "notes.txt").write_text("precious")
+    before = snapshot(mine)
+    one_line_error(capsys, ["zoo", "build", "--organism", "test", "--out", str(mine), "--quiet"],
+                   rf"{mine} exists and holds no zoo \(no manifest.json of one\)")
+    assert snapshot(mine) == before and sorted(p.name for p in mine.iterdir()) == ["base"]
+
+
+SWAPPER = """
+import sys
+from pathlib import Path
+from nex_causal.io import atomic_path
+for i in range(300):
+    with atomic_path(Path(sys.argv[1]), is_dir=True) as tmp:
+        (tmp / "data.txt").write_text(f"{sys.argv[2]} {i}")
+"""
+
+
+def test_two_writers_swapping_one_directory_300_times_each_never_collide(tmp_path):
+    target = tmp_path / "out" / "target"
+    procs = [subprocess.Popen([sys.executable, "-c", SWAPPER, str(target), name], cwd=ROOT, stderr=subprocess.PIPE,
+                              text=True) for name in ("a", "b")]
+    seen, missing = 0, 0
+    while any(p.poll() is None for p in procs):  # a reader: once the target exists, it is always there
+        if seen:
+            missing += not target.is_dir()
+        seen += target.is_dir()
+    errors = [p.stderr.read() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert seen > 0 and missing == 0
+    assert (target / "data.txt").read_text() in {"a 299", "b 299"}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["target"]  # no scratch left behind
+
+
+def test_a_second_capture_into_one_out_is_refused_and_leaves_no_partial(tiny_qwen3_dir, tmp_path, capsys):
+    tasks = jsonl(tmp_path / "t.jsonl", *({"prompt": f"{i}+{i}=", "answer": str(2 * i)} for i in range(8)))
+    out = tmp_path / "cache"
+    argv = ["capture", "--model", str(tiny_qwen3_dir), "--tasks", str(tasks), "--out", str(out), "--n-samples", "2",
+            "--max-new-tokens", "32", "--batch-size", "4", "--sparsifier", "topk:8", "--window", "2"]
+    first = subprocess.Popen([sys.executable, "-m", "nex_causal.cli", *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    claim = out.with_name("cache.partial") / "claim.json"
+    for _ in range(600):  # until the first capture has claimed its shards' directory
+        if claim.exists() or first.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert claim.exists() and first.poll() is None, "the first capture never started working"
+    one_line_error(capsys, argv, rf"{out}.partial is in use by process {first.pid} \(a capture into {out}\)")
+    assert first.wait(timeout=600) == 0, first.stderr.read()
+    assert (out / "capture.json").is_file() and not out.with_name("cache.partial").exists()
+
+
+def test_a_capture_whose_partial_directory_is_not_its_own_is_refused(tiny_qwen3_dir, tmp_path, capsys):
+    tasks = jsonl(tmp_path / "t.jsonl", {"prompt": "1+1=", "answer": "2"})
+    partial = tmp_path / "cache.partial"
+    partial.mkdir()
+    (partial / "mine.txt").write_text("precious")
+    argv = ["capture", "--model", str(tiny_qwen3_dir), "--tasks", str(tasks), "--out", str(tmp_path / "cache")]
+    one_line_error(capsys, argv, rf"{partial} exists and holds no capture")
+    assert snapshot(partial) == {"mine.txt": b"precious"}
+    (partial / "claim.json").write_bytes(b"\xff\xfe")  # a claim file that is damaged: named, with the fix
+    one_line_error(capsys, argv, rf"{partial}/claim.json is not the record of a capture \(damaged, or another "
+                                 rf"program's\): choose another directory, or delete {partial}")
+
+
+def test_an_edited_tasks_file_is_another_capture_and_another_stage_key(tiny_family_dir, tmp_path):
+    from nex_causal.capture.config import CaptureConfig
+    from nex_causal.run.experiment import Run, load_config
+
+    tasks = jsonl(tmp_path / "t.jsonl", {"prompt": "1+1=", "answer": "2"})
+    config = load_config(tiny_run(tiny_family_dir, tasks=str(tasks)))
+    capture = CaptureConfig(model="alpha", tasks=str(tasks))
+    keys, content = Run(config, tmp_path / "run").keys, capture.content()
+    jsonl(tasks, {"prompt": "2+2=", "answer": "4"})
+    again = Run(config, tmp_path / "run").keys
+    assert again["capture"] != keys["capture"] and again["nex"] != keys["nex"] and again["family"] == keys["family"]
+    assert capture.content()["tasks_sha256"] != content["tasks_sha256"]
+    assert "tasks_sha256" not in CaptureConfig(model="alpha", tasks="organism:2").content()  # a spec: no file
+
+
+# --- user neuron sets: keyed by their content, checked before a grid claims its directory --------------
+
+CORRUPTED_UNITS = np.arange(0, 64, 8)  # layer 0 units whose gates the corrupted variant breaks
+DECOY_UNITS = np.arange(1, 64, 8)
+
+
+def unit_set(path: Path, units: np.ndarray, columns: str = "layer,unit") -> Path:
+    rows = [",".join(str(v) for v in ((0, u) if columns == "layer,unit" else (u, 0))) for u in units]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(columns + "\n" + "".join(f"{r}\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def grid_family(tiny_qwen3_dir, tmp_path_factory) -> Path:
+    """A family of an intact tiny model and a copy with broken gates at ``CORRUPTED_UNITS``, weights that call those
+    units effective and ``DECOY_UNITS`` redundant, four prompts, and a grid config file for them."""
+    import shutil
+
+    import torch
+    from transformers import Qwen3ForCausalLM
+
+    from nex_causal.cache import KEY_SPACE
+    from nex_causal.nex import save_weights
+
+    root = tmp_path_factory.mktemp("grid")
+    shutil.copytree(tiny_qwen3_dir, root / "family" / "intact")
+    broken = Qwen3ForCausalLM.from_pretrained(tiny_qwen3_dir)
+    with torch.no_grad():
+        broken.model.layers[0].mlp.gate_proj.weight[CORRUPTED_UNITS] = 1.0
+    broken.save_pretrained(root / "family" / "corrupted")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_qwen3_dir / name, root / "family" / "corrupted" / name)
+    weights = np.zeros(KEY_SPACE, np.float32)
+    weights[CORRUPTED_UNITS], weights[DECOY_UNITS] = 0.9, -0.9
+    save_weights(root / "W.npz", weights)
+    jsonl(root / "tasks.jsonl", *({"id": f"q{i}", "question": f"{i}+{i}=", "answer": str(2 * i)} for i in range(4)))
+    (root / "grid.yaml").write_text(yaml.safe_dump({
+        "experiment": "transfer", "family": str(root / "family"), "recipient": "corrupted", "donor": "intact",
+        "weights": str(root / "W.npz"), "tasks": str(root / "tasks.jsonl"), "k": [8], "saturate": False,
+        "n_random": 0, "n_matched": 0, "supervised": False, "ceiling": False, "interventions": ["transplant"],
+        "outcomes": ["answer-logprob"], "max_new_tokens": 3, "n_boot": 50}))
+    return root
+
+
+def grid_argv(grid_family: Path, out: Path, *sets: Path) -> list[str]:
+    return ["transfer", "--config", str(grid_family / "grid.yaml"), "--out", str(out)] + \
+        (["--sets", ",".join(map(str, sets))] if sets else [])
+
+
+def test_two_set_files_of_one_name_are_two_cells_and_an_edited_set_is_measured_again(grid_family, tmp_path):
+    from nex_causal.intervene.neuron_sets import user_set
+
+    a = unit_set(tmp_path / "a" / "x.csv", CORRUPTED_UNITS)  # the effective set, by hand
+    b = unit_set(tmp_path / "b" / "x.csv", DECOY_UNITS)  # the redundant set, under the same name
+    out = tmp_path / "out"
+    assert main(grid_argv(grid_family, out, a, b)) == 0
+    table = pd.read_csv(out / "transfer.csv").set_index("set_kind")["value"]
+    kinds = {f"user-{user_set(a).name}", f"user-{user_set(b).name}"}
+    assert len(kinds) == 2 and kinds <= set(table.index)
+    assert table["effective"] != table["redundant"]  # the test can tell the two sets apart
+    assert table[f"user-{user_set(a).name}"] == table["effective"]
+    assert table[f"user-{user_set(b).name}"] == table["redundant"]
+    unit_set(b, CORRUPTED_UNITS, columns="unit,layer")  # edited in place: now the effective set, in other bytes
+    assert main(grid_argv(grid_family, out, a, b)) == 0
+    again = pd.read_csv(out / "transfer.csv").set_index("set_kind")["value"]
+    assert again[f"user-{user_set(b).name}"] == table["effective"]  # measured again, not the old cell's value
+    assert again["effective"] == table["effective"] and len(again) == len(table)
+
+
+BAD_SETS = {
+    "empty": (b"", "is empty: write a header line 'layer,unit'"),
+    "not UTF-8": (b"layer,unit\n0,\xff\n", r"byte 13 is not UTF-8 text: save it as UTF-8"),
+    "wrong columns": (b"neuron,weight\n3,0.5\n", r"needs columns 'layer' and 'unit', found \['neuron', 'weight'\]"),
+    "no neuron": (b"layer,unit\n", "lists no neuron"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_SETS))
+def test_a_bad_set_file_is_refused_before_the_grid_claims_its_directory(grid_family, tmp_path, capsys, name):
+    data, message = BAD_SETS[name]
+    bad = tmp_path / "mine.csv"
+    bad.write_bytes(data)
+    one_line_error(capsys, grid_argv(grid_family, tmp_path / "out", bad), rf"{bad}.*{message}")
+    assert not (tmp_path / "out").exists()  # fix the file and the same command runs
+
+
+def test_a_set_given_twice_under_one_name_is_refused(grid_family, tmp_path, capsys):
+    a = unit_set(tmp_path / "a" / "x.csv", CORRUPTED_UNITS)
+    b = unit_set(tmp_path / "b" / "x.csv", CORRUPTED_UNITS)
+    one_line_error(capsys, grid_argv(grid_family, tmp_path / "out", a, b), "hold the same set under one name")
+
+
+def test_a_grid_out_that_holds_no_grid_is_refused_and_a_damaged_claim_named(grid_family, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.csv").write_text("precious")
+    one_line_error(capsys, grid_argv(grid_family, out), rf"{out} exists and holds no transfer grid")
+    (out / "claim.json").write_text("{not json")
+    one_line_error(capsys, grid_argv(grid_family, out), rf"{out}/claim.json is not the record of a transfer grid "
+                                                        rf"\(damaged, or another program's\): .* delete {out}")
+    assert snapshot(out) == {"summary.csv": b"precious", "claim.json": b"{not json"}
+
+
+# --- weights know their model ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def organism_caches(tmp_path_factory) -> Path:
+    """Caches of two organisms of one shape (trek and scout: 6 layers x 512 units), and weights learned on trek's."""
+    root = tmp_path_factory.mktemp("organisms")
+    for organism in ("trek", "scout"):
+        assert main(["capture", "--model", f"{organism}:base", "--tasks", "organism:2", "--n-samples", "2",
+                     "--max-new-tokens", "12", "--window", "2", "--sparsifier", "topk:8", "--out",
+                     str(root / organism)]) == 0
+    assert main(["nex", "train", "--cache-dir", str(root / "trek"), "--weights-out", str(root / "trek.npz")]) == 0
+    return root
+
+
+def test_weights_record_the_model_they_were_learned_on_and_score_its_caches(organism_caches, tmp_path, capsys):
+    from nex_causal.models.files import model_identity
+    from nex_causal.models.loading import resolve_model
+    from nex_causal.nex.weights import load_identity
+
+    identity = load_identity(organism_caches / "trek.npz")
+    trek = model_identity(resolve_model("trek:base"))
+    assert (identity["model"], identity["n_layers"], identity["d_mlp"]) == ("trek:base", 6, 512)
+    assert (identity["lineage"], identity["model_sha256"]) == (trek["lineage"], trek["model_sha256"])
+    assert (identity["capture"]["sparsifier"], identity["capture"]["window"], identity["nex"]["rho"]) == \
+        ("topk:8", 2, 0.95)
+    capsys.readouterr()
+    assert main(["nex", "score", "--cache-dir", str(organism_caches / "trek"), "--weights",
+                 str(organism_caches / "trek.npz"), "--output-dir", str(tmp_path / "o")]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+WRONG_MODEL = {
+    "nex score": lambda c, out: ["nex", "score", "--cache-dir", str(c / "scout"), "--weights", str(c / "trek.npz"),
+                                 "--output-dir", str(out)],
+    "select": lambda c, out: ["select", "--cache-dir", str(c / "scout"), "--weights", str(c / "trek.npz"),
+                              "--out", str(out)],
+    "transfer": lambda c, out: ["transfer", "--recipient", "scout:efficient", "--donor", "scout:base", "--weights",
+                                str(c / "trek.npz"), "--tasks", "organism:2", "--out", str(out)],
+}
+
+
+@pytest.mark.parametrize("command", list(WRONG_MODEL))
+def test_weights_learned_on_another_model_of_the_same_shape_are_refused(organism_caches, tmp_path, capsys, command):
+    target = "the cache .*scout" if command != "transfer" else "model scout:efficient"
+    one_line_error(capsys, WRONG_MODEL[command](organism_caches, tmp_path / "out"),
+                   rf"weights .*trek.npz were learned on trek:base \(zoo:\w+\), but {target} comes from "
+                   r".* \(zoo:\w+\), another model: learn weights on a cache of this model")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "reference").exists(), reason="../shared/reference is not available")
+def test_the_reference_weights_carry_no_identity_and_still_score_said_so(organism_caches, tmp_path, capsys):
+    weights = ROOT.parent / "shared" / "reference" / "nex_example_weights.npz"
+    assert main(["nex", "score", "--cache-dir", str(organism_caches / "trek"), "--weights", str(weights),
+                 "--output-dir", str(tmp_path / "o")]) == 0
+    assert f"warning: weights {weights} records no model it was learned on (the reference release's format" \
+        in capsys.readouterr().err
+
+
+def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
+    rng = np.random.default_rng(0)
+    with SparseCacheWriter(tmp_path / "big") as writer:
+        for _ in range(2000):
+            writer.append([(rng.choice(4000, 40, replace=False), rng.uniform(0.1, 1, 40), 8) for _ in range(40)])
+    proc = subprocess.Popen([sys.executable, "-m", "nex_causal.cli", "nex", "train", "--workers", "2",
+                             "--cache-dir", str(tmp_path / "big"), "--weights-out", str(tmp_path / "w.npz")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            start_new_session=True)
+    for _ in range(300):  # until the pool has forked its workers
+        if len(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()) >= 2:
+            break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group, workers included
+    err = proc.communicate(timeout=120)[1]
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and "nex train" not in line]
+    assert proc.returncode == 130
+    assert lines == ["interrupted: what finished is kept; run the same command again to resume"], err[-2000:]
+    assert not (tmp_path / "w.npz").exists()

@@ -14,7 +14,7 @@ from nex_causal.cli.intervene import command_config
 from nex_causal.errors import NexError
 from nex_causal.intervene.cells import GridConfig
 from nex_causal.intervene.grid import Grid, neuron_grid
-from nex_causal.intervene.neuron_sets import NeuronSet
+from nex_causal.intervene.neuron_sets import NeuronSet, user_set
 from nex_causal.io import read_mapping
 from nex_causal.models.evaluation import evaluate
 from nex_causal.models.geometry import MLPGeometry
@@ -190,8 +190,7 @@ def test_planted_transfer_restores_only_with_the_corrupted_set(intact, corrupted
         randoms = table[(table.intervention == intervention) & (table.set_kind == "random")]
         assert len(randoms) == 3 and (randoms.set_size == len(PLANTED)).all()
         assert (randoms.value < 0.75).all()
-        mine = next(k for k in table.set_kind.unique() if k.startswith("user-mine-"))  # named by its content too
-        assert row(table, intervention=intervention, set_kind=mine).value == 1.0
+        assert row(table, intervention=intervention, set_kind=f"user-{user_set(tmp_path / 'mine.csv').name}").value == 1.0
         gaps = row(summary, intervention=intervention)
         assert gaps.effective_minus_random_low > 0 and gaps.effective_minus_redundant_low > 0
         assert gaps.effective_minus_redundant == pytest.approx(1.0 - baseline)

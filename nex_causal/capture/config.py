@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from nex_causal.errors import NexError
-from nex_causal.io import file_sha256
 from nex_causal.registry import Registry
-from nex_causal.settings import same_field
+from nex_causal.settings import input_digests, same_field
 
 if TYPE_CHECKING:
     from nex_causal.capture.sparsify import Sparsifier
@@ -36,7 +35,7 @@ class SampleConfig:
     """Everything that determines a set of samples (and so whether a resume is valid)."""
 
     model: str = field(metadata={"help": "zoo variant name, smollm2-135m, a local HF directory, or a cached HF id"})
-    tasks: str = field(metadata={"help": "task spec: organism:200, rg:<dataset>:100, or a .jsonl file"})
+    tasks: str = field(metadata={"help": "task spec: organism:200, rg:<dataset>:100, or a .jsonl file", "file": True})
     n_samples: int = field(default=4, metadata={"help": "responses per prompt"})
     max_new_tokens: int = field(default=256, metadata={"help": "tokens generated per response at most"})
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature (0: greedy)"})
@@ -50,8 +49,8 @@ class SampleConfig:
     dtype: str = field(default="float32", metadata={"help": "float32 or bfloat16"})
 
     def content(self) -> dict:
-        """The fields that change the result, the backend resolved (``auto`` says nothing)."""
-        return {**dataclasses.asdict(self), "backend": resolve_backend(self)}
+        """The fields that change the result, the backend resolved (``auto`` says nothing), the tasks file's digest."""
+        return {**dataclasses.asdict(self), "backend": resolve_backend(self), **input_digests(self)}
 
     def check(self) -> None:
         """One-line NexError for values no run can use."""
@@ -96,7 +95,7 @@ class CaptureConfig(SampleConfig, RecordConfig):
                 "stepping the bridge (for lock-step patching)"})
 
     def content(self) -> dict:
-        content = {**dataclasses.asdict(self), "backend": resolve_backend(self.sampling())}
+        content = {**dataclasses.asdict(self), "backend": resolve_backend(self.sampling()), **input_digests(self)}
         if self.method == "stepwise":
             del content["replay_tokens"]  # stepwise capture never replays
         return content
@@ -112,23 +111,22 @@ class ReplayConfig(RecordConfig):
     """Everything that determines a capture of existing traces."""
 
     traces: str = field(metadata={"help": "traces to replay: a .parquet from `nex-causal sample` or a cache, "
-                                          "or a .jsonl with prompt and response (or response_token_ids)"})
+                                          "or a .jsonl with prompt and response (or response_token_ids)", "file": True})
     model: str = same_field(SampleConfig, "model")
     chat: bool = field(default=False, metadata={
         "help": "wrap prompts in the chat template (for traces that do not record their prompt token ids)"})
     checker: str | None = field(default=None, metadata={
         "help": "task spec whose answer checker judges the traces, e.g. organism:1 (default: the task a traces table "
-                "records, else the generic Answer:-line checker)"})
+                "records, else the generic Answer:-line checker)", "file": True})
     batch_size: int = same_field(SampleConfig, "batch_size")
     device: str = same_field(SampleConfig, "device")
     dtype: str = same_field(SampleConfig, "dtype")
 
     def content(self) -> dict:
-        """The settings and the traces file's digest (a changed file is another capture)."""
-        path = Path(self.traces)
-        if not path.is_file():
-            raise NexError(f"traces file {path} does not exist: check the path")
-        return {**dataclasses.asdict(self), "traces_sha256": file_sha256(path)}
+        """The settings and the digests of the traces (and checker tasks) file (a changed file is another capture)."""
+        if not Path(self.traces).is_file():
+            raise NexError(f"traces file {self.traces} does not exist: check the path")
+        return {**dataclasses.asdict(self), **input_digests(self)}
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ however the shards ran.
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from pathlib import Path
 
@@ -49,7 +48,7 @@ from nex_causal.capture.sampling import (
 from nex_causal.capture.shards import Work, partial_dir, run_shards
 from nex_causal.capture.traces import Trace, read_traces, traces_meta
 from nex_causal.errors import NexError
-from nex_causal.io import atomic_path, versions, write_json
+from nex_causal.io import atomic_path, locked, remove_inside, versions, write_json
 from nex_causal.models.generation import encode_prompts
 from nex_causal.models.geometry import mlp_hook
 from nex_causal.models.tasks import (
@@ -59,7 +58,7 @@ from nex_causal.models.tasks import (
     extract_answer,
     load_tasks,
 )
-from nex_causal.resume import CLAIM_FILE, mismatch, read_stamp, stamp
+from nex_causal.resume import CLAIM_FILE, check_ours, mismatch, read_stamp, stamp
 from nex_causal.resume import discard_stale as discard
 
 
@@ -209,19 +208,41 @@ def _existing(out: Path, wanted: dict) -> SparseCache | None:
 
 
 def _finish(work: Work, out: Path, wanted: dict, progress: bool, ray: RayOptions | None, **info) -> SparseCache:
-    """Run ``work``'s missing shards, then publish their concatenation with its capture.json."""
-    partial = partial_dir(out)
-    paths = run_shards(work, partial, wanted, progress=progress, ray=ray)
-    from nex_causal.models.loading import shape_of
+    """Run ``work``'s missing shards, then publish their concatenation with its capture.json.
 
-    n_layers, d_mlp = shape_of(work.config.model)[:2] if work.bridge is None else \
-        (int(work.bridge.cfg.n_layers), int(work.bridge.cfg.d_mlp))
-    with atomic_path(out, is_dir=True) as final:
-        concatenate(paths, final)
-        write_json(final / CAPTURE_FILE, {**stamp(wanted), "n_layers": n_layers, "d_mlp": d_mlp,
-                                          "versions": versions(), "token_rows": TOKEN_ORDER, **info})
-    shutil.rmtree(partial)
-    return SparseCache.open(out)
+    The shards' directory (``<out>.partial``) is locked while it is written, so a second capture into
+    ``out`` is refused in one line; a directory there that no capture made is refused before the lock.
+    """
+    partial = partial_dir(out)
+    check_ours(partial, CLAIM_FILE, work.what)
+    with locked(partial, f"a {work.what} into {out}"):
+        cache = _existing(out, wanted)  # another capture may have finished it since the first look
+        if cache is None:
+            paths = run_shards(work, partial, wanted, progress=progress, ray=ray)
+            from nex_causal.models.loading import shape_of
+
+            n_layers, d_mlp = shape_of(work.config.model)[:2] if work.bridge is None else \
+                (int(work.bridge.cfg.n_layers), int(work.bridge.cfg.d_mlp))
+            with atomic_path(out, is_dir=True) as final:
+                concatenate(paths, final)
+                write_json(final / CAPTURE_FILE, {**stamp(wanted), "n_layers": n_layers, "d_mlp": d_mlp,
+                                                  "versions": versions(), "token_rows": TOKEN_ORDER,
+                                                  **_model_record(work), **info})
+        remove_inside(partial, partial.parent)
+    return cache or SparseCache.open(out)
+
+
+def _model_record(work: Work) -> dict:
+    """The capturing model's weights digest and lineage (``models.files.model_identity``), so that NEX weights
+    learned on the cache know their model; nothing for a model built in memory, which no directory describes."""
+    from nex_causal.models.files import model_identity
+    from nex_causal.models.loading import plain_model, resolve_model
+
+    source = plain_model(work.bridge).name_or_path if work.bridge is not None else resolve_model(work.config.model)
+    if not source or not (Path(source) / "config.json").is_file():
+        return {}
+    identity = model_identity(source)
+    return {"model_sha256": identity["model_sha256"], "lineage": identity["lineage"]}
 
 
 def discard_stale(config: CaptureConfig, out: str | Path, root: str | Path) -> None:

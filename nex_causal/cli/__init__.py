@@ -13,7 +13,8 @@ concept come from its dataclass, ``nex_causal.settings.add_options``) and points
 module-level handler. Building the parser imports only the light config modules; a handler
 imports what its command uses, so ``nex-causal --help`` answers at once. Errors the user can
 fix (``NexError``, and the operating system's: a full disk, a read-only directory) print one
-line and exit with status 2; a run whose results are degenerate exits with status 3;
+line and exit with status 2; Ctrl-C prints one line saying the same command resumes, and exits
+with status 130; a run whose results are degenerate exits with status 3;
 warnings print as ``warning: ...`` lines.
 """
 
@@ -31,6 +32,7 @@ from nex_causal.errors import NexError
 
 __all__ = ["build_parser", "main"]
 GROUPS = (run, zoo, capture, nex, selectors, ranking, intervene)
+INTERRUPTED = 130  # exit status after Ctrl-C, as a shell reports a process ended by SIGINT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NexError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: every finished part is on disk, written atomically
+        print("interrupted: what finished is kept; run the same command again to resume", file=sys.stderr)
+        return INTERRUPTED
     except OSError as err:  # a full disk, a read-only or missing directory: the system's one line
         where = f" {err.filename}" if err.filename else ""
         print(f"error: cannot read or write{where}: {err.strerror or err}; free space, fix the permissions or "

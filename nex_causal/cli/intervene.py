@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,14 +64,29 @@ def format_report(table: pd.DataFrame, summary: pd.DataFrame) -> str:
             + gap_table(summary).to_string(index=False, float_format="{:+.3f}".format))
 
 
+def check_inputs(config: GridConfig, out: Path) -> None:
+    """Everything a grid can refuse without a model, before ``out`` is claimed: the user's sets, the weights'
+    model (warning where it cannot be checked), and an ``out`` that holds something but no grid."""
+    from nex_causal.intervene.neuron_sets import check_user_sets, check_weights_model
+    from nex_causal.resume import CLAIM_FILE, check_ours
+
+    check_user_sets(config.sets)
+    for note in check_weights_model(config.weights, config.family, [m for m in (config.recipient, config.donor) if m]):
+        warnings.warn(note, stacklevel=2)
+    check_ours(out, CLAIM_FILE, f"{config.experiment} grid")
+
+
 def run(args: argparse.Namespace) -> None:
     from nex_causal.intervene.grid import run_grid
+    from nex_causal.io import locked
 
     options = given_options(args, GridConfig)
     options.pop("experiment", None)
     if args.out:
         options["out"] = args.out
     config, out = command_config(args.experiment, args.config, options)
-    table, summary = run_grid(config, out)
+    check_inputs(config, out)
+    with locked(out, f"a {config.experiment} grid"):
+        table, summary = run_grid(config, out)
     print(format_report(table, summary))
     print(f"tables written to {out}/{config.experiment}.csv and {out}/summary.csv")

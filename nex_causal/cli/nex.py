@@ -75,27 +75,38 @@ def _scored(args: argparse.Namespace, cache, weights, **fields) -> None:
               "result, not a measurement", file=sys.stderr)
 
 
-def do_train(args: argparse.Namespace) -> None:
-    from nex_causal.nex import save_weights
+def _save(path: str | Path, cache, config: NexConfig, cal) -> None:
+    """The learned weights, with the identity of what they were learned on (``nex.weights.identity_of``)."""
+    import dataclasses
 
-    _, _, cal = _learned(args)
-    save_weights(args.weights_out, cal.weights)
+    from nex_causal.nex.weights import identity_of, save_weights
+
+    save_weights(path, cal.weights, identity_of(cache.capture_info, nex=dataclasses.asdict(config)))
+
+
+def do_train(args: argparse.Namespace) -> None:
+    cache, config, cal = _learned(args)
+    _save(args.weights_out, cache, config, cal)
     print(f"weights -> {args.weights_out}")
 
 
 def do_score(args: argparse.Namespace) -> None:
     from nex_causal.cache import SparseCache
     from nex_causal.nex import load_weights
+    from nex_causal.nex.weights import check_learned_on, identity_of, load_identity
 
     cache = SparseCache.open(args.cache_dir)
-    _scored(args, cache, load_weights(args.weights), weights_file=str(args.weights))
+    weights = load_weights(args.weights)
+    note = check_learned_on(load_identity(args.weights), identity_of(cache.capture_info),
+                            weights=f"weights {args.weights}", target_name=f"the cache {args.cache_dir}")
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
+    _scored(args, cache, weights, weights_file=str(args.weights))
 
 
 def do_run(args: argparse.Namespace) -> None:
-    from nex_causal.nex import save_weights
-
     cache, config, cal = _learned(args)
-    save_weights(Path(args.output_dir) / "weights.npz", cal.weights)
+    _save(Path(args.output_dir) / "weights.npz", cache, config, cal)
     _scored(args, cache, cal.weights, rho=config.rho, min_run=config.min_run,
             n_calibration_responses=cal.n_responses)
 

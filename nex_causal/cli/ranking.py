@@ -55,8 +55,10 @@ def do_rank(args: argparse.Namespace) -> None:
 
     config = from_mapping(RankingConfig, given_options(args, RankingConfig))
     nex = from_mapping(NexConfig, given_options(args, NexConfig))
-    tables, notes = ranking_tables(load_family(args.family), args.caches, config, nex=nex,
-                                   weights=weights_of(args, nex), progress=True)
+    family = load_family(args.family)
+    caches = [Path(d) / name for d in args.caches for name in family["name"].astype(str) if (Path(d) / name).is_dir()]
+    tables, notes = ranking_tables(family, args.caches, config, nex=nex, weights=weights_of(args, nex, caches),
+                                   progress=True)
     for note in notes:
         print(f"note: {note}")
     for key, table in tables.items():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from nex_causal.cli.options import add_verify
@@ -32,16 +34,28 @@ def add_weights_options(p: argparse.ArgumentParser) -> None:
                    "directory to learn them on (select: the nex-cross row; rank: replaces calibration)")
 
 
-def weights_of(args: argparse.Namespace, config: NexConfig):
-    """The weights ``--weights`` names (a .npz, or a cache to learn them on with ``config``), or None."""
+def weights_of(args: argparse.Namespace, config: NexConfig, caches: Sequence[str | Path]):
+    """The weights ``--weights`` names (a .npz, or a cache to learn them on with ``config``), or None; refused in
+    one line when they were learned on another model than one of ``caches`` (``nex.weights.check_learned_on``)."""
     from nex_causal.cache import SparseCache
     from nex_causal.nex import learn_weights, load_weights
+    from nex_causal.nex.weights import check_learned_on, identity_of, load_identity
 
     if args.weights is None:
         return None
     if Path(args.weights).is_dir():
-        return learn_weights(SparseCache.open(args.weights), config)
-    return load_weights(args.weights)
+        source = SparseCache.open(args.weights)
+        weights, identity = learn_weights(source, config), identity_of(source.capture_info)
+    else:
+        weights, identity = load_weights(args.weights), load_identity(args.weights)
+    notes = []
+    for cache in caches:  # only the capture record is read here: the caches are verified where they are scored
+        target = identity_of(SparseCache.open(cache, verify="off").capture_info)
+        note = check_learned_on(identity, target, weights=f"weights {args.weights}", target_name=f"the cache {cache}")
+        if note and note not in notes:
+            notes.append(note)
+            print(f"warning: {note}", file=sys.stderr)
+    return weights
 
 
 def provenance(args: argparse.Namespace) -> dict:
@@ -63,7 +77,8 @@ def do_select(args: argparse.Namespace) -> None:
 
     config = from_mapping(SelectionConfig, given_options(args, SelectionConfig))
     nex = from_mapping(NexConfig, given_options(args, NexConfig))
-    table = selection_table(args.cache_dir, config, weights=weights_of(args, nex), nex=nex, progress=True)
+    table = selection_table(args.cache_dir, config, weights=weights_of(args, nex, args.cache_dir), nex=nex,
+                            progress=True)
     write_table(table, Path(args.out) / "selection", config=provenance(args))
     print_table(table, "selector")
     print(f"-> {Path(args.out) / 'selection'}.{{parquet,csv}}")

@@ -20,6 +20,7 @@ from nex_causal.intervene.base import (
 from nex_causal.intervene.neuron_sets import NeuronSet
 from nex_causal.io import file_sha256
 from nex_causal.nex.weights import credit_path
+from nex_causal.settings import input_digests
 
 RESUME_FREE = ("device", "batch_size", "n_boot", "level")  # settings that do not change a cell's result
 RANDOM_KINDS = ("random", "matched")  # the nulls: layer-matched and covariate-matched random sets
@@ -38,7 +39,8 @@ class GridConfig:
     experiment: str = field(metadata={"help": "transfer or ablate"})
     recipient: str = field(metadata={"help": "the variant that receives the neurons, or the model ablated"})
     weights: str = field(metadata={"help": "NEX weights (.npz from `nex-causal nex train`)"})
-    tasks: str = field(metadata={"help": "held-out prompts: organism:200, rg:<dataset>:100, or a .jsonl file"})
+    tasks: str = field(metadata={"help": "held-out prompts: organism:200, rg:<dataset>:100, or a .jsonl file",
+                                 "file": True})
     donor: str | None = field(default=None, metadata={"help": "variant whose neurons are given (transfer)"})
     family: str | None = field(default=None, metadata={"help": "directory of the family whose variants are named"})
     k: tuple[int, ...] = field(default=(8, 32, 128, 512), metadata={"help": "set sizes (the dose range)"})
@@ -73,13 +75,13 @@ class GridConfig:
     mask_lr: float = field(default=0.1, metadata={"help": "learning rate of the learned transplant mask"})
     attribution_tasks: str | None = field(default=None, metadata={
         "help": "the positive control's own prompts (default: tasks drawn with attribution_seed; prompts the test "
-                "scores are dropped)"})
+                "scores are dropped)", "file": True})
     attribution_seed: int = field(default=1000, metadata={
         "help": "seed drawing the positive control's own prompts"})
     interventions: tuple[str, ...] | None = field(default=None, metadata={
         "help": "interventions to run (default: every one of the experiment's)"})
     sets: tuple[str, ...] = field(default=(), metadata={
-        "help": "your own neuron sets, run beside the grid: CSV/parquet files with columns layer, unit"})
+        "help": "your own neuron sets, run beside the grid: CSV/parquet files with columns layer, unit", "file": True})
     outcomes: tuple[str, ...] = field(default=("answer-logprob", "greedy"), metadata={
         "help": "per-prompt outcomes: greedy, sampled (accuracy), answer-logprob, solution-logprob (continuous)"})
     temperature: float = field(default=0.7, metadata={"help": "temperature of the sampled outcome"})
@@ -139,14 +141,15 @@ class GridConfig:
 
     def content(self) -> dict:
         """What a finished cell depends on (a resume must agree on it): the fields that change a
-        result, and the content of the weights file (its path alone does not say which weights)."""
+        result, and the content of the weights and tasks files (a path alone does not say what they hold).
+        A user's set is keyed by its cell's name instead (``neuron_sets.user_set``): an edited set is a new cell."""
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in RESUME_FREE}
         files = {"weights": self.weights, "recipient_weights": self.recipient_weights, "truth": self.truth}
         out = {**fields, **{f"{name}_sha256": _digest(path) for name, path in files.items()}}
         for name, path in (("weights", self.weights), ("recipient_weights", self.recipient_weights)):
             out[f"{name}_credit_sha256"] = _digest(credit_path(path)) if path else None
         out["caches_integrity"] = [_digest(Path(c) / "integrity.json") for c in self.caches]
-        return out
+        return {**out, **input_digests(self, ("tasks", "attribution_tasks"))}
 
 
 def _digest(path: str | None) -> str | None:

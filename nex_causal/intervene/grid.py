@@ -42,10 +42,10 @@ from nex_causal.intervene.neuron_sets import (
     NeuronSet,
     check_weights_fit,
     covariate_matched,
-    load_user_set,
     matched_random,
     matching_quality,
     top_scored,
+    user_set,
     whole_layers,
 )
 from nex_causal.intervene.outcomes import Inputs
@@ -249,8 +249,10 @@ class Grid:
         n_layers, d_mlp = self.model.cfg.n_layers, self.model.cfg.d_mlp
         if weights is not None:
             check_weights_fit(weights, n_layers, d_mlp)
-        user = [load_user_set(path, n_layers, d_mlp) for path in c.sets]  # every file checked before any write
-        truth = load_user_set(c.truth, n_layers, d_mlp, name="truth") if c.truth else None
+        user = [user_set(path) for path in c.sets]  # every file checked before any write
+        truth = user_set(c.truth) if c.truth else None
+        for neurons in (*user, *([truth] if truth is not None else [])):
+            neurons.check_fits(n_layers, d_mlp)
         ks = doses(weights, c)
         claim(self.out, self.config.content(), what=f"{c.experiment} grid")
         extra = self.controls()

@@ -10,13 +10,18 @@ redundant neurons among them), their controls, and the sets that say what the te
   mass in the recipient and in the donor, size of the donor-recipient weight difference);
 - the ceiling (``whole_layers``): every MLP unit of the layers that differ.
 
-A user can bring their own set as a small table with columns ``layer, unit`` (CSV or parquet).
+A user can bring their own set as a small table with columns ``layer, unit`` (CSV or parquet); a grid
+names it by its content (``user_set``), so an edited file is a new cell, and checks it before it claims
+its directory (``check_user_sets``), as it checks that the weights were learned on its models
+(``check_weights_model``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +36,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 N_UNITS = 1 << 16  # units a packed key can address per layer
+MAX_SET_BYTES = 1 << 28  # a set file larger than this is no set (every key with a weight, as CSV, is ~60 MB)
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,33 +130,76 @@ class NeuronSet:
     def load(cls, path: str | os.PathLike, name: str | None = None) -> "NeuronSet":
         """Read a set saved by :meth:`save` or written by hand (columns ``layer, unit``)."""
         path = Path(path)
-        if not path.is_file():
-            raise NexError(f"neuron set file {path} does not exist")
-        if path.suffix not in {".csv", ".parquet"}:
-            raise NexError(f"cannot read a neuron set from {path.name!r}: use a .csv or .parquet file")
-        import pandas as pd
-
-        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-        if not {"layer", "unit"} <= set(df.columns):
-            raise NexError(f"{path} needs columns 'layer' and 'unit', found {list(df.columns)}")
-        layers, units = df["layer"].to_numpy(), df["unit"].to_numpy()
-        if not (np.issubdtype(layers.dtype, np.integer) and np.issubdtype(units.dtype, np.integer)):
-            raise NexError(f"{path}: 'layer' and 'unit' must be whole numbers")
-        if len(df) and ((layers < 0).any() or (layers >= N_LAYERS).any()
-                        or (units < 0).any() or (units >= N_UNITS).any()):
-            raise NexError(f"{path}: layers must lie in [0, {N_LAYERS}) and units in [0, {N_UNITS})")
-        weights = df["weight"].to_numpy() if "weight" in df.columns else None
-        return cls.from_units(name or path.stem, layers, units, weights)
+        return _parse(path, _read_bytes(path), name or path.stem)
 
 
-def load_user_set(path: str | os.PathLike, n_layers: int, d_mlp: int, name: str | None = None) -> NeuronSet:
-    """A set a user brings (``NeuronSet.load``), checked against the model and named by its file's stem and a
-    digest of its members: two files of one name, or a file edited between runs, never share a cell."""
-    from nex_causal.io import digest
+def _read_bytes(path: Path) -> bytes:
+    """The bytes of a set file, after checking that it is one and not beyond ``MAX_SET_BYTES``."""
+    if not path.is_file():
+        raise NexError(f"neuron set file {path} does not exist")
+    if path.suffix not in {".csv", ".parquet"}:
+        raise NexError(f"cannot read a neuron set from {path.name!r}: use a .csv or .parquet file")
+    if path.stat().st_size > MAX_SET_BYTES:
+        raise NexError(f"neuron set file {path} holds {path.stat().st_size} bytes, more than any set of "
+                       f"{N_LAYERS} x {N_UNITS} units needs: pass the set, not another file")
+    return path.read_bytes()
 
-    neurons = NeuronSet.load(path)
-    neurons.check_fits(n_layers, d_mlp)
-    return NeuronSet(f"{name or neurons.name}-{digest(neurons.keys.tolist())[:8]}", neurons.keys, neurons.weights)
+
+def _parse(path: Path, data: bytes, name: str) -> NeuronSet:
+    """The set in a file's ``data``: one line naming what is wrong with it (empty, not UTF-8, no layer/unit)."""
+    import io
+
+    import pandas as pd
+
+    fix = "write a header line 'layer,unit' and one line per neuron"
+    if not data.strip():
+        raise NexError(f"neuron set file {path} is empty: {fix}")
+    try:
+        if path.suffix == ".parquet":
+            df = pd.read_parquet(io.BytesIO(data))
+        else:
+            df = pd.read_csv(io.StringIO(data.decode("utf-8")))
+    except UnicodeDecodeError as err:
+        raise NexError(f"neuron set file {path}: byte {err.start} is not UTF-8 text: save it as UTF-8") from None
+    except Exception as err:  # pandas and pyarrow raise several kinds for a file that is not a table
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise NexError(f"cannot read neuron set file {path} as a table ({first}): {fix}") from None
+    if not {"layer", "unit"} <= set(df.columns):
+        raise NexError(f"{path} needs columns 'layer' and 'unit', found {list(df.columns)}")
+    layers, units = df["layer"].to_numpy(), df["unit"].to_numpy()
+    if not len(df):  # a header alone: the empty set
+        layers, units = layers.astype(np.int64), units.astype(np.int64)
+    if not (np.issubdtype(layers.dtype, np.integer) and np.issubdtype(units.dtype, np.integer)):
+        raise NexError(f"{path}: 'layer' and 'unit' must be whole numbers")
+    if len(df) and ((layers < 0).any() or (layers >= N_LAYERS).any()
+                    or (units < 0).any() or (units >= N_UNITS).any()):
+        raise NexError(f"{path}: layers must lie in [0, {N_LAYERS}) and units in [0, {N_UNITS})")
+    weights = df["weight"].to_numpy() if "weight" in df.columns else None
+    return NeuronSet.from_units(name, layers, units, weights)
+
+
+def user_set(path: str | os.PathLike) -> NeuronSet:
+    """A user's set file as a grid runs it, named ``<stem>-<first 8 hex of the file's SHA-256>``: two files of one
+    stem are two cells, and an edited file is a new cell, never the old one's result."""
+    path = Path(path)
+    data = _read_bytes(path)
+    return _parse(path, data, f"{path.stem}-{hashlib.sha256(data).hexdigest()[:8]}")
+
+
+def check_user_sets(paths: Sequence[str | os.PathLike]) -> list[NeuronSet]:
+    """The user's sets, each checked before a grid claims its directory: readable, not empty, none given twice."""
+    sets: dict[str, Path] = {}
+    out = []
+    for path in map(Path, paths):
+        neurons = user_set(path)
+        if not len(neurons):
+            raise NexError(f"neuron set file {path} lists no neuron: add 'layer,unit' lines, or drop it from --sets")
+        if neurons.name in sets:
+            raise NexError(f"neuron set files {sets[neurons.name]} and {path} hold the same set under one name: "
+                           "give it once")
+        sets[neurons.name] = path
+        out.append(neurons)
+    return out
 
 
 def check_weights_fit(weights: np.ndarray, n_layers: int, d_mlp: int) -> None:
@@ -158,6 +207,24 @@ def check_weights_fit(weights: np.ndarray, n_layers: int, d_mlp: int) -> None:
     learned on another model)."""
     credited = np.flatnonzero(weights)
     NeuronSet("weights", credited.astype(np.uint32)).check_fits(n_layers, d_mlp)
+
+
+def check_weights_model(weights: str | os.PathLike, family: str | None, models: Sequence[str]) -> list[str]:
+    """Refuse (one line) NEX weights learned on another model than ``models`` (the grid's recipient and donor, looked
+    up in ``family``): another lineage or MLP shape (``nex.weights.check_learned_on``). Returns the notes of what
+    could not be checked (weights that record no model)."""
+    from nex_causal.models.files import model_identity
+    from nex_causal.models.loading import resolve_model
+    from nex_causal.models.variants import variant_dir
+    from nex_causal.nex.weights import check_learned_on, load_identity
+
+    identity, notes = load_identity(weights), []
+    for name in models:
+        target = model_identity(resolve_model(variant_dir(name, family)), with_digest=False)
+        note = check_learned_on(identity, target, weights=f"weights {weights}", target_name=f"model {name}")
+        if note and note not in notes:
+            notes.append(note)
+    return notes
 
 
 def top_scored(scores: np.ndarray, k: int, name: str, *, seed: int = 0, ties: np.ndarray | None = None) -> NeuronSet:

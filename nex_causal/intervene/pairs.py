@@ -11,6 +11,7 @@ how many pairs pass the random-set test at the grid's level.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pandas as pd
 from nex_causal.errors import NexError
 from nex_causal.intervene.cells import GridConfig
 from nex_causal.intervene.grid import run_grids
+from nex_causal.intervene.neuron_sets import check_weights_model
 
 Pair = tuple[str, str]  # (donor, recipient)
 
@@ -96,6 +98,9 @@ def run_pairs(settings: Mapping, pairs: Sequence[Pair], inputs_of: Callable[[str
     configs = [(GridConfig(**{**settings, "experiment": "transfer", "donor": donor, "recipient": recipient,
                               **inputs_of(donor, recipient)}), Path(out) / f"{donor}__{recipient}")
                for donor, recipient in pairs]
+    for config, _ in configs:  # weights of another model: one line before any grid runs
+        for note in check_weights_model(config.weights, config.family, (config.donor, config.recipient)):
+            warnings.warn(note, stacklevel=2)
     tables, summaries, scorers, gaps = [], [], [], {}
     for (donor, recipient), (pair_gaps, table, summary, by_scorer) in zip(
             pairs, run_grids(configs, root=out, progress=progress)):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nex_causal.errors import NexError
+from nex_causal.io import digest
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 MODEL_RECORD = "zoo.json"  # a model directory's record of its weights (``weights_sha256``)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 # a tokenizer's vocabulary is in one of these (transformers makes an empty tokenizer, silently, when none is there)
+# what makes two models' MLP neurons comparable when no zoo record says where a model came from
+ARCHITECTURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size",
+                     "num_attention_heads", "num_key_value_heads")
 VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 # safetensors dtype codes: (bytes per element, the torch name the weights hash records)
 DTYPES = {"F64": (8, "torch.float64"), "F32": (4, "torch.float32"), "F16": (2, "torch.float16"),
@@ -201,3 +205,56 @@ def check_finite(model, source: str) -> None:
             name = name.replace("._original_component", "")  # the bridge's wrapping, not the model's name
             raise NexError(f"{source}: weight {name} holds NaN or infinite values: the model is damaged "
                            "(or was saved from a diverged run); use intact weights")
+
+
+def _json_of(file: Path) -> dict:
+    """The JSON object in ``file``; one line naming a damaged one."""
+    try:
+        value = json.loads(file.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        value = None
+    if not isinstance(value, dict):
+        raise NexError(f"{file} is not a JSON object: the model directory is damaged; fetch or rebuild it")
+    return value
+
+
+def lineage(path: str | os.PathLike) -> str:
+    """What a model descends from: the level at which NEX weights carry over from one model to another.
+
+    A zoo variant's lineage is the trained roots its ``zoo.json`` parents lead to (its organism's
+    base), so the experts and merges of one organism share it and two organisms of one shape do
+    not; any other model's is its architecture (``ARCHITECTURE_KEYS`` of its config.json).
+    """
+    path = Path(path).resolve()
+    if not (path / MODEL_RECORD).is_file():
+        config = _json_of(path / "config.json")
+        config = config.get("text_config", config)
+        return "architecture:" + digest({key: config.get(key) for key in ARCHITECTURE_KEYS})
+    roots, todo, seen = set(), [path], set()
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        record = _json_of(node / MODEL_RECORD)
+        parents = [(node.parent / name).resolve() for name in record.get("parents") or []]
+        if parents and all((parent / MODEL_RECORD).is_file() for parent in parents):
+            todo += parents
+        else:
+            roots.add(record.get("weights_sha256") or record.get("key") or node.name)
+    return "zoo:" + digest(sorted(roots))
+
+
+def model_identity(path: str | os.PathLike, *, with_digest: bool = True) -> dict:
+    """What NEX weights learned on this model's activations are checked against (``nex.weights.check_learned_on``):
+    its lineage, MLP shape and (``with_digest``) the SHA-256 of its weights (the one ``zoo.json`` records, checked
+    on every load, else computed)."""
+    path = Path(path).resolve()
+    config = _json_of(path / "config.json")
+    config = config.get("text_config", config)
+    out = {"model": str(path), "lineage": lineage(path), "n_layers": config.get("num_hidden_layers"),
+           "d_mlp": config.get("intermediate_size")}
+    if with_digest:
+        recorded = _json_of(path / MODEL_RECORD).get("weights_sha256") if (path / MODEL_RECORD).is_file() else None
+        out["model_sha256"] = recorded or weights_hash(path)
+    return out

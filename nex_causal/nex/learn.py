@@ -108,10 +108,12 @@ def _analyze_chunk(start: int, stop: int) -> tuple[list[Credit] | list[ResponseT
 
 
 def _worker_setup() -> None:
-    """Worker set-up: die with the parent, and one BLAS/OpenMP thread (the mixture fits are tiny)."""
+    """Worker set-up: die with the parent, leave Ctrl-C to it (which shuts the pool down), and one BLAS/OpenMP
+    thread (the mixture fits are tiny)."""
     from threadpoolctl import threadpool_limits
 
     die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threadpool_limits(limits=1)
 
 

@@ -1,4 +1,5 @@
-"""Neuron weights on disk: the reference release's ``.npz`` (one float32 array ``weights``).
+"""Neuron weights on disk: the reference release's ``.npz`` (one float32 array ``weights``), and what they were
+learned on.
 
 The array is indexed by the packed key ``(layer << 16) | unit``, so it has at least 2**22
 entries (the reference accepts a longer array and never reads past 2**22; so does this).
@@ -6,12 +7,25 @@ entries (the reference accepts a longer array and never reads past 2**22; so doe
 values (not booleans, integers or complex numbers, which would score as plausible numbers)
 inside [-1, 1], the range of tanh; a NaN or an infinity is refused too, since the reference
 would score every response that touches one as 0 without a word.
+
+Every array is read from the archive only after its declared size (the zip member's and the
+``.npy`` header's) is checked against what such an array can hold, so a file claiming 10**12
+values, or a small file that inflates to gigabytes, is refused before anything is allocated.
+
+Weights learned here also carry their *identity* (``identity_of``): the model the cache was
+captured from (its name, weights digest and lineage), its MLP shape, the capture settings and
+the NEX config, as a second array ``identity`` (a JSON string) that the reference ignores.
+``check_learned_on`` refuses weights applied to a cache or a model of another lineage or shape.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import zipfile
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +33,11 @@ from nex_causal.cache import KEY_SPACE
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path
 
-WEIGHTS_NAME = "weights"  # the one array of a weights .npz file
+WEIGHTS_NAME = "weights"  # the one array of a weights .npz file the reference reads
+IDENTITY_NAME = "identity"  # what they were learned on (a JSON string), beside it
+MAX_ARRAY_BYTES = 2 * KEY_SPACE * 4 + 4096  # a weight or credit array: 2**22 float64 values (or 2**23 float32)
+MAX_IDENTITY_BYTES = 1 << 20
+FIX = "pass a .npz written by `nex-causal nex train`"
 
 
 def check_weights(weights: np.ndarray, name: str = "weights") -> np.ndarray:
@@ -41,8 +59,45 @@ def check_weights(weights: np.ndarray, name: str = "weights") -> np.ndarray:
     return weights.astype(np.float32, copy=False)
 
 
-def save_weights(path: str | os.PathLike, weights: np.ndarray) -> None:
-    """Write ``weights`` as the reference's ``.npz`` (one float32 array ``weights``), atomically.
+def read_arrays(path: str | os.PathLike, limits: Mapping[str, int], what: str = "weights", fix: str = FIX
+                ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The arrays named in ``limits`` that the ``.npz`` at ``path`` holds, and the names of all it holds; an array
+    whose zip member or ``.npy`` header declares more than ``limits[name]`` bytes is refused before it is inflated."""
+    if not os.path.isfile(path):
+        raise NexError(f"{what} file {path} does not exist: {fix}")
+    with open(path, "rb") as f:
+        if f.read(6) == b"\x93NUMPY":
+            raise NexError(f"{path} holds one bare array, not an .npz archive with an array '{WEIGHTS_NAME}': {fix}")
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            for name in limits:
+                if name not in members:
+                    continue
+                info, limit = members[name], limits[name]
+                if info.file_size > limit:
+                    raise NexError(f"{path}: array '{name}' inflates to {info.file_size} bytes, more than the "
+                                   f"{limit} such an array takes: {fix}")
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                        np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read_header(member)
+                if dtype.hasobject or math.prod(shape) * dtype.itemsize > info.file_size:
+                    raise NexError(f"{path}: array '{name}' declares {math.prod(shape)} {dtype} values, more than its "
+                                   f"{info.file_size} bytes hold: {fix}")
+                with archive.open(info) as member:
+                    out[name] = np.lib.format.read_array(member, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise NexError(f"cannot read {what} {path} ({first}): {fix}") from None
+    return out, sorted(members)
+
+
+def save_weights(path: str | os.PathLike, weights: np.ndarray, identity: Mapping[str, Any] | None = None) -> None:
+    """Write ``weights`` as the reference's ``.npz`` (one float32 array ``weights``), atomically, with their
+    ``identity`` (``identity_of``) beside them when given.
 
     Deflated at level 1: the file ``np.load`` reads is the reference's, written 10x faster
     than ``np.savez_compressed`` (level 6) and barely larger, since most weights are 0.
@@ -51,25 +106,67 @@ def save_weights(path: str | os.PathLike, weights: np.ndarray) -> None:
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         with archive.open(f"{WEIGHTS_NAME}.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array(f, weights, allow_pickle=False)
+        if identity is not None:
+            with archive.open(f"{IDENTITY_NAME}.npy", "w") as f:
+                np.lib.format.write_array(f, np.array(json.dumps(dict(identity), sort_keys=True, default=str)))
 
 
 def load_weights(path: str | os.PathLike) -> np.ndarray:
     """Read and check a weights ``.npz`` (as written here or by the reference release)."""
-    fix = "pass a .npz written by `nex-causal nex train`"
-    if not os.path.isfile(path):
-        raise NexError(f"weights file {path} does not exist: {fix}")
+    arrays, names = read_arrays(path, {WEIGHTS_NAME: MAX_ARRAY_BYTES})
+    if WEIGHTS_NAME not in arrays:
+        raise NexError(f"{path} has no array named '{WEIGHTS_NAME}' (it has {names}); {FIX}")
+    return check_weights(arrays[WEIGHTS_NAME], str(path))
+
+
+def load_identity(path: str | os.PathLike) -> dict[str, Any] | None:
+    """What the weights at ``path`` were learned on, or None when the file does not say (the reference's format)."""
+    identity = read_arrays(path, {IDENTITY_NAME: MAX_IDENTITY_BYTES})[0].get(IDENTITY_NAME)
+    if identity is None:
+        return None
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise NexError(f"{path} holds one bare array, not an .npz archive with an array '{WEIGHTS_NAME}': {fix}")
-        with archive:
-            if WEIGHTS_NAME not in archive.files:
-                raise NexError(f"{path} has no array named '{WEIGHTS_NAME}' (it has {archive.files}); {fix}")
-            weights = archive[WEIGHTS_NAME]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise NexError(f"cannot read weights {path} ({first}): {fix}") from None
-    return check_weights(weights, str(path))
+        value = json.loads(str(identity[()]))
+    except (ValueError, TypeError, IndexError):
+        value = None
+    if not isinstance(value, dict):
+        raise NexError(f"{path}: its array '{IDENTITY_NAME}' is damaged: learn the weights again with "
+                       "`nex-causal nex train`")
+    return value
+
+
+def identity_of(info: Mapping[str, Any] | None, **extra: Any) -> dict[str, Any]:
+    """The identity of what a cache's ``capture.json`` (``info``; None for a cache made elsewhere) says it was
+    captured from: model name, weights digest, lineage, MLP shape, capture settings; ``extra`` (the NEX config)
+    beside it. Unknown parts are None."""
+    info = info or {}
+    config = info.get("config") or {}
+    return {"model": config.get("model"), "model_sha256": info.get("model_sha256"), "lineage": info.get("lineage"),
+            "n_layers": info.get("n_layers"), "d_mlp": info.get("d_mlp"), "capture": config, **extra}
+
+
+def check_learned_on(identity: Mapping[str, Any] | None, target: Mapping[str, Any], *, weights: str,
+                     target_name: str) -> str | None:
+    """Refuse (one line) weights whose ``identity`` names another MLP shape or another lineage than ``target``
+    (a cache's ``identity_of``, or a model's ``models.files.model_identity``) has; NEX weights index one model's
+    neurons, and two organisms can share a shape. Returns a note when part of the check could not be made."""
+    fix = "learn weights on a cache of this model (`nex-causal nex train`)"
+    if identity is None:
+        return (f"{weights} records no model it was learned on (the reference release's format, or an older "
+                "nex-causal): the identity check is skipped")
+    learned_on = identity.get("model") or "an unnamed model"
+    for key, what in (("n_layers", "layers"), ("d_mlp", "MLP units per layer")):
+        mine, theirs = identity.get(key), target.get(key)
+        if mine is not None and theirs is not None and int(mine) != int(theirs):
+            raise NexError(f"{weights} were learned on {learned_on} with {mine} {what}, but {target_name} has "
+                           f"{theirs}: {fix}")
+    mine, theirs = identity.get("lineage"), target.get("lineage")
+    if mine is None or theirs is None:
+        return (f"{weights if mine is None else target_name} records no model lineage: only the MLP shape was "
+                "checked against what the weights were learned on")
+    if mine != theirs:
+        raise NexError(f"{weights} were learned on {learned_on} ({mine}), but {target_name} comes from "
+                       f"{target.get('model') or 'another model'} ({theirs}), another model: {fix}")
+    return None
 
 
 def credit_path(weights_path: str | os.PathLike) -> str:
@@ -92,14 +189,12 @@ def load_credit(weights_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
     path = credit_path(weights_path)
     if not os.path.isfile(path):
         return None
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            eff, red = archive["eff"], archive["red"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        raise NexError(f"cannot read the credit file {path} ({type(err).__name__}): delete it, or re-learn the "
-                       "weights with the nex stage") from None
-    if eff.shape != red.shape or eff.ndim != 1 or not (np.isfinite(eff).all() and np.isfinite(red).all()):
-        raise NexError(f"the credit file {path} is damaged: delete it, or re-learn the weights with the nex stage")
+    fix = "delete it, or re-learn the weights with the nex stage"
+    arrays, _ = read_arrays(path, {"eff": MAX_ARRAY_BYTES, "red": MAX_ARRAY_BYTES}, "the credit file", fix)
+    eff, red = arrays.get("eff"), arrays.get("red")
+    if eff is None or red is None or eff.dtype.kind != "f" or red.dtype.kind != "f" or eff.shape != red.shape \
+            or eff.ndim != 1 or not (np.isfinite(eff).all() and np.isfinite(red).all()):
+        raise NexError(f"the credit file {path} is damaged: {fix}")
     return eff[:KEY_SPACE], red[:KEY_SPACE]
 
 

@@ -18,7 +18,6 @@ The run directory's layout is ``run.layout``'s; the family spec is parsed by ``r
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import field
@@ -31,14 +30,16 @@ from nex_causal.io import (
     digest,
     locked,
     read_mapping,
+    remove_inside,
     versions,
     write_json,
 )
+from nex_causal.resume import DamagedRecord, check_ours, read_stamp
 from nex_causal.run.family import FamilySpec
-from nex_causal.run.layout import RunDir
+from nex_causal.run.layout import MANIFEST, RunDir
 from nex_causal.run.report import degenerate_findings
 from nex_causal.run.stages import STAGES, order
-from nex_causal.settings import from_mapping
+from nex_causal.settings import from_mapping, input_digests
 from nex_causal.versions import result_stack
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
@@ -53,7 +54,8 @@ def _config_class() -> type:
                     "models:A,B: named models as they are; else a family directory"})),
         ("zoo_seed", int, field(default=0, metadata={"help": "seed of the embedded zoo"})),
         ("variants", Optional[list[str]], field(default=None, metadata={"help": "variants (default: all)"})),
-        ("tasks", str, field(default="organism:40", metadata={"help": "prompts of capture, selection, ranking"})),
+        ("tasks", str, field(default="organism:40", metadata={"help": "prompts of capture, selection, ranking",
+                                                              "file": True})),
         ("device", str, field(default="cpu", metadata={"help": "cpu or cuda"})),
         ("dtype", str, field(default="float32", metadata={"help": "float32 or bfloat16"})),
     ]
@@ -105,13 +107,17 @@ class Run(RunDir):
         self.log: list[dict] = []
 
     def section_config(self, name: str) -> Any:
-        """What stage ``name``'s result depends on in the config: its section and its experiment-wide fields."""
+        """What stage ``name``'s result depends on in the config: its section and its experiment-wide fields, and
+        the content of every file they name (``settings.input_digests``)."""
         spec = STAGES[name]
         own = {field: getattr(self.config, field) for field in spec.run_level}
+        own.update(input_digests(self.config, spec.run_level))
         if name == "family":
             own.update(self.family_spec.key(self.config.zoo_seed))
-        value = _plain(getattr(self.config, name)) if spec.section is not None else None
-        return {**own, "section": value} if own else value
+        section = getattr(self.config, name) if spec.section is not None else None
+        if dataclasses.is_dataclass(section):
+            own.update(input_digests(section))
+        return {**own, "section": _plain(section)} if own else _plain(section)
 
     def enabled(self, name: str) -> bool:
         spec = STAGES[name]
@@ -119,8 +125,13 @@ class Run(RunDir):
 
     # stages
     def done(self, name: str) -> bool:
-        stamp = self.stamp(name)
-        return stamp.exists() and json.loads(stamp.read_text()).get("key") == self.keys[name]
+        """Whether stage ``name``'s stamp holds its current key (a damaged stamp: not done, said so)."""
+        try:
+            recorded = read_stamp(self.stamp(name))
+        except DamagedRecord:
+            print(f"[{name}] {self.stamp(name)} is damaged: running the stage again")
+            return False
+        return recorded is not None and recorded.get("key") == self.keys[name]
 
     def check(self) -> None:
         """Config errors that need the family's variant names, found before any work starts."""
@@ -136,15 +147,22 @@ class Run(RunDir):
         for key, variant in named:
             if variant not in wanted:
                 raise NexError(f"config key {key!r}: {variant!r} is not among the run's variants")
+        from nex_causal.intervene.neuron_sets import check_user_sets
+
+        for section in (self.config.transfer, self.config.ablation):
+            if section:
+                check_user_sets(section.sets)
 
     def run(self) -> Path:
         """Run every enabled stage that is not already done; return the report's path.
 
+        A directory that holds something but no run manifest is refused before anything is written.
         The run directory is locked while it runs, and a stage's stamp is removed before the
         stage starts and written only once its outputs are complete, so a stage interrupted
         half-way (killed, Ctrl-C, a full disk) is never taken for done by a later run.
         """
         self.check()
+        check_ours(self.dir, MANIFEST, "experiment run", needs=("stage_keys",))
         with locked(self.dir, "an experiment run"):
             return self._run()
 
@@ -159,7 +177,7 @@ class Run(RunDir):
                 print(f"[{name}] up to date")
                 continue
             print(f"[{name}] running")
-            self.stamp(name).unlink(missing_ok=True)
+            remove_inside(self.stamp(name), self.dir, missing_ok=True)
             t0 = time.perf_counter()
             outputs = STAGES[name].run(self) or {}
             seconds = round(time.perf_counter() - t0, 1)
@@ -171,7 +189,7 @@ class Run(RunDir):
 
     def _write_manifest(self, started: str, finished: str | None, warnings: list[str] | None = None) -> None:
         c = self.config
-        write_json(self.dir / "manifest.json", {
+        write_json(self.dir / MANIFEST, {
             "config": dataclasses.asdict(c), "stage_keys": self.keys, "stack": result_stack(),
             "versions": versions(), "seeds": {"zoo": c.zoo_seed, "capture": c.capture.seed},
             "started": started, "finished": finished, "stages": self.log, "warnings": warnings or [],

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from nex_causal.errors import NexError
-from nex_causal.io import check_name, file_sha256, write_table
+from nex_causal.io import check_name, check_write, file_sha256, write_table
 from nex_causal.models.variants import FAMILY_FILE, load_family
 
 MODELS_PREFIX = "models:"
@@ -95,6 +95,7 @@ def named_models(names: tuple[str, ...], out: Path) -> Path:
         source = resolve_model(name)
         variant = check_name(Path(name).name, "a model of the family")
         link = out / variant
+        check_write(link)  # the run's family/ must not lead out of the run
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(source.resolve(), target_is_directory=True)

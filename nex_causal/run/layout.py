@@ -24,6 +24,8 @@ import pandas as pd
 from nex_causal.io import check_name
 from nex_causal.models.variants import load_family, variant_dir
 
+MANIFEST = "manifest.json"  # what made the run: a directory without one is no run (``resume.check_ours``)
+
 
 class RunDir:
     """The run directory of one experiment config (``config``: an ``ExperimentConfig``)."""

@@ -31,7 +31,6 @@ from nex_causal.io import write_table
 from nex_causal.nex import NexConfig
 from nex_causal.ranking.config import RankingConfig, SweepConfig
 from nex_causal.registry import Registry
-from nex_causal.resume import mismatch, read_stamp
 from nex_causal.run.family import FamilySpec
 from nex_causal.run.layout import RunDir
 from nex_causal.selectors import SelectionConfig
@@ -107,9 +106,9 @@ def capture(run: RunDir) -> None:
         config = CaptureConfig(model=variant, tasks=c.tasks, device=c.device, dtype=c.dtype,
                                **dataclasses.asdict(c.capture))
         out = run.cache(variant)
-        if mismatch(read_stamp(out / CAPTURE_FILE), config.content()) is None:
+        discard_stale(config, out, root=run.dir)  # made by an earlier config, other versions, or a damaged record
+        if (out / CAPTURE_FILE).is_file():
             continue
-        discard_stale(config, out, root=run.dir)  # made by an earlier config of this experiment, or other versions
         bridge = load_bridge(run.variant_path(variant), device=c.device, dtype=c.dtype)
         capture_cache(config, out, bridge=bridge, progress=run.progress)
 
@@ -127,13 +126,13 @@ def nex(run: RunDir) -> None:
         write_scores,
     )
     from nex_causal.nex.tables import trace_table, weights_table
-    from nex_causal.nex.weights import save_credit
+    from nex_causal.nex.weights import identity_of, save_credit
 
     c, rows, best = run.config.nex, [], None
     for variant in run.variants():
         cache = SparseCache.open(run.cache(variant))
         cal = learn(cache, c, progress=run.progress, keep_traces=True)
-        save_weights(run.weights(variant), cal.weights)
+        save_weights(run.weights(variant), cal.weights, identity_of(cache.capture_info, nex=dataclasses.asdict(c)))
         save_credit(run.weights(variant), cal.eff, cal.red)
         summary = write_scores(run.weights(variant).parent, score_responses(cache, cal.weights, run.progress),
                                **dataclasses.asdict(c))

@@ -35,9 +35,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nex_causal.errors import NexError
-from nex_causal.io import atomic_path, digest, nex_home, write_json, write_table
+from nex_causal.io import atomic_path, digest, locked, nex_home, remove_inside, write_json, write_table
 from nex_causal.models.files import MODEL_RECORD, check_recorded_hash, weights_hash
 from nex_causal.models.variants import FAMILY_FILE, load_family
+from nex_causal.resume import check_ours
 from nex_causal.versions import FIX, result_stack
 from nex_causal.zoo.family import BASE, Merge, run_merge
 from nex_causal.zoo.recipe import (
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     import pandas as pd
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"  # <organism>/<name>/
 META_FILE = MODEL_RECORD
+MANIFEST = "manifest.json"  # a zoo directory's record: its organism, and its build key once the build is complete
 # Greedy decoding is deterministic given the logits; across CPUs and BLAS builds float32
 # logits of this size differ by ~1e-5, which flips a greedy choice only when the top two
 # logits are that close. On the committed checkpoints the closest pair over every step of
@@ -264,29 +266,43 @@ def build(out: str | Path | None = None, *, seed: int = 0, organism: str = DEFAU
     Trained models come from the committed ``checkpoints`` (default ``checkpoints_of(organism)``)
     when the recipe matches, else they are trained here (an hour for trek); ``retrain`` always
     trains and records in ``manifest.json`` whether the result matches the committed weights.
+    A directory that holds something but no zoo manifest is refused before anything is written, and a
+    build holds the directory's lock (``io.locked``), so two builds never write one zoo.
     """
     recipe = recipe_for(organism, seed)
-    family = recipe.family
     checkpoints = checkpoints_of(organism) if checkpoints is None else checkpoints
     out = Path(out).expanduser().resolve() if out is not None else default_zoo_dir(organism)
     names = list(recipe.variants)
     build_key = zoo_key(seed, organism)
-    manifest = read_json(out / "manifest.json")
+    manifest = read_json(out / MANIFEST)
     if (not retrain and manifest.get("build_key") == build_key and (out / FAMILY_FILE).is_file()
             and all((out / n / META_FILE).is_file() for n in names)):
         for name in names:  # a variant changed on disk since the build is refused, not reused
             check_recorded_hash(out / name)
         return out
+    # a directory with neither a zoo manifest nor a variant a build wrote (an older build, interrupted) is no zoo:
+    # refused before anything is written
+    if not (out.is_dir() and any((entry / META_FILE).is_file() for entry in out.iterdir())):
+        check_ours(out, MANIFEST, "zoo", needs=("organism",))
+    with locked(out, "a zoo build"):
+        if not (out / MANIFEST).is_file():  # claims the directory; the build key is written when it is complete
+            write_json(out / MANIFEST, {"organism": organism, "seed": seed, "build_key": None})
+        _build(recipe, out, checkpoints, build_key, seed=seed, organism=organism, retrain=retrain, progress=progress)
+    return out
 
+
+def _build(recipe: Recipe, out: Path, checkpoints: Path, build_key: str, *, seed: int, organism: str,
+           retrain: bool, progress: bool) -> None:
+    """Copy or train, check, merge and evaluate into ``out`` (locked), then write the family table and manifest."""
     from nex_causal.zoo.train import deterministic_cpu
 
+    family, names = recipe.family, list(recipe.variants)
     start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
     retrain_report = None
     if retrain or not copy_committed(recipe, out, checkpoints):
         if retrain:
             for name in recipe.trained:
-                shutil.rmtree(out / name, ignore_errors=True)
+                remove_inside(out / name, out, missing_ok=True)
         trained = train_models(recipe, out, progress=progress)
         retrain_report = compare_with_committed(recipe, trained, checkpoints) if retrain else None
     metas = {name: read_meta(out / name) for name in recipe.trained}
@@ -299,11 +315,10 @@ def build(out: str | Path | None = None, *, seed: int = 0, organism: str = DEFAU
             metas[name] = ensure_evaluated(out / name, recipe)
     table = family_table([metas[n] for n in names])
     write_table(table, out / FAMILY_FILE, config={"recipe": asdict(recipe), "build_key": build_key})
-    write_json(out / "manifest.json", {
+    write_json(out / MANIFEST, {
         "build_key": build_key, "organism": organism, "seed": seed, "variants": names,
         "build_seconds": round(time.perf_counter() - start, 1), "retrain": retrain_report,
         "train_seconds": {n: metas[n].get("train_seconds") for n in recipe.trained}})
-    return out
 
 
 def zoo_organism(family: str) -> str | None:
@@ -368,7 +383,7 @@ def describe(zoo_dir: str | Path | None = None, organism: str = DEFAULT_ORGANISM
     table = load_family(root)
     columns = ["name", "method", "params", *(c for c in table.columns if c.startswith("accuracy"))]
     lines = [table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}")]
-    manifest = read_json(root / "manifest.json")
+    manifest = read_json(root / MANIFEST)
     spread = table["accuracy"].max() - table["accuracy"].min()
     lines.append(f"{len(table)} variants in {root} (organism {manifest.get('organism')}, seed "
                  f"{manifest.get('seed')}); accuracy spread {spread:.3f}")
