@@ -742,14 +742,14 @@ def test_two_set_files_of_one_name_are_two_cells_and_an_edited_set_is_measured_a
     table = pd.read_csv(out / "transfer.csv").set_index("set_kind")["value"]
     kinds = {f"user-{user_set(a).name}", f"user-{user_set(b).name}"}
     assert len(kinds) == 2 and kinds <= set(table.index)
-    assert table["effective"] != table["redundant"]  # the test can tell the two sets apart
-    assert table[f"user-{user_set(a).name}"] == table["effective"]
-    assert table[f"user-{user_set(b).name}"] == table["redundant"]
+    assert table["nex-effective"] != table["nex-redundant"]  # the test can tell the two sets apart
+    assert table[f"user-{user_set(a).name}"] == table["nex-effective"]
+    assert table[f"user-{user_set(b).name}"] == table["nex-redundant"]
     unit_set(b, CORRUPTED_UNITS, columns="unit,layer")  # edited in place: now the effective set, in other bytes
     assert main(grid_argv(grid_family, out, a, b)) == 0
     again = pd.read_csv(out / "transfer.csv").set_index("set_kind")["value"]
-    assert again[f"user-{user_set(b).name}"] == table["effective"]  # measured again, not the old cell's value
-    assert again["effective"] == table["effective"] and len(again) == len(table)
+    assert again[f"user-{user_set(b).name}"] == table["nex-effective"]  # measured again, not the old cell's value
+    assert again["nex-effective"] == table["nex-effective"] and len(again) == len(table)
 
 
 BAD_SETS = {
