@@ -96,8 +96,9 @@ def test_windows_partition_the_generated_tokens(tmp_path, tiny_qwen3_bridge):
 
 
 def cache_bytes(path):
+    """Every file of a cache but how it was made (capture.json, and the record, which covers it)."""
     return {p.relative_to(path).as_posix(): p.read_bytes()
-            for p in sorted(path.rglob("*")) if p.is_file() and p.name != "capture.json"}
+            for p in sorted(path.rglob("*")) if p.is_file() and p.name not in ("capture.json", "integrity.json")}
 
 
 @pytest.mark.parametrize("method", ["replay", "stepwise"])

@@ -2,7 +2,8 @@
 
 The writer refuses what no capture makes (NaN, infinite or negative mass; keys outside the
 key space), saturates float16 mass with one warning, and leaves the integrity record
-(``cache.integrity``) beside the arrays, so a cache written here is checked on every open.
+(``cache.integrity``) beside the arrays, so a cache written here is checked on every open;
+``seal`` records again a cache to which a file was added.
 """
 
 from __future__ import annotations
@@ -15,19 +16,19 @@ from typing import Any, Union
 
 import numpy as np
 
-from nex_causal.cache.integrity import write_record
-from nex_causal.cache.layout import (
-    _CHUNK,
+from nex_causal.cache.format import (
+    CHUNK,
     FILES,
     FLOAT16_MAX,
     N_LAYERS,
     RESERVED_LAYER,
     RESPONSES_FILE,
-    ResponseRows,
-    SparseCache,
     bad_mass,
+    cache_files,
     out_of_range,
 )
+from nex_causal.cache.integrity import write_record
+from nex_causal.cache.layout import ResponseRows, SparseCache
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path
 
@@ -117,8 +118,8 @@ class SparseCacheWriter:
             ptr[attr].extend((ptr[attr][-1] + values).tolist())
         for attr in ("keys", "w_sum", "base_keys", "base_w_sum"):
             array = getattr(part, attr)
-            for start in range(0, len(array), _CHUNK):
-                self._files[attr].write(np.asarray(array[start:start + _CHUNK]).tobytes())
+            for start in range(0, len(array), CHUNK):
+                self._files[attr].write(np.asarray(array[start:start + CHUNK]).tobytes())
         if has_meta:
             self._meta.extend(part.responses.to_dict("records"))
 
@@ -135,8 +136,7 @@ class SparseCacheWriter:
             pd.DataFrame(self._meta).to_parquet(self._tmp / RESPONSES_FILE, index=False)
         for handle in self._files.values():
             handle.flush()
-        write_record(self._tmp, [name for name, _ in FILES.values()]
-                               + ([RESPONSES_FILE] if self._meta else []))
+        seal(self._tmp)
         self._stack.close()
         if any(self.saturated.values()):
             warnings.warn(f"{self.path}: {self.saturated['w_sum']} row and {self.saturated['base_w_sum']} base "
@@ -179,6 +179,12 @@ def _count(n_tokens: Any, where: str) -> int:
     if not valid:
         raise NexError(f"{where}: the token count must be a non-negative integer, got {n_tokens!r}")
     return int(n_tokens)
+
+
+def seal(directory: str | Path) -> None:
+    """Record every file of the cache at ``directory`` in its integrity record; called again by whoever adds a
+    file to a cache before publishing it (a capture's ``capture.json``), so that the record covers it too."""
+    write_record(directory, cache_files(Path(directory)))
 
 
 CacheLike = Union[SparseCache, str, Path]

@@ -34,6 +34,7 @@ from nex_causal.cache import (
     SparseCache,
     SparseCacheWriter,
     concatenate,
+    seal,
 )
 from nex_causal.capture.cluster import RayOptions
 from nex_causal.capture.config import CaptureConfig, ReplayConfig
@@ -220,6 +221,7 @@ def _finish(work: Work, out: Path, wanted: dict, progress: bool, ray: RayOptions
         concatenate(paths, final)
         write_json(final / CAPTURE_FILE, {**stamp(wanted), "n_layers": n_layers, "d_mlp": d_mlp,
                                           "versions": versions(), "token_rows": TOKEN_ORDER, **info})
+        seal(final)
     shutil.rmtree(partial)
     return SparseCache.open(out)
 

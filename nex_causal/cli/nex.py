@@ -45,13 +45,15 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _learned(args: argparse.Namespace):
+    """Weights learned on the cache, whose rows pass their full check in the pass that learns (``in_pass``)."""
     from nex_causal.cache import SparseCache
     from nex_causal.nex import learn
     from nex_causal.nex.profile import degeneracy_warning, profile_of
 
-    cache = SparseCache.open(args.cache_dir)
+    cache = SparseCache.open(args.cache_dir, in_pass=True)
     config = from_mapping(NexConfig, given_options(args, NexConfig))
     cal = learn(cache, config, max_responses=args.max_responses, workers=args.workers)
+    cache.settle("rows")
     print(f"{args.cache_dir}: learned weights on {cal.n_responses} of {cache.n_responses} responses "
           f"(rho {config.rho}, min_run {config.min_run}): {int((cal.weights > 0).sum())} effective and "
           f"{int((cal.weights < 0).sum())} redundant neurons")
@@ -60,10 +62,14 @@ def _learned(args: argparse.Namespace):
     return cache, config, cal
 
 
-def _scored(args: argparse.Namespace, cache, weights, **fields) -> None:
-    from nex_causal.nex import log_gap, score_responses, write_scores
+def _scored(args: argparse.Namespace, cache, weights, weights_out: Path | None = None, **fields) -> None:
+    """Score the cache (its base view checked in that pass), then write the weights (to ``weights_out``) and scores."""
+    from nex_causal.nex import log_gap, save_weights, score_responses, write_scores
 
     gmf = score_responses(cache, weights)
+    cache.settle()  # nothing is written from a cache that fails its check
+    if weights_out is not None:
+        save_weights(weights_out, weights)
     s = write_scores(args.output_dir, gmf, log_gap_output=args.log_gap_output, **fields)
     nex = s["gmf_mean"] if args.log_gap_output else s["nex_score"]
     print(f"{args.cache_dir}: scored {s['n_scored_responses']} of {s['n_responses']} responses; "
@@ -78,7 +84,8 @@ def _scored(args: argparse.Namespace, cache, weights, **fields) -> None:
 def do_train(args: argparse.Namespace) -> None:
     from nex_causal.nex import save_weights
 
-    _, _, cal = _learned(args)
+    cache, _, cal = _learned(args)
+    cache.settle()
     save_weights(args.weights_out, cal.weights)
     print(f"weights -> {args.weights_out}")
 
@@ -87,16 +94,13 @@ def do_score(args: argparse.Namespace) -> None:
     from nex_causal.cache import SparseCache
     from nex_causal.nex import load_weights
 
-    cache = SparseCache.open(args.cache_dir)
-    _scored(args, cache, load_weights(args.weights), weights_file=str(args.weights))
+    weights = load_weights(args.weights)
+    _scored(args, SparseCache.open(args.cache_dir, in_pass=True), weights, weights_file=str(args.weights))
 
 
 def do_run(args: argparse.Namespace) -> None:
-    from nex_causal.nex import save_weights
-
     cache, config, cal = _learned(args)
-    save_weights(Path(args.output_dir) / "weights.npz", cal.weights)
-    _scored(args, cache, cal.weights, rho=config.rho, min_run=config.min_run,
+    _scored(args, cache, cal.weights, Path(args.output_dir) / "weights.npz", rho=config.rho, min_run=config.min_run,
             n_calibration_responses=cal.n_responses)
 
 
@@ -128,7 +132,7 @@ def do_inspect(args: argparse.Namespace) -> None:
     from nex_causal.run.doctor import shared_dir
 
     config = from_mapping(NexConfig, given_options(args, NexConfig))
-    caches = {path: (SparseCache.open(path), args.neurons) for path in args.cache_dir}
+    caches = {path: (SparseCache.open(path, in_pass=True), args.neurons) for path in args.cache_dir}
     if not args.json and (reference := reference_cache(shared_dir())) is not None:
         caches["reference example (Qwen3-4B)"] = (reference, 36 * 9728)
     profiles, credits = {}, {}
@@ -136,6 +140,7 @@ def do_inspect(args: argparse.Namespace) -> None:
         cal = learn(cache, config, progress=False)
         profiles[label] = profile_of(cache, cal, n_neurons)
         credits[label] = diagnose_credit(cache, cal.weights, config)
+        cache.settle()  # the rows were checked as learning read them; nothing is printed from a cache that fails
     if args.json:
         for label, p in profiles.items():
             summary = {**p.summary(), **credits[label].summary()}  # an unknown value (NaN) is JSON's null

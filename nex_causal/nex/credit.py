@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nex_causal.cache import ResponseRows
+from nex_causal.cache import KEY_SPACE, ResponseRows
 from nex_causal.errors import NexError
 from nex_causal.nex.config import NexConfig
 from nex_causal.nex.novelty import (
@@ -158,6 +158,10 @@ class Credit:
         """Add the amounts into the float32 accumulators (keys are distinct, so ``+=`` is exact)."""
         eff[self.keys[self.effective]] += self.amount[self.effective]
         red[self.keys[~self.effective]] += self.amount[~self.effective]
+
+    def slots(self) -> np.ndarray:
+        """Where each amount goes in Eff and Red laid end to end: the key, or the key + 2**22 for Red."""
+        return self.keys + np.where(self.effective, 0, KEY_SPACE)
 
 
 def credit(nov: Novelty, found: list[Cycle], skip_opening: bool = False) -> Credit:

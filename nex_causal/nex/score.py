@@ -81,6 +81,7 @@ def score_responses(cache: SparseCache, weights: np.ndarray, progress: bool = Tr
             lo, hi = ptr[start], ptr[stop]
             out[start:stop] = _gmf(np.asarray(cache.base_keys[lo:hi]), np.asarray(cache.base_w_sum[lo:hi]),
                                    np.diff(ptr[start:stop + 1]), weights)
+            cache.advance("base", hi)  # the full check of what was just read, when the cache left it to this pass
             bar.update(stop - start)
             start = stop
     return out
