@@ -183,7 +183,9 @@ def learn(cache: SparseCache, config: NexConfig = NexConfig(), *, max_responses:
             results = pool.map(_analyze_chunk, *zip(*chunks))
         done = 0
         for slots, amounts, rows, part in results:
-            np.add.at(credit, slots, amounts)
+            # an array unpickled from a worker has a dtype object of its own, which takes ufunc.at off its
+            # fast path (50x slower); a view has numpy's own float32
+            np.add.at(credit, slots, amounts.view(np.float32))
             if traces is not None:
                 traces.extend(part)
             summaries[done:done + len(rows)] = rows
