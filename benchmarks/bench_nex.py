@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from nex_causal.cache import KEY_SPACE, SparseCache, SparseCacheWriter
 from nex_causal.io import nex_home
-from nex_causal.nex.learn import default_workers
+from nex_causal.nex.workers import default_workers
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "nex_reference"
 SAMPLE_S = 0.02  # how often the process tree's anonymous memory is read

@@ -17,20 +17,14 @@ As each chunk comes back the parent carries the cache's ``full`` check through t
 entries it covered (``SparseCache.advance``; the cache opened ``in_pass``): CRC-32 and
 values of pages that were just read, instead of a separate pass over the whole cache.
 
-Where the time goes: see ``benchmarks/bench_nex.py`` and the per-step notes in each module.
-
-Workers die with their parent: each asks the kernel for SIGKILL when the parent process
-ends (Linux ``PR_SET_PDEATHSIG``), so a killed ``nex train`` leaves no orphans behind.
+Workers are ``nex.workers``'. Where the time goes: ``benchmarks/bench_nex.py``, and the notes
+on time in each step's module.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -44,6 +38,7 @@ from nex_causal.nex.credit import (
     neuron_weights,
 )
 from nex_causal.nex.phases import backends
+from nex_causal.nex.workers import check_workers, in_chunks
 
 CHUNK = 32  # responses per task of a worker
 PROGRESS_TOLERANCE = 1e-6  # a lone cycle's progress is the float32 residue of its share (< 1e-7): it credits nothing
@@ -113,30 +108,6 @@ def _analyze_chunk(start: int, stop: int) -> Chunk:
     return slots, amounts, summaries, traces if keep else None
 
 
-def _worker_setup() -> None:
-    """Worker set-up: die with the parent, and one BLAS/OpenMP thread (the mixture fits are tiny)."""
-    from threadpoolctl import threadpool_limits
-
-    die_with_parent()
-    threadpool_limits(limits=1)
-
-
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux; elsewhere a no-op)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def default_workers() -> int:
-    """The CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def learn(cache: SparseCache, config: NexConfig = NexConfig(), *, max_responses: int = 0,
           responses: Sequence[int] | None = None, workers: int | None = None, progress: bool = True,
           keep_traces: bool = False) -> Calibration:
@@ -160,45 +131,30 @@ def learn(cache: SparseCache, config: NexConfig = NexConfig(), *, max_responses:
         chosen = np.asarray(responses, np.int64)
         if chosen.size and (chosen.min() < 0 or chosen.max() >= cache.n_responses):
             raise NexError(f"calibration responses must lie in 0..{cache.n_responses - 1}")
-    workers = default_workers() if workers is None else int(workers)
-    if workers < 1:
-        raise NexError(f"workers must be at least 1, got {workers}")
+    workers = check_workers(workers)
     n = len(chosen)
     chunks = [(a, min(a + CHUNK, n)) for a in range(0, n, CHUNK)]
     credit = np.zeros(2 * KEY_SPACE, np.float32)  # Eff, then Red
     traces: list[ResponseTrace] | None = [] if keep_traces else None
     summaries = np.empty((n, len(SUMMARY)), np.float64)
-    _JOB, limits, pool = (cache, config, keep_traces, chosen), None, None
+    _JOB = (cache, config, keep_traces, chosen)
     backends()  # loaded here, so that forked workers inherit it
-    bar = tqdm(total=n, desc="nex train", unit="resp", disable=not progress, mininterval=0.5)
+    done = 0
     try:
-        if workers == 1 or len(chunks) < 2 * workers:
-            from threadpoolctl import threadpool_limits
-
-            limits = threadpool_limits(limits=1)
-            results = (_analyze_chunk(a, b) for a, b in chunks)
-        else:
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"),
-                                       initializer=_worker_setup)
-            results = pool.map(_analyze_chunk, *zip(*chunks))
-        done = 0
-        for slots, amounts, rows, part in results:
-            # an array unpickled from a worker has a dtype object of its own, which takes ufunc.at off its
-            # fast path (50x slower); a view has numpy's own float32
-            np.add.at(credit, slots, amounts.view(np.float32))
-            if traces is not None:
-                traces.extend(part)
-            summaries[done:done + len(rows)] = rows
-            done += len(rows)
-            cache.advance("rows", cache.rows_end(int(chosen[done - 1])))
-            bar.update(len(rows))
+        with in_chunks(_analyze_chunk, chunks, workers) as results, \
+                tqdm(total=n, desc="nex train", unit="resp", disable=not progress, mininterval=0.5) as bar:
+            for slots, amounts, rows, part in results:
+                # an array unpickled from a worker has a dtype object of its own, which takes ufunc.at off its
+                # fast path (50x slower); a view has numpy's own float32
+                np.add.at(credit, slots, amounts.view(np.float32))
+                if traces is not None:
+                    traces.extend(part)
+                summaries[done:done + len(rows)] = rows
+                done += len(rows)
+                cache.advance("rows", cache.rows_end(int(chosen[done - 1])))
+                bar.update(len(rows))
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-        if limits is not None:
-            limits.restore_original_limits()
         _JOB = None
-        bar.close()
     eff, red = credit[:KEY_SPACE], credit[KEY_SPACE:]
     return Calibration(neuron_weights(eff, red, config.weighting), eff, red, n, summaries, traces)
 

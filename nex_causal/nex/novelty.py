@@ -42,23 +42,37 @@ def activated_keys(keys: np.ndarray, mass: np.ndarray) -> np.ndarray:
     return np.unique(keys[keep]).astype(np.uint32)
 
 
-def segment_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """``np.sum`` of each consecutive segment of ``values`` (``counts[s]`` values; 0 when empty), in one call.
+class Segments:
+    """Consecutive segments of ``counts[s]`` values, each summed as ``np.sum`` sums it, in one call.
 
     ``np.add.reduceat`` adds a segment's first value to the pairwise sum of the rest, which
     rounds differently from ``np.sum`` (the pairwise sum of the whole segment, as the
-    reference adds a row); a 0 put before every segment makes the two equal to the bit.
+    reference adds a row); a 0 put before every segment (``pad``) makes the two equal to the
+    bit (``sums``). Several arrays laid out alike share one layout.
     """
-    counts = np.asarray(counts, np.int64)
-    if counts.size == 0:
-        return np.zeros(0, values.dtype)
-    starts = np.zeros(len(counts), np.int64)
-    np.cumsum(counts[:-1] + 1, out=starts[1:])
-    padded = np.zeros(len(values) + len(counts), values.dtype)
-    slot = np.ones(len(padded), bool)
-    slot[starts] = False
-    padded[slot] = values
-    return np.add.reduceat(padded, starts)
+
+    def __init__(self, counts: np.ndarray):
+        counts = np.asarray(counts, np.int64)
+        self.starts = np.zeros(len(counts), np.int64)
+        np.cumsum(counts[:-1] + 1, out=self.starts[1:])
+        self.slots = np.ones(int(counts.sum()) + len(counts), bool)
+        self.slots[self.starts] = False
+
+    def pad(self, values: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
+        """``values`` with a 0 before every segment (in ``dtype``, default theirs)."""
+        padded = np.zeros(len(self.slots), dtype or values.dtype)
+        padded[self.slots] = values
+        return padded
+
+    def sums(self, padded: np.ndarray) -> np.ndarray:
+        """The sum of each segment of a ``pad``-ded array (0 when empty)."""
+        return np.add.reduceat(padded, self.starts) if len(self.starts) else np.zeros(0, padded.dtype)
+
+
+def segment_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``np.sum`` of each consecutive segment of ``values`` (``counts[s]`` values; 0 when empty), in one call."""
+    segments = Segments(counts)
+    return segments.sums(segments.pad(values))
 
 
 def per_row(mask: np.ndarray, row_ptr: np.ndarray) -> np.ndarray:
