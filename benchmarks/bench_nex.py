@@ -21,9 +21,10 @@ written, as in the pass that reads them (``nex_causal.cache.checks``); the refer
 nothing. For each: the median wall time (imports, opening and checking the cache, learning,
 scoring, writing the outputs), its speed-up over the reference in the same setting, the
 kernel's peak resident set of the largest process (``wait4``; pages of the memory-mapped cache
-count), the peak anonymous memory of the process tree (sampled every 20 ms: what the run
-allocates), and the cache's bytes over the wall time, against a plain sequential read of the
-cache's files (warm page cache, 16 MiB blocks): the most any reader reaches on this machine.
+count), the peak anonymous memory of the process tree (what the run allocates; proportional, so
+a page forked workers share counts once; sampled every 20 ms), and the cache's bytes over the
+wall time, against a plain sequential read of the cache's files (warm page cache, 16 MiB
+blocks): the most any reader reaches on this machine.
 The weights and every response's GMF of each nex-causal run must equal the reference's bit for
 bit (``np.array_equal``), or the benchmark fails. The last line is the smallest speed-up of
 nex-causal (every core) over the reference across cache sizes and thread settings.
@@ -96,13 +97,14 @@ class Measure:
 
 
 def tree_anon_kb(pid: int) -> int:
-    """RssAnon of ``pid`` and its descendants, in kB (0 for a process that is gone)."""
+    """Anonymous memory of ``pid`` and its descendants, in kB, pages shared by forked workers counted once
+    (``Pss_Anon``: each shared page split among its sharers); 0 for a process that is gone."""
     total, stack = 0, [pid]
     while stack:
         p = stack.pop()
         try:
-            status = Path(f"/proc/{p}/status").read_text()
-            total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("RssAnon:")), 0)
+            rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
+            total += next((int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss_Anon:")), 0)
             for task in Path(f"/proc/{p}/task").iterdir():
                 stack.extend(int(c) for c in (task / "children").read_text().split())
         except (OSError, ValueError):

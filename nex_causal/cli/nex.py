@@ -24,12 +24,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     run = verbs.add_parser("run", help="learn weights from a cache and score that same cache")
     for p in (train, score, run):
         p.add_argument("--cache-dir", required=True, help="SparseCache directory")
+        p.add_argument("--workers", type=int, default=None, help="worker processes (default: every core)")
         add_verify(p)
     for p in (train, run):
         add_options(p, NexConfig)
         p.add_argument("--max-responses", type=int, default=0,
                        help="learn from the first N responses only (default 0: all)")
-        p.add_argument("--workers", type=int, default=None, help="worker processes (default: every core)")
     train.add_argument("--weights-out", required=True, help="weights .npz to write")
     score.add_argument("--weights", required=True, help="weights .npz (from `nex train` or the reference)")
     for p in (score, run):
@@ -66,7 +66,7 @@ def _scored(args: argparse.Namespace, cache, weights, weights_out: Path | None =
     """Score the cache (its base view checked in that pass), then write the weights (to ``weights_out``) and scores."""
     from nex_causal.nex import log_gap, save_weights, score_responses, write_scores
 
-    gmf = score_responses(cache, weights)
+    gmf = score_responses(cache, weights, workers=args.workers)
     cache.settle()  # nothing is written from a cache that fails its check
     if weights_out is not None:
         save_weights(weights_out, weights)
