@@ -237,7 +237,8 @@ def main() -> None:
             for setting in SETTINGS:
                 median = bench_setting(cache_dir, size, work, reference, args.workers, args.repeats, setting, limit)
                 if REFERENCE_NAME in median:
-                    speedups[(n, setting)] = median[REFERENCE_NAME].wall_s / median[f"{OURS} ({args.workers} workers)"].wall_s
+                    ours = median[f"{OURS} ({args.workers} workers)"]
+                    speedups[(n, setting)] = median[REFERENCE_NAME].wall_s / ours.wall_s
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if speedups:

@@ -54,7 +54,8 @@ def check_structure(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     check_pointers(name["sample_row_ptr"], sample)
     rows, responses = int(sample[-1]), len(sample) - 1
     per_row = f"{rows} rows (the end of sample_row_ptr) + 1"
-    check_pointers(name["row_ptr"], arrays["row_ptr"], length=(rows + 1, per_row), into=(name["keys"], len(arrays["keys"])))
+    check_pointers(name["row_ptr"], arrays["row_ptr"], length=(rows + 1, per_row),
+                   into=(name["keys"], len(arrays["keys"])))
     check_pointers(name["token_row_ptr"], arrays["token_row_ptr"], length=(rows + 1, per_row))
     check_pointers(name["base_row_ptr"], arrays["base_row_ptr"],
                    length=(responses + 1, f"{responses} responses (as in sample_row_ptr) + 1"),
@@ -106,7 +107,8 @@ def capture_record(path: Path) -> dict | None:
         info = json.loads(file.read_text())
         shape, config = (info["n_layers"], info["d_mlp"]), info.get("config", {})
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
-        raise NexError(f"{file} is not a capture record (JSON with n_layers and d_mlp): it was damaged; {fix}") from None
+        raise NexError(f"{file} is not a capture record (JSON with n_layers and d_mlp): it was damaged; "
+                       f"{fix}") from None
     if not isinstance(config, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape) \
             or not (1 <= shape[0] <= N_LAYERS and 1 <= shape[1] <= N_UNITS):
         raise NexError(f"{file} declares n_layers {shape[0]!r} and d_mlp {shape[1]!r}, not an MLP shape the cache's "

@@ -43,15 +43,18 @@ FILES = {
     "base_keys": ("base/keys.uint32", "<u4"),
     "base_w_sum": ("base/w_sum.float16", "<f2"),
 }
+ARRAY_FILES = frozenset(name for name, _ in FILES.values())
 VIEWS = {"rows": ("keys", "w_sum"), "base": ("base_keys", "base_w_sum")}  # the entry arrays of each view
 CHUNK = 1 << 24  # entries per step when scanning or copying large arrays
 
 
+RECORDED = (*(name for name, _ in FILES.values()), RESPONSES_FILE, CAPTURE_FILE)  # what an integrity record covers
+
+
 def cache_files(path: Path) -> list[str]:
-    """The files of the cache at ``path`` that its integrity record covers: the arrays, and the response
-    table and capture record when present."""
-    return [name for name, _ in FILES.values()] + [name for name in (RESPONSES_FILE, CAPTURE_FILE)
-                                                   if (path / name).is_file()]
+    """The files of the cache at ``path`` its integrity record covers: the arrays, and the response table and
+    capture record when present."""
+    return [name for name in RECORDED if name in ARRAY_FILES or (path / name).is_file()]
 
 
 def pack_keys(layer: np.ndarray | int, unit: np.ndarray | int) -> np.ndarray:

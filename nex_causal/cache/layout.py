@@ -20,15 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nex_causal.cache.checks import ReadPass, capture_record, check_structure
-from nex_causal.cache.format import (
-    CAPTURE_FILE,
-    FILES,
-    N_LAYERS,
-    N_UNITS,
-    RESPONSES_FILE,
-    VIEWS,
-    cache_files,
-)
+from nex_causal.cache.format import FILES, N_LAYERS, N_UNITS, RECORDED, RESPONSES_FILE, VIEWS, cache_files
 from nex_causal.cache.integrity import RECORD_FILE, Level, check, check_level, default_level, read_record
 from nex_causal.errors import NexError
 
@@ -111,11 +103,11 @@ class SparseCache:
         if missing:
             raise NexError(f"cache {path} is missing {', '.join(missing)}; it is incomplete, re-create it")
         level = check_level(default_level() if verify is None else verify)
-        record = read_record(path, [name for name, _ in FILES.values()] + [RESPONSES_FILE, CAPTURE_FILE])
+        record = read_record(path, RECORDED)
         if record is None:
+            checked = "structure and values are" if level == "full" else "structure is"
             warnings.warn(f"{path} has no integrity record ({RECORD_FILE}): a cache in the reference layout or from "
-                          "an older nex-causal; its structure and values are checked, its bytes cannot be",
-                          stacklevel=2)
+                          f"an older nex-causal; its {checked} checked, its bytes cannot be", stacklevel=2)
         else:
             if level != "off":
                 _check_coverage(path, record.files, record.version)
