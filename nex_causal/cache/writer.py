@@ -69,15 +69,23 @@ class SparseCacheWriter:
         """Add one response: ``rows`` as (keys, mass, n_tokens) triples (or a ``ResponseRows``).
 
         ``base`` (keys, mass) defaults to the per-key sum of the rows; ``meta`` is its row of
-        ``responses.parquet`` (give it for every response or for none).
+        ``responses.parquet`` (give it for every response or for none). A ``ResponseRows`` is
+        checked as whole arrays (what a capture hands over), triples row by row.
         """
-        if isinstance(rows, ResponseRows):
-            rows = list(rows)
         where = f"response {self.n_responses}"
-        parts = [_entries(keys, mass, f"{where}, row {j}") for j, (keys, mass, _) in enumerate(rows)]
-        tokens = [_count(n, f"{where}, row {j}") for j, (_, _, n) in enumerate(rows)]
-        keys = np.concatenate([k for k, _ in parts]) if parts else np.empty(0, np.uint32)
-        mass = np.concatenate([m for _, m in parts]) if parts else np.empty(0, np.float64)
+        if isinstance(rows, ResponseRows):
+            keys, mass = _entries(rows.keys, rows.mass, where)
+            sizes, tokens = np.diff(rows.row_ptr), np.asarray(rows.tokens)
+            if len(sizes) != len(tokens) or rows.row_ptr[0] != 0 or rows.row_ptr[-1] != len(keys) or (sizes < 0).any():
+                raise NexError(f"{where}: row pointers must run from 0 to the entries' count, one per row")
+            if tokens.size and (not np.issubdtype(tokens.dtype, np.integer) or tokens.min() < 0):
+                raise NexError(f"{where}: token counts must be non-negative integers")
+        else:
+            parts = [_entries(keys, mass, f"{where}, row {j}") for j, (keys, mass, _) in enumerate(rows)]
+            tokens = [_count(n, f"{where}, row {j}") for j, (_, _, n) in enumerate(rows)]
+            sizes = [len(k) for k, _ in parts]
+            keys = np.concatenate([k for k, _ in parts]) if parts else np.empty(0, np.uint32)
+            mass = np.concatenate([m for _, m in parts]) if parts else np.empty(0, np.float64)
         if base is None:
             base_keys, inverse = np.unique(keys, return_inverse=True)
             base_mass = np.bincount(inverse, weights=mass, minlength=len(base_keys))
@@ -85,8 +93,7 @@ class SparseCacheWriter:
             base_keys, base_mass = _entries(*base, f"{where}, base")
         if (meta is None) != (not self._meta) and self.n_responses > 0:
             raise NexError(f"{where}: give metadata for every response or for none")
-        self._write(keys, mass, np.cumsum([len(k) for k, _ in parts], dtype=np.int64), np.asarray(tokens, np.int64),
-                    base_keys, base_mass)
+        self._write(keys, mass, np.cumsum(sizes, dtype=np.int64), np.asarray(tokens, np.int64), base_keys, base_mass)
         if meta is not None:
             self._meta.append(dict(meta))
 
