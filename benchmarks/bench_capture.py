@@ -8,7 +8,8 @@ For each model (the zoo's organism, then SmolLM2-135M), in one run and on the sa
     plain forward     the Hugging Face model the bridge wraps, no hooks, nothing kept;
     bridge forward    the TransformerBridge, no hooks, nothing kept;
   and then captured by ``capture_traces`` (the replay path of ``nex-causal capture``), timed in
-  parts: the bridge's forward with the MLP hooks, the output statistics (log-softmax over the
+  parts: the forward with the MLP hooks (through the plain model when it records what the bridge
+  records, ``capture.replay.plain_recorder``, else the bridge), the output statistics (log-softmax over the
   vocabulary per token), sparsifying (the sparsifier, key packing and the rows of ``window``
   tokens: ``RowRecorder``), writing (the shard caches, their concatenation, the record) and the
   rest (gathering activations, padding, the response table). Printed: each part's seconds and
@@ -23,7 +24,11 @@ The last line is the organism's replay capture over its plain forward. On a GPU 
 Qwen3-architecture directory) or ``--random-qwen3 0.6b`` for a randomly initialised model of
 that published shape.
 
-    python benchmarks/bench_capture.py [--quick] [--prompts 32] [--n-samples 4] [--stepwise] [--ray-workers 2]
+    python benchmarks/bench_capture.py [--quick] [--prompts 32] [--n-samples 4] [--smollm2-prompts 8]
+        [--smollm2-tokens 96] [--stepwise] [--ray-workers 2]
+
+SmolLM2 samples 2 responses of at most 96 new tokens per prompt by default: on 2 CPU cores its
+sampling, not the replay, is most of the run.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ QWEN3_SHAPES = {  # published Qwen3 shapes: hidden, layers, MLP units, heads, KV
 }
 # the parts of replay capture: (owner, attribute) of each timed function
 PARTS = {
-    "forward with hooks": [(replay_module, "forward_step")],
+    "forward with hooks": [(replay_module, "teacher_forced_logits")],
     "output statistics": [(replay_module, "token_statistics")],
     "sparsifying": [(RowRecorder, "add"), (RowRecorder, "finish")],
     "writing": [(record_module, "write_shard"), (record_module, "concatenate"), (record_module, "seal")],
@@ -164,23 +169,24 @@ def overhead(model: str, bridge, traces: Path, args, tmp: Path) -> float:
 
     feed = {name: (lambda f=f: teacher_forced(f, fed, config.replay_tokens, pad, args.device))
             for name, f in (("plain", plain_forward), ("bridge", bridge_forward))}
-    feed["plain"]()  # warm-up: allocator, kernels
+    teacher_forced(plain_forward, fed[:2], config.replay_tokens, pad, args.device)  # warm-up: allocator, kernels
     t_plain, _ = timed(feed["plain"], args.device)
     t_bridge, _ = timed(feed["bridge"], args.device)
     with part_timers(args.device) as parts:
         t_capture, _ = timed(lambda: capture_traces(config, tmp / "replayed", bridge=bridge, progress=False),
                              args.device)
     rest = t_capture - sum(parts.values())
+    route, baseline = ("plain model", t_plain) if replay_module.plain_recorder(bridge) else ("bridge", t_bridge)
     print(f"  replay capture of {len(loaded)} traces ({n_tokens} response tokens, {sum(map(len, fed))} fed; "
           f"{args.sparsifier}, window {args.window}) against a plain forward of the same batches:")
     print(f"    plain forward (HF model, no hooks) {t_plain:8.3f} s   1.00x")
     print(f"    bridge forward (no hooks)          {t_bridge:8.3f} s   {t_bridge / t_plain:4.2f}x")
     print(f"    replay capture                     {t_capture:8.3f} s   {t_capture / t_plain:4.2f}x   of which:")
-    hooks = parts["forward with hooks"] - t_bridge
     for name, seconds in [*parts.items(), ("rest", rest)]:
         print(f"      {name:32s} {seconds:8.3f} s   {seconds / t_plain:4.2f}x")
-    print(f"    so: hooks {hooks:+.3f} s, bridge over HF {t_bridge - t_plain:+.3f} s, and sparsifying + writing + "
-          f"rest {parts['sparsifying'] + parts['writing'] + rest:.3f} s beyond the forward passes")
+    beyond = parts["sparsifying"] + parts["writing"] + rest
+    print(f"    so: the forward ran through the {route}, its hooks {parts['forward with hooks'] - baseline:+.3f} s over "
+          f"it; sparsifying + writing + rest {beyond:.3f} s beyond the forward passes")
     return t_capture / t_plain
 
 
@@ -211,16 +217,17 @@ def cache_bytes(path: Path) -> dict[str, bytes]:
             if p.is_file() and p.name not in ("capture.json", "integrity.json")}
 
 
-def bench(model: str, tasks: str, args, tmp: Path) -> float:
+def bench(model: str, tasks: str, args, tmp: Path, n_samples: int, max_new_tokens: int) -> float:
     """Print one model's figures; return replay capture's time over its plain forward."""
     bridge = load_bridge(model, device=args.device, dtype=args.dtype)
     taskset = load_tasks(tasks)
     t_sample, traces = timed(lambda: sample(SampleConfig(
-        model=model, tasks=tasks, n_samples=args.n_samples, max_new_tokens=args.max_new_tokens,
+        model=model, tasks=tasks, n_samples=n_samples, max_new_tokens=max_new_tokens,
         batch_size=args.batch_size, device=args.device, dtype=args.dtype, backend="hf"), tmp / "traces.parquet",
         bridge=bridge, taskset=taskset, progress=False))
     print(f"\n{Path(model).name} [{args.device} {args.dtype}], {bridge.cfg.n_layers} layers x {bridge.cfg.d_mlp} "
-          f"MLP units, vocabulary {bridge.cfg.d_vocab}: sampled {tasks} x {args.n_samples} in {t_sample:.1f} s")
+          f"MLP units, vocabulary {bridge.cfg.d_vocab}: sampled {tasks} x {n_samples} (at most {max_new_tokens} "
+          f"tokens) in {t_sample:.1f} s")
     ratio = overhead(model, bridge, Path(traces), args, tmp)
     if args.stepwise:
         stepwise_against_replay(model, bridge, tasks, taskset, args, tmp)
@@ -243,18 +250,21 @@ def main() -> None:
     parser.add_argument("--stepwise", action="store_true", help="also time stepwise capture against sample + replay")
     parser.add_argument("--ray-workers", type=int, default=0, help="with --stepwise: shard over N Ray workers")
     parser.add_argument("--no-smollm2", action="store_true", help="skip SmolLM2-135M")
+    parser.add_argument("--smollm2-prompts", type=int, default=8, help="SmolLM2's prompts (2 samples each)")
+    parser.add_argument("--smollm2-tokens", type=int, default=96, help="SmolLM2's new tokens at most")
     args = parser.parse_args()
     if args.quick:
         args.prompts, args.n_samples, args.max_new_tokens = 8, 2, 128
+        args.smollm2_prompts, args.smollm2_tokens = 4, 48
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = str(random_qwen3(args.random_qwen3, tmp / "qwen3")) if args.random_qwen3 else args.model
         (tmp / "a").mkdir()
-        ratio = bench(model, f"organism:{args.prompts}", args, tmp / "a")
+        ratio = bench(model, f"organism:{args.prompts}", args, tmp / "a", args.n_samples, args.max_new_tokens)
         if not args.no_smollm2:
             (tmp / "b").mkdir()
             try:
-                bench("smollm2-135m", f"organism:{max(2, args.prompts // 4)}", args, tmp / "b")
+                bench("smollm2-135m", f"organism:{args.smollm2_prompts}", args, tmp / "b", 2, args.smollm2_tokens)
             except NexError as err:
                 print(f"  smollm2-135m skipped: {err}")
     print(f"\nreplay capture over a plain forward ({Path(model).name}): {ratio:.2f}x")
