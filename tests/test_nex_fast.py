@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from nex_causal.nex import learn, score_responses
 from nex_causal.nex import score as score_module
 from nex_causal.nex.credit import run_medians
-from nex_causal.nex.novelty import segment_sums
+from nex_causal.nex.novelty import per_row, segment_sums
 from nex_causal.nex.phases import fit_mixture, kmeans_labels, median
 
 
@@ -30,6 +30,14 @@ def test_segment_sums_equal_np_sum_of_each_segment(lengths, seed, dtype):
     got = segment_sums(values, np.array(lengths))
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, [np.sum(values[a:a + n]) for a, n in zip(starts, lengths)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizes=st.lists(st.integers(0, 5), max_size=12), seed=st.integers(0, 2**16))
+def test_per_row_counts_each_rows_selected_entries(sizes, seed):
+    ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # empty rows anywhere, at the end too
+    mask = np.random.default_rng(seed).random(int(ptr[-1])) < 0.5
+    np.testing.assert_array_equal(per_row(mask, ptr), [mask[a:b].sum() for a, b in zip(ptr[:-1], ptr[1:])])
 
 
 @settings(max_examples=200, deadline=None)

@@ -29,9 +29,15 @@ from nex_causal.cache import KEY_SPACE, RESERVED_LAYER, ResponseRows
 from nex_causal.errors import NexError
 
 
+POSITIVE_INF_BITS = 0x7F800000  # float32 bit patterns below it are the finite numbers >= +0
+
+
 def clean_mass(mass: np.ndarray) -> np.ndarray:
-    """float32 mass with non-finite values set to 0 and negative values clipped to 0."""
+    """float32 mass with non-finite values set to 0 and negative values clipped to 0 (the array itself when
+    every value is already finite and non-negative, as in any cache a capture wrote: one pass over its bits)."""
     mass = np.asarray(mass, np.float32)
+    if not mass.size or int(mass.view(np.uint32).max()) < POSITIVE_INF_BITS:
+        return mass
     return np.clip(np.where(np.isfinite(mass), mass, 0.0), 0.0, None)
 
 
@@ -77,12 +83,14 @@ def segment_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 def per_row(mask: np.ndarray, row_ptr: np.ndarray) -> np.ndarray:
     """How many entries of each row ``mask`` selects (rows as in ``row_ptr``): one ``reduceat`` (a tenth of the time
-    of a running count), its value for an empty row (the next row's first entry) set to 0."""
+    of a running count) over the rows that start inside ``mask``, its value for an empty row (the next row's first
+    entry) set to 0; rows after the last entry are empty."""
     starts = np.asarray(row_ptr[:-1])
-    if len(mask) == 0:
-        return np.zeros(len(starts), np.int64)
-    counts = np.add.reduceat(mask, np.minimum(starts, len(mask) - 1), dtype=np.int64)
-    counts[starts == row_ptr[1:]] = 0
+    counts = np.zeros(len(starts), np.int64)
+    inside = int(np.searchsorted(starts, len(mask)))  # starts never decrease
+    if inside:
+        counts[:inside] = np.add.reduceat(mask, starts[:inside], dtype=np.int64)
+        counts[starts == row_ptr[1:]] = 0
     return counts
 
 
@@ -126,7 +134,7 @@ def clean_rows(rows: ResponseRows, *, positive_only: bool = False) -> Rows:
         raise NexError(f"a response needs a pointer per row ({len(sizes)}) and a token count per row "
                        f"({len(tokens)}), over keys and mass of one length ({len(rows.keys)}, {len(rows.mass)})")
     keys, mass = np.asarray(rows.keys), clean_mass(rows.mass)
-    if positive_only or (keys.size and (keys.min() < 0 or keys.max() >= KEY_SPACE)):
+    if positive_only or (keys.size and ((keys.dtype.kind == "i" and keys.min() < 0) or keys.max() >= KEY_SPACE)):
         return _clean_entries(keys.astype(np.int64), mass, sizes, tokens, positive_only)
     # every key is a neuron of the key space: a row is usable when it has entries, tokens and mass
     ptr = np.asarray(rows.row_ptr, np.int64)
