@@ -167,6 +167,7 @@ def overhead(model: str, bridge, traces: Path, args, tmp: Path) -> float:
     def bridge_forward(ids, mask, positions, cache):
         replay_module.forward_step(bridge, ids, attention_mask=mask, position_ids=positions, cache=cache)
 
+    t_probe, plain_route = timed(lambda: replay_module.plain_recorder(bridge), args.device)  # once per model
     feed = {name: (lambda f=f: teacher_forced(f, fed, config.replay_tokens, pad, args.device))
             for name, f in (("plain", plain_forward), ("bridge", bridge_forward))}
     teacher_forced(plain_forward, fed[:2], config.replay_tokens, pad, args.device)  # warm-up: allocator, kernels
@@ -176,7 +177,7 @@ def overhead(model: str, bridge, traces: Path, args, tmp: Path) -> float:
         t_capture, _ = timed(lambda: capture_traces(config, tmp / "replayed", bridge=bridge, progress=False),
                              args.device)
     rest = t_capture - sum(parts.values())
-    route, baseline = ("plain model", t_plain) if replay_module.plain_recorder(bridge) else ("bridge", t_bridge)
+    route, baseline = ("plain model", t_plain) if plain_route else ("bridge", t_bridge)
     print(f"  replay capture of {len(loaded)} traces ({n_tokens} response tokens, {sum(map(len, fed))} fed; "
           f"{args.sparsifier}, window {args.window}) against a plain forward of the same batches:")
     print(f"    plain forward (HF model, no hooks) {t_plain:8.3f} s   1.00x")
@@ -186,7 +187,8 @@ def overhead(model: str, bridge, traces: Path, args, tmp: Path) -> float:
         print(f"      {name:32s} {seconds:8.3f} s   {seconds / t_plain:4.2f}x")
     beyond = parts["sparsifying"] + parts["writing"] + rest
     print(f"    so: the forward ran through the {route}, its hooks {parts['forward with hooks'] - baseline:+.3f} s over "
-          f"it; sparsifying + writing + rest {beyond:.3f} s beyond the forward passes")
+          f"it; sparsifying + writing + rest {beyond:.3f} s beyond the forward passes; deciding the route took "
+          f"{t_probe:.3f} s once for this model (building the plain model, a probe through both)")
     return t_capture / t_plain
 
 
