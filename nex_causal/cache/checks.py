@@ -154,8 +154,9 @@ class ReadPass:
     def __init__(self, path: Path, arrays: Mapping[str, np.ndarray], record: Record | None, geometry: Geometry):
         self.path, self.arrays, self.geometry = path, arrays, geometry
         entry = [attr for attrs in VIEWS.values() for attr in attrs]
-        self.crc = {attr: RunningCrc(path / FILES[attr][0], record.files[FILES[attr][0]]["crc32"])
-                    for attr in entry if record is not None}
+        recorded = record.files if record is not None else {}
+        self.crc = {attr: RunningCrc(path / FILES[attr][0], recorded[FILES[attr][0]]["crc32"])
+                    for attr in entry if FILES[attr][0] in recorded}
         self.done = dict.fromkeys(entry, 0)
         self.bad: dict[str, int] = {}
 
