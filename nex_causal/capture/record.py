@@ -33,6 +33,7 @@ from nex_causal.cache import (
     SparseCache,
     SparseCacheWriter,
     concatenate,
+    seal,
 )
 from nex_causal.capture.cluster import RayOptions
 from nex_causal.capture.config import CaptureConfig, ReplayConfig
@@ -228,6 +229,7 @@ def _finish(work: Work, out: Path, wanted: dict, progress: bool, ray: RayOptions
                 write_json(final / CAPTURE_FILE, {**stamp(wanted), "n_layers": n_layers, "d_mlp": d_mlp,
                                                   "versions": versions(), "token_rows": TOKEN_ORDER,
                                                   **_model_record(work), **info})
+                seal(final)
         remove_inside(partial, partial.parent)
     return cache or SparseCache.open(out)
 
