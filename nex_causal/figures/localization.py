@@ -71,14 +71,16 @@ def plot_scorers(scorers: pd.DataFrame, summary: pd.DataFrame | None = None) -> 
                 ax.errorbar(rows["set_size"], rows["share_of_ceiling"],
                             yerr=np.vstack([rows["share_of_ceiling"] - rows["share_low"],
                                             rows["share_high"] - rows["share_of_ceiling"]]),
-                            color=INK[0], marker="*", markersize=7, linestyle="none", elinewidth=0.8, label=kind)
+                            color=INK[0], marker="*", markersize=7, linestyle="none", elinewidth=0.8,
+                            label=f"{kind} ({int(rows['set_size'].iloc[0])} units)")
                 continue
             ax.plot(rows["k"], rows["share_of_ceiling"], label=kind, **style)
         ax.axhline(1.0, color=INK[1], linewidth=0.6, linestyle=DASHES[1])
         ax.axhline(TARGET, color=INK[2], linewidth=0.5, linestyle=DASHES[2])
         ax.axhline(0.0, color=INK[0], linewidth=0.5)
         ax.set_xscale("log")
-        ks = sorted(part["k"].unique())
+        shared = part.groupby("k")["set_kind"].nunique()  # the doses; a fixed set's own size gets no tick
+        ks = sorted(shared[shared > 1].index) or sorted(part["k"].unique())
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.set_xticks([], minor=True)
         ax.set_title((f"{pair[0]} → {pair[1]}, " if pair else "") + f"{intervention}, {outcome}")
