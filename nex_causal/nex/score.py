@@ -42,7 +42,19 @@ def good_mass_fraction(keys: np.ndarray, mass: np.ndarray, weights: np.ndarray) 
 
 def _gmf(keys: np.ndarray, mass: np.ndarray, counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """GMF of consecutive responses whose base views lie back to back in ``keys``/``mass``, ``counts[r]``
-    entries each (float64, NaN where unscorable), each float32 sum taken as the reference takes it.
+    entries each (float64, NaN where unscorable), each float32 sum taken as the reference takes it."""
+    good, weighted, scorable = mass_sums(keys, mass, counts, weights)
+    out = np.full(len(counts), np.nan)
+    out[scorable] = 0.0
+    credited = scorable & (weighted > 0.0)
+    out[credited] = good[credited] / weighted[credited]
+    return out
+
+
+def mass_sums(keys: np.ndarray, mass: np.ndarray, counts: np.ndarray,
+              weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The two sums of GMF for consecutive groups of entries (``counts[r]`` each): sum M max(w, 0) and sum M |w|
+    (float32 sums as float64), and whether each group is scorable (some usable mass, no key beyond the key space).
 
     The weights are read once per entry (the random reads over 2**22 weights are most of the time)."""
     keys, n = keys.astype(np.uint32, copy=False).astype(np.int64), len(counts)  # int64 indexes faster
@@ -61,11 +73,7 @@ def _gmf(keys: np.ndarray, mass: np.ndarray, counts: np.ndarray, weights: np.nda
     w = weights[keys]
     good = segment_sums(mass * np.clip(w, 0.0, None), counts).astype(np.float64)
     weighted = segment_sums(mass * np.abs(w), counts).astype(np.float64)
-    out = np.full(n, np.nan)
-    out[scorable] = 0.0
-    credited = scorable & (weighted > 0.0)
-    out[credited] = good[credited] / weighted[credited]
-    return out
+    return good, weighted, scorable
 
 
 def score_responses(cache: SparseCache, weights: np.ndarray, progress: bool = True) -> np.ndarray:
