@@ -14,6 +14,7 @@ import torch
 
 from nex_causal.cache import pack_keys
 from nex_causal.capture.sparsify import Sparsifier
+from nex_causal.models.geometry import mlp_hook
 
 Row = tuple[np.ndarray, np.ndarray, int]  # (keys, mass, tokens)
 
@@ -107,3 +108,23 @@ class RowRecorder:
         for acc in self.windows:
             acc.close_row()
         return [acc.rows for acc in self.windows]
+
+
+class StepHooks:
+    """Hooks for stepwise capture: keep each step's last-position activations, record them after sampling."""
+
+    def __init__(self, bridge, recorder: RowRecorder):
+        self.recorder = recorder
+        self.buffer: list[torch.Tensor | None] = [None] * int(bridge.cfg.n_layers)
+
+    def fwd_hooks(self) -> list[tuple[str, callable]]:
+        def keep(layer: int):
+            def hook(act: torch.Tensor, hook) -> torch.Tensor:
+                self.buffer[layer] = act[:, -1]
+                return act
+            return hook
+        return [(mlp_hook(layer), keep(layer)) for layer in range(len(self.buffer))]
+
+    def on_step(self, step: int, sampled: torch.Tensor, stats: torch.Tensor, active: torch.Tensor) -> None:
+        acts = torch.stack(self.buffer, dim=1)  # [B, L, D]
+        self.recorder.add(acts[active], sampled[active], np.flatnonzero(active.cpu().numpy()))
