@@ -1,35 +1,41 @@
-"""Speed and memory of the whole ``nex-causal nex run`` process against the reference release's ``run_nex.py run``.
+"""Speed and memory of whole NEX processes: ``nex-causal nex run`` against the reference release's ``run_nex.py run``.
 
 On synthetic caches (by default 1,000 and 20,000 responses of ~100 rows x ~300 keys, with
 planted explore bursts so the HMM finds cycles), each command runs as a process of its own,
-the commands taking turns ``--repeats`` times so that background load hits them alike:
+the commands taking turns ``--repeats`` times so that background load hits them alike, under
+two thread settings:
 
-    reference      python run_nex.py run --cache-dir C --output-dir O   (the authors' release)
-    workers 1      nex-causal nex run --cache-dir C --output-dir O --workers 1
-    workers N      the same on every core
-    learn + score  the library calls alone (learn_weights, score_responses), on every core
+    OMP_NUM_THREADS=1   one OpenMP/BLAS thread per process
+    default threads     OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS unset: each library
+                        picks its own (scikit-learn, which the reference calls per response, then opens
+                        an OpenMP region on every core for each fit)
 
-Every command runs with ``OMP_NUM_THREADS=1``: scikit-learn, which the reference calls per
-response, opens OpenMP regions of a few microseconds, and when another job holds a core their
-threads wait for it (the reference runs ~2.7x slower with one core busy, and no faster on
-an idle machine with more threads); nex-causal uses no OpenMP, and its workers are processes.
+and these commands:
 
-For each: the median wall time (imports, opening and checking the cache, learning, scoring,
-writing the outputs) and its ratio to the reference's in the same run; the kernel's peak
-resident set of the largest process (``wait4``; file pages of the memory-mapped cache
-count, so it grows with the cache for every command that reads all of it); and the peak
-anonymous memory of the process tree, sampled every 20 ms: what the run allocates, which
-stays at a chunk's worth when the cache is streamed. The last lines compare that peak
-across cache sizes. The weights and every response's GMF of both nex-causal runs must
-equal the reference's bit for bit (``np.array_equal``), or the benchmark fails. Without
-the reference release (../shared absent) nex-causal is timed alone.
+    reference            python run_nex.py run --cache-dir C --output-dir O   (the authors' release)
+    nex-causal           nex-causal nex run --cache-dir C --output-dir O --verify full   (every core)
+    nex-causal, 1 worker the same with --workers 1 (under OMP_NUM_THREADS=1 only)
 
-    python benchmarks/bench_nex.py [--responses 1000 20000] [--rows 100] [--keys 300] [--repeats 1]
-        [--workers N (default: every core)] [--cache-root DIR (caches kept and reused there)]
-        [--reference DIR (default ../shared/reference/nex_reference)]
+``--verify full`` checks every byte's CRC-32 and every value of the cache before anything is
+written, as in the pass that reads them (``nex_causal.cache.checks``); the reference checks
+nothing. For each: the median wall time (imports, opening and checking the cache, learning,
+scoring, writing the outputs), its speed-up over the reference in the same setting, the
+kernel's peak resident set of the largest process (``wait4``; pages of the memory-mapped cache
+count), the peak anonymous memory of the process tree (what the run allocates; proportional, so
+a page forked workers share counts once; sampled every 20 ms), and the cache's bytes over the
+wall time, against a plain sequential read of the cache's files (warm page cache, 16 MiB
+blocks): the most any reader reaches on this machine.
+The weights and every response's GMF of each nex-causal run must equal the reference's bit for
+bit (``np.array_equal``), or the benchmark fails. The last line is the smallest speed-up of
+nex-causal (every core) over the reference across cache sizes and thread settings.
 
-A quick smoke run: ``--responses 200``. The 20,000-response cache takes ~4.2 GB of disk and
-the reference ~7 ms per response (the whole benchmark ~10 minutes on 2 cores).
+    python benchmarks/bench_nex.py [--quick] [--responses 1000 20000] [--rows 100] [--keys 300] [--repeats 1]
+        [--workers N (default: every core)] [--cache-root DIR] [--reference DIR]
+
+Caches are built once and kept under ``--cache-root`` (default ``$NEX_CAUSAL_HOME/bench_nex``):
+the 20,000-response cache takes ~4.1 GB and a few minutes to build. ``--quick``: 200 and 2,000
+responses. The full run takes ~8 minutes on 2 idle cores once the caches exist (the reference
+~7 ms per response, under each thread setting).
 """
 
 from __future__ import annotations
@@ -49,13 +55,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nex_causal.cache import KEY_SPACE, SparseCache, SparseCacheWriter
-from nex_causal.nex.learn import default_workers
+from nex_causal.io import nex_home
+from nex_causal.nex.workers import default_workers
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "nex_reference"
 SAMPLE_S = 0.02  # how often the process tree's anonymous memory is read
-API = ("import sys; from nex_causal.cache import SparseCache; from nex_causal.nex import learn_weights, "
-       "score_responses; c = SparseCache.open(sys.argv[1]); "
-       "score_responses(c, learn_weights(c, workers=int(sys.argv[2]), progress=False), progress=False)")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+SETTINGS = {"OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1"}, "default threads": {}}
+REFERENCE_NAME, OURS = "reference run_nex.py run", "nex-causal nex run"
 
 
 def synthetic_rows(rng: np.random.Generator, n_rows: int, n_keys: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
@@ -90,13 +97,14 @@ class Measure:
 
 
 def tree_anon_kb(pid: int) -> int:
-    """RssAnon of ``pid`` and its descendants, in kB (0 for a process that is gone)."""
+    """Anonymous memory of ``pid`` and its descendants, in kB, pages shared by forked workers counted once
+    (``Pss_Anon``: each shared page split among its sharers); 0 for a process that is gone."""
     total, stack = 0, [pid]
     while stack:
         p = stack.pop()
         try:
-            status = Path(f"/proc/{p}/status").read_text()
-            total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("RssAnon:")), 0)
+            rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
+            total += next((int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss_Anon:")), 0)
             for task in Path(f"/proc/{p}/task").iterdir():
                 stack.extend(int(c) for c in (task / "children").read_text().split())
         except (OSError, ValueError):
@@ -104,12 +112,17 @@ def tree_anon_kb(pid: int) -> int:
     return total
 
 
-def measure(command: list[str], log: Path) -> Measure:
+def environment(setting: dict[str, str]) -> dict[str, str]:
+    """This process's environment with the thread variables of ``setting`` (none: every library's default)."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    return {**env, **setting}
+
+
+def measure(command: list[str], env: dict[str, str], log: Path) -> Measure:
     """Run ``command`` to completion (it must succeed), timing it and sampling its memory."""
     start = time.perf_counter()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         peak = 0
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -124,6 +137,20 @@ def measure(command: list[str], log: Path) -> Measure:
     return Measure(wall, usage.ru_maxrss / 1024, peak / 1024)
 
 
+def sequential_read(directory: Path, repeats: int = 3) -> float:
+    """Bytes per second of reading every file of ``directory`` front to back in 16 MiB blocks (best of ``repeats``)."""
+    files, buffer = [f for f in sorted(directory.rglob("*")) if f.is_file()], bytearray(1 << 24)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for file in files:
+            with open(file, "rb", buffering=0) as handle:
+                while handle.readinto(buffer):
+                    pass
+        best = min(best, time.perf_counter() - start)
+    return sum(f.stat().st_size for f in files) / best
+
+
 def outputs(directory: Path) -> tuple[np.ndarray, np.ndarray]:
     """The weights and per-response GMF a run wrote, as raw bits."""
     with np.load(directory / "weights.npz") as archive:
@@ -131,83 +158,93 @@ def outputs(directory: Path) -> tuple[np.ndarray, np.ndarray]:
     return weights.view(np.uint32), np.load(directory / "response_scores.npy").view(np.uint32)
 
 
-def bench_cache(cache_dir: Path, work: Path, reference: Path | None, workers: int, repeats: int) -> dict[str, Measure]:
-    """Time every command on one cache, print the table and check the outputs; the medians by command."""
-    cache = SparseCache.open(cache_dir, verify="off")  # the runs verify it; this only describes it
-    size_mb = sum(f.stat().st_size for f in cache_dir.rglob("*") if f.is_file()) / 2**20
-    print(f"\ncache {cache_dir}: {cache.n_responses:,} responses, {cache.n_rows:,} rows, {len(cache.keys):,} row "
-          f"entries ({cache.n_rows / cache.n_responses:.0f} rows, {len(cache.keys) / cache.n_rows:.0f} keys per row), "
-          f"{len(cache.base_keys):,} base entries, {size_mb:,.0f} MB")
-    ours = [sys.executable, "-m", "nex_causal.cli", "nex", "run", "--cache-dir", str(cache_dir)]
-    commands = {
-        "nex-causal nex run --workers 1": [*ours, "--output-dir", str(work / "w1"), "--workers", "1"],
-        f"nex-causal nex run --workers {workers}": [*ours, "--output-dir", str(work / "wn"), "--workers", str(workers)],
-        f"learn + score, library only ({workers} workers)": [sys.executable, "-c", API, str(cache_dir), str(workers)],
-    }
+def commands(cache_dir: Path, work: Path, reference: Path | None, workers: int, single: bool) -> dict[str, list[str]]:
+    ours = [sys.executable, "-m", "nex_causal.cli", "nex", "run", "--cache-dir", str(cache_dir), "--verify", "full"]
+    found = {f"{OURS} ({workers} workers)": [*ours, "--output-dir", str(work / "wn"), "--workers", str(workers)]}
+    if single:
+        found[f"{OURS} (1 worker)"] = [*ours, "--output-dir", str(work / "w1"), "--workers", "1"]
     if reference is not None:
-        commands = {"reference run_nex.py run": [sys.executable, str(reference / "run_nex.py"), "run", "--cache-dir",
-                                                 str(cache_dir), "--output-dir", str(work / "reference")], **commands}
-    runs: dict[str, list[Measure]] = {name: [] for name in commands}
+        found = {REFERENCE_NAME: [sys.executable, str(reference / "run_nex.py"), "run", "--cache-dir", str(cache_dir),
+                                  "--output-dir", str(work / "reference")], **found}
+    return found
+
+
+def bench_setting(cache_dir: Path, size: int, work: Path, reference: Path | None, workers: int, repeats: int,
+                  setting: str, limit: float) -> dict[str, Measure]:
+    """Time every command on one cache under one thread setting, print its table, check the outputs."""
+    runs = commands(cache_dir, work, reference, workers, single=setting == "OMP_NUM_THREADS=1")
+    env = environment(SETTINGS[setting])
+    measured: dict[str, list[Measure]] = {name: [] for name in runs}
     for _ in range(repeats):
-        for name, command in commands.items():
-            runs[name].append(measure(command, work / "log.txt"))
+        for name, command in runs.items():
+            measured[name].append(measure(command, env, work / "log.txt"))
     fields = ("wall_s", "max_rss_mb", "anon_mb")
     median = {name: Measure(*(statistics.median(getattr(m, f) for m in ms) for f in fields))
-              for name, ms in runs.items()}
-    base = median.get("reference run_nex.py run")
-    print(f"{'':44s} {'wall s':>8s} {'resp/s':>8s} {'peak RSS MB':>12s} {'peak anon MB':>13s} {'speed-up':>9s}")
+              for name, ms in measured.items()}
+    base = median.get(REFERENCE_NAME)
+    print(f"\n{setting}:")
+    print(f"  {'':34s} {'wall s':>8s} {'speed-up':>9s} {'peak RSS MB':>12s} {'peak anon MB':>13s} {'MB/s':>8s} "
+          f"{'of read':>8s}")
     for name, m in median.items():
         ratio = f"{base.wall_s / m.wall_s:8.2f}x" if base else f"{'-':>9s}"
-        times = ", ".join(f"{r.wall_s:.2f}" for r in runs[name])
-        print(f"{name:44s} {m.wall_s:8.2f} {cache.n_responses / m.wall_s:8.0f} {m.max_rss_mb:12.0f} "
-              f"{m.anon_mb:13.0f} {ratio} ({times})")
-    if base is None:
-        print("reference release absent: nex-causal timed alone, outputs not compared")
-        return median
-    theirs = outputs(work / "reference")
-    for run in ("w1", "wn"):
-        mine = outputs(work / run)
-        for name, a, b in zip(("weights.npz", "response_scores.npy"), mine, theirs):
-            if not np.array_equal(a, b):
-                sys.exit(f"{name} of nex-causal ({run}) differs from the reference's: the implementations disagree")
-    print(f"outputs identical to the reference's, bit for bit (np.array_equal): weights.npz and response_scores.npy, "
-          f"with 1 and {workers} workers")
+        times = ", ".join(f"{r.wall_s:.2f}" for r in measured[name])
+        print(f"  {name:34s} {m.wall_s:8.2f} {ratio} {m.max_rss_mb:12.0f} {m.anon_mb:13.0f} "
+              f"{size / m.wall_s / 1e6:8.0f} {size / m.wall_s / limit:8.1%} ({times})")
+    if base is not None:
+        theirs = outputs(work / "reference")
+        for name in median:
+            if name == REFERENCE_NAME:
+                continue
+            mine = outputs(work / ("w1" if "(1 worker)" in name else "wn"))
+            for file, a, b in zip(("weights.npz", "response_scores.npy"), mine, theirs):
+                if not np.array_equal(a, b):
+                    sys.exit(f"{file} of {name} differs from the reference's: the implementations disagree")
+        print("  outputs identical to the reference's, bit for bit (np.array_equal): weights.npz and "
+              "response_scores.npy of every nex-causal run")
     return median
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--responses", type=int, nargs="+", default=[1000, 20000], help="cache sizes, in responses")
+    parser.add_argument("--responses", type=int, nargs="+", help="cache sizes, in responses (default 1000 20000)")
+    parser.add_argument("--quick", action="store_true", help="200 and 2,000 responses")
     parser.add_argument("--rows", type=int, default=100, help="mean rows per response")
     parser.add_argument("--keys", type=int, default=300, help="keys per row")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each command per cache (median reported)")
     parser.add_argument("--workers", type=int, default=default_workers(), help="workers of the every-core run")
-    parser.add_argument("--cache-root", type=Path, help="keep the synthetic caches here and reuse them")
+    parser.add_argument("--cache-root", type=Path, default=nex_home() / "bench_nex", help="where caches are kept")
     parser.add_argument("--reference", type=Path, default=REFERENCE, help="the reference release's directory")
     args = parser.parse_args()
+    sizes = args.responses or ([200, 2000] if args.quick else [1000, 20000])
     reference = args.reference if (args.reference / "run_nex.py").is_file() else None
     if reference is None:
         print(f"no reference release at {args.reference} (../shared absent?): timing nex-causal alone")
-    work = Path(tempfile.mkdtemp(prefix="bench_nex_"))
-    root = args.cache_root or work
     print(f"{os.cpu_count()} CPUs, {args.workers} workers for the every-core runs, {args.repeats} run(s) each")
+    work = Path(tempfile.mkdtemp(prefix="bench_nex_"))
+    speedups = {}
     try:
-        peaks = {}
-        for n in args.responses:
-            cache_dir = root / f"responses_{n}_rows_{args.rows}_keys_{args.keys}"
-            if not cache_dir.exists():
+        for n in sizes:
+            cache_dir = args.cache_root / f"responses_{n}_rows_{args.rows}_keys_{args.keys}"
+            if not (cache_dir / "integrity.json").is_file():
                 build_cache(cache_dir, n, args.rows, args.keys)
-            median = bench_cache(cache_dir, work, reference, args.workers, args.repeats)
-            peaks[n] = {name: m.anon_mb for name, m in median.items() if not name.startswith("reference")}
-        if len(peaks) > 1:
-            small, large = min(peaks), max(peaks)
-            print(f"\npeak anonymous memory from {small:,} to {large:,} responses ({large / small:.0f}x the cache):")
-            for name in peaks[small]:
-                growth = peaks[large][name] / peaks[small][name]
-                print(f"  {name:44s} {peaks[small][name]:7.0f} -> {peaks[large][name]:7.0f} MB ({growth:.2f}x): "
-                      + ("bounded by a chunk" if growth < 1.5 else "grows with the cache"))
+            cache = SparseCache.open(cache_dir, verify="off")  # the runs check it; this only describes it
+            size = sum(f.stat().st_size for f in cache_dir.rglob("*") if f.is_file())
+            limit = sequential_read(cache_dir)
+            print(f"\ncache {cache_dir}: {cache.n_responses:,} responses, {cache.n_rows:,} rows, {len(cache.keys):,} "
+                  f"row entries ({cache.n_rows / cache.n_responses:.0f} rows, {len(cache.keys) / cache.n_rows:.0f} "
+                  f"keys per row), {len(cache.base_keys):,} base entries, {size / 1e6:,.0f} MB; a sequential read "
+                  f"of its files: {limit / 1e6:,.0f} MB/s")
+            for setting in SETTINGS:
+                median = bench_setting(cache_dir, size, work, reference, args.workers, args.repeats, setting, limit)
+                if REFERENCE_NAME in median:
+                    ours = median[f"{OURS} ({args.workers} workers)"]
+                    speedups[(n, setting)] = median[REFERENCE_NAME].wall_s / ours.wall_s
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if speedups:
+        print("\nnex-causal over the reference: " + "; ".join(f"{n:,} responses, {s}: {r:.2f}x"
+                                                            for (n, s), r in speedups.items()))
+        print(f"smallest speed-up: {min(speedups.values()):.2f}x")
 
 
 if __name__ == "__main__":

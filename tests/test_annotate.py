@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nex_causal.cache import SparseCacheWriter
+from nex_causal.cache import SparseCacheWriter, seal
 from nex_causal.capture import annotation as X
 from nex_causal.cli import main
 from nex_causal.errors import NexError
@@ -79,7 +79,9 @@ def cache_dir(tmp_path, tiny_qwen3_dir):
     from transformers import AutoTokenizer
 
     path = write_cache(tmp_path / "cache", TEXTS, AutoTokenizer.from_pretrained(tiny_qwen3_dir), ends_with_eos=(2,))
-    write_json(path / "capture.json", {"config": {"model": str(tiny_qwen3_dir), "window": WINDOW}})
+    write_json(path / "capture.json", {"config": {"model": str(tiny_qwen3_dir), "window": WINDOW}, "n_layers": 2,
+                                       "d_mlp": 65536})
+    seal(path)
     return path
 
 
@@ -285,5 +287,6 @@ def test_cli_export_then_score(cache_dir, tmp_path, capsys):
     assert main(["annotate", "export", "--cache-dir", str(cache_dir), "--responses", "0,a", "--out", "x"]) == 2
     assert "--responses" in capsys.readouterr().err
     (cache_dir / "capture.json").unlink()
+    seal(cache_dir)
     assert main(["annotate", "export", "--cache-dir", str(cache_dir), "--responses", "0", "--out", "x"]) == 2
     assert "pass --tokenizer" in capsys.readouterr().err

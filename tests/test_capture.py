@@ -96,8 +96,9 @@ def test_windows_partition_the_generated_tokens(tmp_path, tiny_qwen3_bridge):
 
 
 def cache_bytes(path):
+    """Every file of a cache but how it was made (capture.json, and the record, which covers it)."""
     return {p.relative_to(path).as_posix(): p.read_bytes()
-            for p in sorted(path.rglob("*")) if p.is_file() and p.name != "capture.json"}
+            for p in sorted(path.rglob("*")) if p.is_file() and p.name not in ("capture.json", "integrity.json")}
 
 
 @pytest.mark.parametrize("method", ["replay", "stepwise"])
@@ -158,3 +159,50 @@ def test_empty_task_set_is_an_error(tmp_path, tiny_qwen3_bridge):
     config = CaptureConfig(model="tiny", tasks="toy")
     with pytest.raises(NexError, match="empty"):
         capture(config, tmp_path / "c", bridge=tiny_qwen3_bridge, taskset=toy_tasks(0), progress=False)
+
+
+def token_by_token(selections: list[list[tuple[np.ndarray, np.ndarray]]], window: int) -> list[list[tuple]]:
+    """The rows of each sequence from its tokens' (keys, scores), one token at a time: the recorder's definition."""
+    out = []
+    for tokens in selections:
+        rows = []
+        for start in range(0, len(tokens), window):
+            part = tokens[start:start + window]
+            if window == 1:
+                keys, mass = part[0]
+                order = np.argsort(-mass, kind="stable")
+                rows.append((keys[order], mass[order], 1))
+            else:
+                keys, inverse = np.unique(np.concatenate([k for k, _ in part]), return_inverse=True)
+                mass = np.bincount(inverse, weights=np.concatenate([m for _, m in part]), minlength=len(keys))
+                rows.append((keys.astype(np.uint32), mass.astype(np.float32), len(part)))
+        out.append(rows)
+    return out
+
+
+@pytest.mark.parametrize("window", [1, 3, 4])
+@pytest.mark.parametrize("spec", ["topk:5", "threshold:1.2"])
+def test_the_recorder_closes_windows_as_token_by_token_accumulation_does(window, spec):
+    from types import SimpleNamespace
+
+    from nex_causal.capture.rows import RowRecorder
+
+    rng = np.random.default_rng(window)
+    sparsifier, n_sequences, d_mlp = Sparsifier.parse(spec), 5, 7
+    recorder = RowRecorder(SimpleNamespace(cfg=SimpleNamespace(d_mlp=d_mlp)), sparsifier, window, n_sequences)
+    selections: list[list] = [[] for _ in range(n_sequences)]
+    for _ in range(6):  # calls of varying shape: some sequences absent, tokens of several sequences interleaved
+        owners = rng.choice(n_sequences, int(rng.integers(1, 12)))
+        acts = torch.from_numpy(np.round(rng.normal(size=(len(owners), 3, d_mlp)), 1).astype(np.float32))
+        recorder.add(acts, torch.zeros(len(owners), dtype=torch.long), owners)
+        rows, flat, score = sparsifier.select(acts.float())
+        for i, owner in enumerate(owners):
+            mine = (rows == i).numpy()
+            selections[owner].append(((flat[mine] // d_mlp << 16 | flat[mine] % d_mlp).numpy().astype(np.uint32),
+                                      score[mine].numpy().astype(np.float32)))
+    for got, expected in zip(recorder.finish(), token_by_token(selections, window)):
+        assert len(got) == len(expected)
+        for (keys, mass, tokens), (k, m, t) in zip(got, expected):
+            assert keys.dtype == np.uint32 and mass.dtype == np.float32 and tokens == t
+            np.testing.assert_array_equal(keys, k)
+            np.testing.assert_array_equal(mass.view(np.uint32), m.view(np.uint32))

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from nex_causal.cache import FILES, SparseCacheWriter
+from nex_causal.cache import FILES, SparseCacheWriter, seal
 from nex_causal.cli import main
 from nex_causal.errors import NexError
 
@@ -40,6 +40,7 @@ def variant_cache(path: Path, seed: int, accuracy: float = 0.5, n_prompts: int =
                                           "token_logprob": -rng.uniform(0, 1, 48).astype(np.float32),
                                           "token_kl_uniform": rng.uniform(0, 1, 48).astype(np.float32)})
     (path / "capture.json").write_text(json.dumps({"n_layers": 2, "d_mlp": 512}))
+    seal(path)  # as a capture does: the record covers capture.json
     return path
 
 
@@ -298,6 +299,7 @@ def test_an_oversized_weights_array_is_refused_before_it_is_allocated(tmp_path, 
 
 def test_a_malformed_capture_record_is_one_line(family, tmp_path, capsys):
     (family / "caches" / "a" / "capture.json").write_text("{not json")
+    seal(family / "caches" / "a")  # written so: the record cannot tell, reading it can
     one_line_error(capsys, ["inspect", str(family / "caches" / "a")], r"capture.json is not a capture record")
 
 
@@ -742,14 +744,14 @@ def test_two_set_files_of_one_name_are_two_cells_and_an_edited_set_is_measured_a
     table = pd.read_csv(out / "transfer.csv").set_index("set_kind")["value"]
     kinds = {f"user-{user_set(a).name}", f"user-{user_set(b).name}"}
     assert len(kinds) == 2 and kinds <= set(table.index)
-    assert table["effective"] != table["redundant"]  # the test can tell the two sets apart
-    assert table[f"user-{user_set(a).name}"] == table["effective"]
-    assert table[f"user-{user_set(b).name}"] == table["redundant"]
+    assert table["nex-effective"] != table["nex-redundant"]  # the test can tell the two sets apart
+    assert table[f"user-{user_set(a).name}"] == table["nex-effective"]
+    assert table[f"user-{user_set(b).name}"] == table["nex-redundant"]
     unit_set(b, CORRUPTED_UNITS, columns="unit,layer")  # edited in place: now the effective set, in other bytes
     assert main(grid_argv(grid_family, out, a, b)) == 0
     again = pd.read_csv(out / "transfer.csv").set_index("set_kind")["value"]
-    assert again[f"user-{user_set(b).name}"] == table["effective"]  # measured again, not the old cell's value
-    assert again["effective"] == table["effective"] and len(again) == len(table)
+    assert again[f"user-{user_set(b).name}"] == table["nex-effective"]  # measured again, not the old cell's value
+    assert again["nex-effective"] == table["nex-effective"] and len(again) == len(table)
 
 
 BAD_SETS = {
@@ -864,3 +866,143 @@ def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
     assert proc.returncode == 130
     assert lines == ["interrupted: what finished is kept; run the same command again to resume"], err[-2000:]
     assert not (tmp_path / "w.npz").exists()
+
+
+# --- issue 34 / 31.5: the integrity record covers every file; caches without one still get the value checks;
+# --- nothing is sized from disk before it is checked; nothing is written from a cache that fails -----------
+
+def a_cache(family: Path) -> Path:
+    return family / "caches" / "a"
+
+
+def run_argv(cache: Path, out: Path, *extra: str) -> list[str]:
+    return ["nex", "run", "--cache-dir", str(cache), "--output-dir", str(out), *extra]
+
+
+def edit_record(cache: Path, change) -> None:
+    record = json.loads((cache / "integrity.json").read_text())
+    (cache / "integrity.json").write_text(json.dumps(change(record)))
+
+
+def write_array(cache: Path, attr: str, values) -> None:
+    file, dtype = FILES[attr]
+    np.asarray(values).astype(dtype).tofile(cache / file)
+
+
+def set_entry(cache: Path, attr: str, at: int, value) -> None:
+    values = np.fromfile(cache / FILES[attr][0], FILES[attr][1])
+    values[at] = value
+    write_array(cache, attr, values)
+
+
+def test_the_record_covers_capture_json(family, tmp_path, capsys):
+    info = json.loads((a_cache(family) / "capture.json").read_text())
+    (a_cache(family) / "capture.json").write_text(json.dumps({**info, "d_mlp": 712}))  # the same size: 512 -> 712
+    one_line_error(capsys, ["inspect", str(a_cache(family))], r"capture\.json does not hold what was written")
+
+
+def test_a_file_the_record_does_not_cover_is_refused(family, tmp_path, capsys):
+    edit_record(a_cache(family), lambda r: {**r, "files": {k: v for k, v in r["files"].items() if k != "capture.json"}})
+    one_line_error(capsys, run_argv(a_cache(family), tmp_path / "o"), r"integrity\.json does not cover capture\.json")
+    assert not (tmp_path / "o").exists()
+
+
+RECORDS = {
+    "no file listed": (lambda r: {**r, "files": {}}, r'lists no file \("files": \{\}\), so it would check nothing'),
+    "not JSON": ("{version", "not the JSON a writer leaves"),
+    "a list": ("[1, 2]", "not the JSON a writer leaves"),
+    "unknown version": (lambda r: {**r, "version": 9}, "not the JSON a writer leaves"),
+    "a file outside": (lambda r: {**r, "files": {**r["files"], "../x": r["files"]["rows/keys.uint32"]}},
+                       r"names '\.\./x', which is not a file of this directory"),
+    "an entry without its CRC": (lambda r: {**r, "files": {**r["files"], "rows/keys.uint32": {"bytes": 4}}},
+                                 "entry of rows/keys.uint32 is not bytes, crc32 and edges_crc32"),
+    "a size that is text": (lambda r: {**r, "files": {**r["files"], "rows/keys.uint32": {
+        **r["files"]["rows/keys.uint32"], "bytes": "1e12"}}}, "holds a value that is not a size or a CRC-32"),
+}
+
+
+@pytest.mark.parametrize("name", list(RECORDS))
+def test_an_empty_or_malformed_record_is_one_line_naming_it_and_the_fix(family, tmp_path, capsys, name):
+    change, message = RECORDS[name]
+    if callable(change):
+        edit_record(a_cache(family), change)
+    else:
+        (a_cache(family) / "integrity.json").write_text(change)
+    line = one_line_error(capsys, run_argv(a_cache(family), tmp_path / "o"), message)
+    assert "integrity.json is not a valid integrity record" in line and "re-create" in line and "delete" in line
+    assert not (tmp_path / "o").exists()
+
+
+def unrecorded(family: Path) -> Path:
+    (a_cache(family) / "integrity.json").unlink()
+    return a_cache(family)
+
+
+NO_RECORD = {  # a cache without a record (the reference layout) still gets its structure and values checked
+    "NaN mass": (lambda c: set_entry(c, "w_sum", 40, np.nan), r"rows/w_sum\.float16 holds nan at index 40"),
+    "negative mass": (lambda c: write_array(c, "base_w_sum", -np.fromfile(c / FILES["base_w_sum"][0], "<f2")),
+                      r"base/w_sum\.float16 holds -[\d.]+ at index 0"),
+    "a key beyond the key space": (lambda c: set_entry(c, "keys", 7, 70 << 16),
+                                   r"rows/keys\.uint32 holds 4587520 at index 7, .* keys inside the capture's 2 "
+                                   r"layers x 512 units"),
+    "a non-monotone pointer": (lambda c: write_array(c, "sample_row_ptr", np.r_[0, 12, 6, np.arange(18, 145, 6)]),
+                               r"rows/sample_row_ptr\.int64 is not monotone: it decreases at index 2"),
+}
+
+
+@pytest.mark.parametrize("name", list(NO_RECORD))
+def test_a_cache_without_a_record_still_gets_the_value_checks(family, tmp_path, capsys, name):
+    corrupt, message = NO_RECORD[name]
+    corrupt(unrecorded(family))
+    line = one_line_error(capsys, run_argv(a_cache(family), tmp_path / "o"), message)
+    assert not (tmp_path / "o").exists() and "re-create" in line
+    if name != "a non-monotone pointer":  # read anyway, knowingly: the reference's cleaning applies
+        assert main(run_argv(a_cache(family), tmp_path / "o", "--verify", "off")) == 0
+
+
+GEOMETRY = {  # capture.json's shape is checked before anything is sized from it (written and sealed as a capture would)
+    "d_mlp of a billion": ({"n_layers": 2, "d_mlp": 10**9}, r"declares n_layers 2 and d_mlp 1000000000, not an MLP "
+                                                            r"shape the cache's keys can hold \(1-64 layers"),
+    "no layers": ({"n_layers": 0, "d_mlp": 512}, "declares n_layers 0"),
+    "a shape as text": ({"n_layers": "2", "d_mlp": 512}, "declares n_layers '2'"),
+    "keys beyond the shape": ({"n_layers": 2, "d_mlp": 256}, r"rows/keys\.uint32 holds \d+ at index \d+, .* keys inside "
+                                                            r"the capture's 2 layers x 256 units"),
+}
+
+
+@pytest.mark.parametrize("name", list(GEOMETRY))
+def test_the_capture_geometry_bounds_what_is_read(family, tmp_path, capsys, name):
+    shape, message = GEOMETRY[name]
+    (a_cache(family) / "capture.json").write_text(json.dumps(shape))
+    seal(a_cache(family))
+    one_line_error(capsys, ["inspect", str(a_cache(family))], message)
+
+
+def test_a_pointer_beyond_its_file_is_refused_before_reading(family, tmp_path, capsys):
+    cache = unrecorded(family)
+    ptr = np.fromfile(cache / FILES["base_row_ptr"][0], "<i8")
+    write_array(cache, "base_row_ptr", np.r_[ptr[:-1], 10**12])  # declares a trillion entries of a small file
+    one_line_error(capsys, run_argv(cache, tmp_path / "o"), r"base/keys\.uint32 holds \d+ entries, shorter than the "
+                                                            r"1000000000000 that .*base/row_ptr\.int64 points to")
+
+
+@pytest.mark.parametrize("command", ["nex train", "nex score", "nex run"])
+@pytest.mark.parametrize("file", ["rows/keys.uint32", "base/w_sum.float16"])
+def test_checked_in_the_pass_that_reads_nothing_is_written(family, tmp_path, capsys, command, file):
+    from nex_causal.nex import save_weights
+
+    weights = tmp_path / "w.npz"
+    save_weights(weights, np.zeros(1 << 22, np.float32))
+    flip(a_cache(family) / file)
+    out = {"nex train": ["--weights-out", str(tmp_path / "o" / "w.npz")],
+           "nex score": ["--weights", str(weights), "--output-dir", str(tmp_path / "o")],
+           "nex run": ["--output-dir", str(tmp_path / "o")]}[command]
+    argv = [*command.split(), "--cache-dir", str(a_cache(family)), *out]
+    one_line_error(capsys, argv, rf"{file} does not hold what was written")
+    assert not (tmp_path / "o").exists()
+
+
+def test_verify_off_holds_for_its_command_only(family, tmp_path, capsys):
+    flip(a_cache(family) / "rows/w_sum.float16")
+    assert main(run_argv(a_cache(family), tmp_path / "o", "--verify", "off")) == 0
+    one_line_error(capsys, run_argv(a_cache(family), tmp_path / "p"), "does not hold what was written")

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from nex_causal.nex import learn, score_responses
 from nex_causal.nex import score as score_module
 from nex_causal.nex.credit import run_medians
-from nex_causal.nex.novelty import segment_sums
-from nex_causal.nex.phases import fit_mixture, kmeans_labels
+from nex_causal.nex.novelty import per_row, segment_sums
+from nex_causal.nex.phases import fit_mixture, kmeans_labels, median
 
 
 @settings(max_examples=200, deadline=None)
@@ -32,6 +32,14 @@ def test_segment_sums_equal_np_sum_of_each_segment(lengths, seed, dtype):
     np.testing.assert_array_equal(got, [np.sum(values[a:a + n]) for a, n in zip(starts, lengths)])
 
 
+@settings(max_examples=300, deadline=None)
+@given(sizes=st.lists(st.integers(0, 5), max_size=12), seed=st.integers(0, 2**16))
+def test_per_row_counts_each_rows_selected_entries(sizes, seed):
+    ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # empty rows anywhere, at the end too
+    mask = np.random.default_rng(seed).random(int(ptr[-1])) < 0.5
+    np.testing.assert_array_equal(per_row(mask, ptr), [mask[a:b].sum() for a, b in zip(ptr[:-1], ptr[1:])])
+
+
 @settings(max_examples=200, deadline=None)
 @given(lengths=st.lists(st.integers(1, 30), min_size=1, max_size=12), seed=st.integers(0, 2**16))
 def test_run_medians_equal_np_median_of_each_run(lengths, seed):
@@ -40,6 +48,25 @@ def test_run_medians_equal_np_median_of_each_run(lengths, seed):
     stops = np.cumsum(lengths)
     got = run_medians(values, stops - np.array(lengths), stops)
     np.testing.assert_array_equal(got, [np.median(values[b - n:b]) for b, n in zip(stops, lengths)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(1, 300), seed=st.integers(0, 2**16), dtype=st.sampled_from([np.float32, np.float64]),
+       odd=st.sampled_from(["none", "nan", "inf", "-inf", "ties", "huge"]))
+def test_median_equals_np_median(n, seed, dtype, odd):
+    rng = np.random.default_rng(seed)
+    values = (rng.normal(size=n) * 10.0 ** rng.integers(-8, 8)).astype(dtype)
+    if odd == "ties":
+        values = np.round(values[: max(1, n // 3)].repeat(3)[:n], 1)
+    elif odd == "huge":
+        values[rng.random(n) < 0.3] = np.finfo(dtype).max
+    elif odd != "none":
+        values[rng.integers(0, n)] = float(odd)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = np.median(values)
+    got = median(values)
+    assert got.dtype == expected.dtype and np.array_equal(np.array(got), np.array(expected), equal_nan=True)
 
 
 def awkward(seed: int) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nex_causal.cache import TOKEN_ORDER, SparseCache, SparseCacheWriter, pack_keys
+from nex_causal.cache import TOKEN_ORDER, SparseCache, SparseCacheWriter, pack_keys, seal
 from nex_causal.capture import CaptureConfig, capture
 from nex_causal.capture.rewindow import rewindow
 from nex_causal.cli import main
@@ -24,7 +24,7 @@ from nex_causal.ranking.sweep import run_sweep
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-def write(path: Path, responses: list[list[tuple]], *, n_layers: int = 16, d_mlp: int = 1000, window: int = 32,
+def write(path: Path, responses: list[list[tuple]], *, n_layers: int = 16, d_mlp: int = 65536, window: int = 32,
           meta: list[dict] | None = None) -> SparseCache:
     with SparseCacheWriter(path) as writer:
         for i, rows in enumerate(responses):
@@ -32,6 +32,7 @@ def write(path: Path, responses: list[list[tuple]], *, n_layers: int = 16, d_mlp
     (path / "capture.json").write_text(json.dumps({
         "config": {"window": window, "sparsifier": "topk:64"}, "n_layers": n_layers, "d_mlp": d_mlp,
         "token_rows": TOKEN_ORDER}))
+    seal(path)
     return SparseCache.open(path)
 
 
@@ -46,7 +47,7 @@ def test_hand_made_profiles_give_their_known_numbers(nex_planted, tmp_path):
     one = [nex_planted.response(rng, "A")[0] for _ in range(3)]
     p3 = profile(write(tmp_path / "three", three))
     p1 = profile(write(tmp_path / "one", one))
-    ps = profile(write(tmp_path / "saturated", [saturated_response()] * 3))
+    ps = profile(write(tmp_path / "saturated", [saturated_response()] * 3, d_mlp=1000))
     # ABA: three bursts of 3 rows, each followed by 6 exploit rows, 32 tokens a row
     assert p3.medians["rows_per_response"] == 27 and p3.medians["tokens_per_response"] == 27 * 32
     # three cycles, of which the one whose share is the median credits only its float32 residue

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nex_causal.cache import SparseCache, SparseCacheWriter
+from nex_causal.cache import SparseCache, SparseCacheWriter, seal
 from nex_causal.errors import NexError
 from nex_causal.models.variants import load_family
 from nex_causal.ranking.agreement import METRICS, agreement, family_pools, rank
@@ -45,6 +45,7 @@ def variant_cache(path, accuracy, seed, n_prompts=N_PROMPTS, n=N_SAMPLES, pool=D
                     "token_kl_uniform": np.full(16, float(correct)),
                     "token_top20_logprob_sum": -20 * (4 - entropy)})  # DeepConf C_t = 4 - entropy
     (path / "capture.json").write_text(json.dumps({"n_layers": N_LAYERS, "d_mlp": D_MLP}))
+    seal(path)
 
 
 @pytest.fixture(scope="module")

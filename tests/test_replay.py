@@ -84,6 +84,20 @@ def test_chunked_replay_equals_one_pass(tmp_path, tiny_qwen3_bridge):
     assert_same_rows(step, chunked)
 
 
+def test_token_blocks_and_the_plain_model_change_no_byte(tmp_path, tiny_qwen3_bridge, monkeypatch):
+    from nex_causal.capture import replay as replay_module
+
+    step = stepwise(tmp_path, tiny_qwen3_bridge, max_new_tokens=24, window=2)
+    traces = step.path / "responses.parquet"
+    assert replay_module.plain_recorder(tiny_qwen3_bridge) is not None  # the tiny Qwen3 records alike through both
+    whole = replayed(tmp_path, tiny_qwen3_bridge, traces, window=2)
+    monkeypatch.setattr(replay_module, "BLOCK", 300)  # blocks of one or two tokens
+    blocked = replayed(tmp_path, tiny_qwen3_bridge, traces, name="blocked", window=2)
+    monkeypatch.setitem(replay_module._PLAIN, tiny_qwen3_bridge, None)  # through the bridge and its hooks
+    bridged = replayed(tmp_path, tiny_qwen3_bridge, traces, name="bridged", window=2)
+    assert cache_bytes(whole.path) == cache_bytes(blocked.path) == cache_bytes(bridged.path)
+
+
 def test_groups_fit_the_token_budget():
     assert groups([5, 30, 10, 10, 2], 20) == [[1], [2, 3], [0, 4]]
     assert groups([100], 8) == [[0]]  # longer than the budget: alone, fed in chunks

@@ -1,79 +1,40 @@
-"""The SparseCache layout and its reader (NEX_METHOD section 1).
+"""The SparseCache reader: a cache directory (``cache.format``) memory-mapped and checked on open.
 
-A response is a sequence of rows (token windows, 32 generated tokens by default); row j
-holds packed neuron keys ``(layer << 16) | unit`` with their activation mass m[j, n] and
-its token count T_j. The base view holds the whole-response mass M[n]. Both views are
-CSR arrays in the reference release's on-disk layout (raw little-endian, no header):
-
-    rows/sample_row_ptr.int64   response r owns rows [p[r], p[r+1])
-    rows/row_ptr.int64          row j owns entries [q[j], q[j+1]) of keys/w_sum
-    rows/token_row_ptr.int64    row j covers t[j+1] - t[j] tokens
-    rows/keys.uint32, rows/w_sum.float16
-    base/row_ptr.int64          response r owns entries [b[r], b[r+1])
-    base/keys.uint32, base/w_sum.float16
-
-plus ``responses.parquet`` (one row of metadata per response) when there is metadata.
-Arrays are memory-mapped on read and validated on open: against the integrity record the
-writer leaves beside them (``cache.integrity``), then structurally (pointers, lengths,
-and, at the ``full`` level, finite non-negative masses and keys in range). The writer streams
-one response at a time to disk and publishes the directory atomically.
+``SparseCache.open`` checks a directory before anything reads it (``cache.checks``): its
+integrity record (``cache.integrity``), which must cover every file of the cache; the
+structure of its pointers and the capture's geometry; and, at the ``full`` level, the
+CRC-32 and values of its entry arrays, either at once or, with ``in_pass``, in the pass
+of the reader that goes through them anyway (``advance``, then ``settle`` before any
+result is written). A cache without a record gets every check but the bytes', with a note.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nex_causal.cache.integrity import RECORD_FILE, Level, default_level
-from nex_causal.cache.integrity import verify as check_record
+from nex_causal.cache.checks import ReadPass, capture_record, check_structure
+from nex_causal.cache.format import FILES, N_LAYERS, N_UNITS, RECORDED, RESPONSES_FILE, VIEWS, cache_files
+from nex_causal.cache.integrity import RECORD_FILE, Level, check, check_level, default_level, read_record
 from nex_causal.errors import NexError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-RESERVED_LAYER = 255  # keys of this layer may appear and are ignored
-N_LAYERS = 64  # 2**22 keys: 64 layers x 65536 units
-KEY_SPACE = N_LAYERS << 16
-FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
-RESPONSES_FILE = "responses.parquet"
-CAPTURE_FILE = "capture.json"  # how a capture made the cache: its config, stack, the model's MLP shape
-TOKEN_ORDER = "descending score"  # how a one-token row of a capture orders its entries
-
-# attribute -> (file inside the cache directory, little-endian dtype)
-FILES = {
-    "sample_row_ptr": ("rows/sample_row_ptr.int64", "<i8"),
-    "row_ptr": ("rows/row_ptr.int64", "<i8"),
-    "token_row_ptr": ("rows/token_row_ptr.int64", "<i8"),
-    "keys": ("rows/keys.uint32", "<u4"),
-    "w_sum": ("rows/w_sum.float16", "<f2"),
-    "base_row_ptr": ("base/row_ptr.int64", "<i8"),
-    "base_keys": ("base/keys.uint32", "<u4"),
-    "base_w_sum": ("base/w_sum.float16", "<f2"),
-}
-_CHUNK = 1 << 24  # entries per step when scanning or copying large arrays
+ENTRY_FILES = tuple(FILES[attr][0] for attrs in VIEWS.values() for attr in attrs)
+# every float16 bit pattern as numpy converts it to float32: a lookup is twice as fast as the conversion
+FLOAT32_OF_FLOAT16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 
 
-def pack_keys(layer: np.ndarray | int, unit: np.ndarray | int) -> np.ndarray:
-    """Neuron keys ``(layer << 16) | unit`` as uint32."""
-    return (np.asarray(layer, np.uint32) << 16) | np.asarray(unit, np.uint32)
-
-
-def unpack_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(layer, unit) of packed keys."""
-    keys = np.asarray(keys, np.uint32)
-    return keys >> 16, keys & 0xFFFF
-
-
-def out_of_range(keys: np.ndarray) -> np.ndarray:
-    """Mask of keys outside the 2**22 key space that are not reserved layer-255 keys."""
-    layer = np.asarray(keys) >> 16
-    return (layer >= N_LAYERS) & (layer != RESERVED_LAYER)
+def as_float32(mass: np.ndarray) -> np.ndarray:
+    """float16 masses as float32, bit for bit ``mass.astype(np.float32)``."""
+    return FLOAT32_OF_FLOAT16.take(np.asarray(mass).view(np.uint16))
 
 
 @dataclass(frozen=True)
@@ -113,7 +74,7 @@ class ResponseRows:
 
 @dataclass(frozen=True, eq=False)
 class SparseCache:
-    """A validated, memory-mapped cache directory (see the module docstring for the layout)."""
+    """A checked, memory-mapped cache directory (``cache.format`` gives the layout)."""
 
     path: Path
     sample_row_ptr: np.ndarray
@@ -124,27 +85,58 @@ class SparseCache:
     base_row_ptr: np.ndarray
     base_keys: np.ndarray
     base_w_sum: np.ndarray
+    capture_info: dict | None = None  # capture.json, or None for a cache made elsewhere
+    pending: ReadPass | None = field(default=None, repr=False)  # the full check a reader carries (in_pass)
 
     @classmethod
-    def open(cls, path: str | Path, verify: Level | None = None) -> SparseCache:
+    def open(cls, path: str | Path, verify: Level | None = None, *, in_pass: bool = False) -> SparseCache:
         """Memory-map the cache at ``path`` after checking it (``verify``: full, fast or off; default
-        ``default_level()``); a missing, changed or inconsistent file raises ``NexError``."""
+        ``default_level()``); a missing, changed or inconsistent file raises ``NexError``.
+
+        With ``in_pass``, the ``full`` check of the entry arrays is left to the reader, which calls
+        ``advance`` as it goes through them and ``settle`` before writing any result.
+        """
         path = Path(path)
         if not path.is_dir():
             raise NexError(f"cache directory {path} does not exist; pass the directory a capture wrote")
         missing = [name for name, _ in FILES.values() if not (path / name).is_file()]
         if missing:
             raise NexError(f"cache {path} is missing {', '.join(missing)}; it is incomplete, re-create it")
-        level = default_level() if verify is None else verify
-        recorded = check_record(path, level)
-        if not recorded:
-            warnings.warn(f"{path} has no integrity record ({RECORD_FILE}): a cache in the reference "
-                          "layout or from an older nex-causal, read unverified", stacklevel=2)
-        cache = cls(path, **{attr: _map(path / name, dtype) for attr, (name, dtype) in FILES.items()})
-        cache._validate()
-        if recorded and level == "full":
-            cache._check_values()
-        return cache
+        level = check_level(default_level() if verify is None else verify)
+        record = read_record(path, RECORDED)
+        if record is None:
+            checked = "structure and values are" if level == "full" else "structure is"
+            warnings.warn(f"{path} has no integrity record ({RECORD_FILE}): a cache in the reference layout or from "
+                          f"an older nex-causal; its {checked} checked, its bytes cannot be", stacklevel=2)
+        else:
+            if level != "off":
+                _check_coverage(path, record.files, record.version)
+            check(path, record, level, later=ENTRY_FILES)
+        arrays = {attr: _map(path / name, dtype) for attr, (name, dtype) in FILES.items()}
+        check_structure(path, arrays)
+        info = capture_record(path)
+        geometry = (int(info["n_layers"]), int(info["d_mlp"])) if info else (N_LAYERS, N_UNITS)
+        pending = ReadPass(path, arrays, record, geometry) if level == "full" else None
+        if pending is not None and not in_pass:
+            pending.settle()
+            pending = None
+        return cls(path, **arrays, capture_info=info, pending=pending)
+
+    def advance(self, view: str, stop: int) -> None:
+        """A reader of ``view`` ("rows" or "base") has read its entries up to ``stop``: check them now, if
+        the cache was opened ``in_pass`` (else they were checked on open)."""
+        if self.pending is not None:
+            self.pending.advance(view, stop)
+
+    def settle(self, view: str | None = None) -> None:
+        """Finish an ``in_pass`` check of ``view`` (default: both); the entries no reader went through are read
+        now. Raises what it found: call it before writing anything computed from the cache."""
+        if self.pending is not None:
+            self.pending.settle(view)
+
+    def rows_end(self, r: int) -> int:
+        """The end, in row entries, of response ``r``."""
+        return int(self.row_ptr[self.sample_row_ptr[r + 1]])
 
     @property
     def n_responses(self) -> int:
@@ -164,30 +156,24 @@ class SparseCache:
         r = self._check_index(r)
         first, stop = self.sample_row_ptr[r], self.sample_row_ptr[r + 1]
         ptr = np.asarray(self.row_ptr[first:stop + 1])
-        return ResponseRows(np.asarray(self.keys[ptr[0]:ptr[-1]]), np.asarray(self.w_sum[ptr[0]:ptr[-1]], np.float32),
+        return ResponseRows(np.asarray(self.keys[ptr[0]:ptr[-1]]), as_float32(self.w_sum[ptr[0]:ptr[-1]]),
                             ptr - ptr[0], np.diff(self.token_row_ptr[first:stop + 1]))
+
+    def rows_of(self, first: int, stop: int) -> Iterator[ResponseRows]:
+        """``response_rows`` of responses ``first`` to ``stop - 1``, read in one slice of each array."""
+        sample = np.asarray(self.sample_row_ptr[self._check_index(first):self._check_index(stop - 1) + 2])
+        ptr = np.asarray(self.row_ptr[sample[0]:sample[-1] + 1])
+        tokens = np.diff(self.token_row_ptr[sample[0]:sample[-1] + 1])
+        keys, mass = np.asarray(self.keys[ptr[0]:ptr[-1]]), as_float32(self.w_sum[ptr[0]:ptr[-1]])
+        sample, ptr = sample - sample[0], ptr - ptr[0]
+        for a, b in zip(sample[:-1], sample[1:]):
+            yield ResponseRows(keys[ptr[a]:ptr[b]], mass[ptr[a]:ptr[b]], ptr[a:b + 1] - ptr[a], tokens[a:b])
 
     def base(self, r: int) -> tuple[np.ndarray, np.ndarray]:
         """Whole-response keys (uint32) and mass M[n] (float32) of response ``r``, raw."""
         r = self._check_index(r)
         lo, hi = self.base_row_ptr[r], self.base_row_ptr[r + 1]
-        return np.asarray(self.base_keys[lo:hi]), np.asarray(self.base_w_sum[lo:hi], np.float32)
-
-    @cached_property
-    def capture_info(self) -> dict | None:
-        """The ``capture.json`` a capture wrote beside the arrays, or None for a cache made elsewhere."""
-        import json
-
-        file = self.path / CAPTURE_FILE
-        if not file.is_file():
-            return None
-        try:
-            info = json.loads(file.read_text())
-            int(info["n_layers"]), int(info["d_mlp"]), dict(info.get("config", {}))
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            raise NexError(f"{file} is not a capture record (JSON with n_layers and d_mlp): it was damaged; "
-                           "re-create the cache, or delete the file to use the arrays without it") from None
-        return info
+        return np.asarray(self.base_keys[lo:hi]), as_float32(self.base_w_sum[lo:hi])
 
     @property
     def n_neurons(self) -> int | None:
@@ -209,57 +195,18 @@ class SparseCache:
             raise NexError(f"cannot read {file} ({type(err).__name__}): the response table is damaged; "
                            "re-create the cache") from None
 
-    def _validate(self) -> None:
-        """Check every pointer array against the arrays it points into (one-line NexError)."""
-        name = {attr: f"{self.path}/{file}" for attr, (file, _) in FILES.items()}
-        sample = self.sample_row_ptr
-        if len(sample) == 0:
-            raise NexError(f"{name['sample_row_ptr']} is empty; it needs at least the leading 0")
-        _check_pointers(name["sample_row_ptr"], sample)
-        rows, responses = int(sample[-1]), len(sample) - 1
-        per_row = f"{rows} rows (the end of sample_row_ptr) + 1"
-        _check_pointers(name["row_ptr"], self.row_ptr, length=(rows + 1, per_row),
-                        into=(name["keys"], len(self.keys)))
-        _check_pointers(name["token_row_ptr"], self.token_row_ptr, length=(rows + 1, per_row))
-        _check_pointers(name["base_row_ptr"], self.base_row_ptr,
-                        length=(responses + 1, f"{responses} responses (as in sample_row_ptr) + 1"),
-                        into=(name["base_keys"], len(self.base_keys)))
-        for keys, mass in (("keys", "w_sum"), ("base_keys", "base_w_sum")):
-            n_keys, n_mass = len(getattr(self, keys)), len(getattr(self, mass))
-            if n_mass != n_keys:
-                raise NexError(f"{name[mass]} holds {n_mass} values but {name[keys]} holds {n_keys} keys; "
-                               "the cache is corrupt, re-create it")
-        file = self.path / RESPONSES_FILE
-        if file.is_file():
-            import pyarrow.parquet as pq
 
-            try:
-                n_meta = pq.read_metadata(file).num_rows
-            except Exception as err:  # pyarrow raises several kinds for a damaged file
-                raise NexError(f"cannot read {file} ({type(err).__name__}): the response table is damaged; "
-                               "re-create the cache") from None
-            if n_meta != self.n_responses:
-                raise NexError(f"{file} has {n_meta} rows but the cache holds {self.n_responses} responses; "
-                               "the cache is corrupt, re-create it")
-
-
-    def _check_values(self) -> None:
-        """Finite, non-negative masses and keys inside the key space (or layer 255), naming the first bad entry."""
-        for keys, mass in (("keys", "w_sum"), ("base_keys", "base_w_sum")):
-            for attr, bad in ((mass, bad_mass), (keys, out_of_range)):
-                array = getattr(self, attr)
-                for start in range(0, len(array), _CHUNK):
-                    found = np.flatnonzero(bad(np.asarray(array[start:start + _CHUNK])))
-                    if found.size:
-                        at = start + int(found[0])
-                        raise NexError(f"{self.path}/{FILES[attr][0]} holds {array[at]!r} at index {at}, which no "
-                                       "capture writes (masses are finite and non-negative, keys inside 64 layers "
-                                       "x 65536 units): the cache is corrupt, re-create it")
-
-
-def bad_mass(mass: np.ndarray) -> np.ndarray:
-    """Mask of masses no capture writes: NaN, infinite or negative."""
-    return ~np.isfinite(mass) | (mass < 0)
+def _check_coverage(path: Path, recorded: dict, version: int) -> None:
+    """Every file of the cache is in its record (a record from before capture.json was recorded: a note)."""
+    uncovered = [name for name in cache_files(path) if name not in recorded]
+    if not uncovered:
+        return
+    what = f"{path}/{RECORD_FILE} does not cover {', '.join(uncovered)}"
+    if version >= 2:
+        raise NexError(f"{what}, so a change to it would go unseen: the file was added or the record replaced "
+                       "after the cache was written; re-create the cache, or read it anyway with --verify off")
+    warnings.warn(f"{what} (a record from an older nex-causal): changes to it cannot be detected; re-create the "
+                  "cache to cover it", stacklevel=3)
 
 
 def _map(file: Path, dtype: str) -> np.ndarray:
@@ -270,25 +217,3 @@ def _map(file: Path, dtype: str) -> np.ndarray:
         raise NexError(f"{file} has {size} bytes, not a multiple of {dtype.itemsize} ({dtype.name}); "
                        "the file is truncated, re-create the cache")
     return np.memmap(file, dtype=dtype, mode="r") if size else np.empty(0, dtype)
-
-
-def _check_pointers(file: str, ptr: np.ndarray, *, length: tuple[int, str] | None = None,
-                    into: tuple[str, int] | None = None) -> None:
-    """A CSR pointer array: ``length`` = (entries, why) entries, starts at 0, never decreases,
-    and ends exactly at the length of the array it points ``into`` = (name, length)."""
-    if length is not None and len(ptr) != length[0]:
-        raise NexError(f"{file} has {len(ptr)} entries, expected {length[0]} = {length[1]}; "
-                       "the cache is corrupt, re-create it")
-    if ptr[0] != 0:
-        raise NexError(f"{file} starts at {ptr[0]}, expected 0; the cache is corrupt, re-create it")
-    steps = np.diff(ptr)
-    if (steps < 0).any():
-        at = int(np.argmax(steps < 0)) + 1
-        raise NexError(f"{file} is not monotone: it decreases at index {at} ({ptr[at - 1]} -> {ptr[at]}); "
-                       "the cache is corrupt, re-create it")
-    if into is not None and ptr[-1] > into[1]:
-        raise NexError(f"{into[0]} holds {into[1]} entries, shorter than the {ptr[-1]} that {file} "
-                       "points to; the cache is truncated, re-create it")
-    if into is not None and ptr[-1] < into[1]:
-        raise NexError(f"{into[0]} holds {into[1]} entries but {file} covers only {ptr[-1]}; "
-                       "the cache is corrupt, re-create it")

@@ -2,7 +2,8 @@
 
 The writer refuses what no capture makes (NaN, infinite or negative mass; keys outside the
 key space), saturates float16 mass with one warning, and leaves the integrity record
-(``cache.integrity``) beside the arrays, so a cache written here is checked on every open.
+(``cache.integrity``) beside the arrays, so a cache written here is checked on every open;
+``seal`` records again a cache to which a file was added.
 """
 
 from __future__ import annotations
@@ -15,19 +16,19 @@ from typing import Any, Union
 
 import numpy as np
 
-from nex_causal.cache.integrity import write_record
-from nex_causal.cache.layout import (
-    _CHUNK,
+from nex_causal.cache.format import (
+    CHUNK,
     FILES,
     FLOAT16_MAX,
     N_LAYERS,
     RESERVED_LAYER,
     RESPONSES_FILE,
-    ResponseRows,
-    SparseCache,
     bad_mass,
+    cache_files,
     out_of_range,
 )
+from nex_causal.cache.integrity import write_record
+from nex_causal.cache.layout import ResponseRows, SparseCache
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path
 
@@ -68,15 +69,23 @@ class SparseCacheWriter:
         """Add one response: ``rows`` as (keys, mass, n_tokens) triples (or a ``ResponseRows``).
 
         ``base`` (keys, mass) defaults to the per-key sum of the rows; ``meta`` is its row of
-        ``responses.parquet`` (give it for every response or for none).
+        ``responses.parquet`` (give it for every response or for none). A ``ResponseRows`` is
+        checked as whole arrays (what a capture hands over), triples row by row.
         """
-        if isinstance(rows, ResponseRows):
-            rows = list(rows)
         where = f"response {self.n_responses}"
-        parts = [_entries(keys, mass, f"{where}, row {j}") for j, (keys, mass, _) in enumerate(rows)]
-        tokens = [_count(n, f"{where}, row {j}") for j, (_, _, n) in enumerate(rows)]
-        keys = np.concatenate([k for k, _ in parts]) if parts else np.empty(0, np.uint32)
-        mass = np.concatenate([m for _, m in parts]) if parts else np.empty(0, np.float64)
+        if isinstance(rows, ResponseRows):
+            keys, mass = _entries(rows.keys, rows.mass, where)
+            sizes, tokens = np.diff(rows.row_ptr), np.asarray(rows.tokens)
+            if len(sizes) != len(tokens) or rows.row_ptr[0] != 0 or rows.row_ptr[-1] != len(keys) or (sizes < 0).any():
+                raise NexError(f"{where}: row pointers must run from 0 to the entries' count, one per row")
+            if tokens.size and (not np.issubdtype(tokens.dtype, np.integer) or tokens.min() < 0):
+                raise NexError(f"{where}: token counts must be non-negative integers")
+        else:
+            parts = [_entries(keys, mass, f"{where}, row {j}") for j, (keys, mass, _) in enumerate(rows)]
+            tokens = [_count(n, f"{where}, row {j}") for j, (_, _, n) in enumerate(rows)]
+            sizes = [len(k) for k, _ in parts]
+            keys = np.concatenate([k for k, _ in parts]) if parts else np.empty(0, np.uint32)
+            mass = np.concatenate([m for _, m in parts]) if parts else np.empty(0, np.float64)
         if base is None:
             base_keys, inverse = np.unique(keys, return_inverse=True)
             base_mass = np.bincount(inverse, weights=mass, minlength=len(base_keys))
@@ -84,8 +93,7 @@ class SparseCacheWriter:
             base_keys, base_mass = _entries(*base, f"{where}, base")
         if (meta is None) != (not self._meta) and self.n_responses > 0:
             raise NexError(f"{where}: give metadata for every response or for none")
-        self._write(keys, mass, np.cumsum([len(k) for k, _ in parts], dtype=np.int64), np.asarray(tokens, np.int64),
-                    base_keys, base_mass)
+        self._write(keys, mass, np.cumsum(sizes, dtype=np.int64), np.asarray(tokens, np.int64), base_keys, base_mass)
         if meta is not None:
             self._meta.append(dict(meta))
 
@@ -117,8 +125,8 @@ class SparseCacheWriter:
             ptr[attr].extend((ptr[attr][-1] + values).tolist())
         for attr in ("keys", "w_sum", "base_keys", "base_w_sum"):
             array = getattr(part, attr)
-            for start in range(0, len(array), _CHUNK):
-                self._files[attr].write(np.asarray(array[start:start + _CHUNK]).tobytes())
+            for start in range(0, len(array), CHUNK):
+                self._files[attr].write(np.asarray(array[start:start + CHUNK]).tobytes())
         if has_meta:
             self._meta.extend(part.responses.to_dict("records"))
 
@@ -135,8 +143,7 @@ class SparseCacheWriter:
             pd.DataFrame(self._meta).to_parquet(self._tmp / RESPONSES_FILE, index=False)
         for handle in self._files.values():
             handle.flush()
-        write_record(self._tmp, [name for name, _ in FILES.values()]
-                               + ([RESPONSES_FILE] if self._meta else []))
+        seal(self._tmp)
         self._stack.close()
         if any(self.saturated.values()):
             warnings.warn(f"{self.path}: {self.saturated['w_sum']} row and {self.saturated['base_w_sum']} base "
@@ -179,6 +186,12 @@ def _count(n_tokens: Any, where: str) -> int:
     if not valid:
         raise NexError(f"{where}: the token count must be a non-negative integer, got {n_tokens!r}")
     return int(n_tokens)
+
+
+def seal(directory: str | Path) -> None:
+    """Record every file of the cache at ``directory`` in its integrity record; called again by whoever adds a
+    file to a cache before publishing it (a capture's ``capture.json``), so that the record covers it too."""
+    write_record(directory, cache_files(Path(directory)))
 
 
 CacheLike = Union[SparseCache, str, Path]

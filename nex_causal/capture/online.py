@@ -75,11 +75,11 @@ class OnlineStop:
             session.token(local, stats[i].astype(np.float64))
             if self.recorder is not None:
                 if i in ended:
-                    self.recorder.windows[i].close_row()  # the last, partial row closes with the sequence
-                rows = self.recorder.windows[i].rows
-                for keys, mass, tokens in rows[self.rows_read[i]:]:
+                    self.recorder.close(i)  # the last, partial row closes with the sequence
+                rows = self.recorder.sequences[i].new_rows(self.rows_read[i])
+                for keys, mass, tokens in rows:
                     session.row(local, keys, mass.astype(np.float16).astype(np.float32), tokens)
-                self.rows_read[i] = len(rows)
+                self.rows_read[i] += len(rows)
             if i in ended:
                 session.end(local)
         self._probe([i for i in np.flatnonzero(active) if i not in ended and self._asks(i)])

@@ -29,15 +29,17 @@ import torch
 
 from nex_causal.cache import (
     CAPTURE_FILE,
+    ResponseRows,
     TOKEN_ORDER,
     SparseCache,
     SparseCacheWriter,
     concatenate,
+    seal,
 )
 from nex_causal.capture.cluster import RayOptions
 from nex_causal.capture.config import CaptureConfig, ReplayConfig
 from nex_causal.capture.replay import replay
-from nex_causal.capture.rows import Row, RowRecorder, StepHooks
+from nex_causal.capture.rows import RowRecorder, StepHooks
 from nex_causal.capture.sampling import (
     load_sampler,
     prompt_shards,
@@ -61,7 +63,7 @@ from nex_causal.resume import CLAIM_FILE, check_ours, mismatch, read_stamp, stam
 from nex_causal.resume import discard_stale as discard
 
 
-def write_shard(path: Path, rows: list[list[Row]], records: list[dict]) -> None:
+def write_shard(path: Path, rows: list[ResponseRows], records: list[dict]) -> None:
     with SparseCacheWriter(path) as writer:
         for response_rows, record in zip(rows, records):
             writer.append(response_rows, meta=record)
@@ -207,6 +209,7 @@ def _finish(work: Work, out: Path, wanted: dict, progress: bool, ray: RayOptions
                 write_json(final / CAPTURE_FILE, {**stamp(wanted), "n_layers": n_layers, "d_mlp": d_mlp,
                                                   "versions": versions(), "token_rows": TOKEN_ORDER,
                                                   **_model_record(work), **info})
+                seal(final)
         remove_inside(partial, partial.parent)
     return cache or SparseCache.open(out)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from nex_causal.cache import CAPTURE_FILE, TOKEN_ORDER, SparseCache, SparseCacheWriter
+from nex_causal.cache import CAPTURE_FILE, TOKEN_ORDER, SparseCache, SparseCacheWriter, seal
 from nex_causal.capture.sparsify import LayerTopK, Sparsifier, Threshold
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path, versions, write_json
@@ -100,5 +100,6 @@ def rewindow(src: str | Path, out: str | Path, *, window: int, sparsifier: str |
         write_json(tmp / CAPTURE_FILE, {
             **{k: v for k, v in info.items() if k not in ("config", "stack", "versions")}, **stamp(config),
             "versions": versions(), "derived_from": {"cache": str(source.path), "config": info["config"]}})
+        seal(tmp)
     return SparseCache.open(out)
 

@@ -21,6 +21,7 @@ warnings print as ``warning: ...`` lines.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
@@ -51,10 +52,29 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "verify", None):
-        from nex_causal.cache.integrity import ENV
+    with _verify_level(getattr(args, "verify", None)):
+        return _handle(args)
 
-        os.environ[ENV] = args.verify  # every cache this command (and its workers) opens
+
+@contextlib.contextmanager
+def _verify_level(level: str | None):
+    """``--verify`` for every cache this command (and its workers) opens, and no longer: a later command in the same
+    process (a notebook, a test) gets its own level."""
+    from nex_causal.cache.integrity import ENV
+
+    before = os.environ.get(ENV)
+    if level:
+        os.environ[ENV] = level
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
+
+
+def _handle(args: argparse.Namespace) -> int:
     warnings.showwarning = _warning_line
     try:
         return int(args.handler(args) or 0)

@@ -24,12 +24,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     run = verbs.add_parser("run", help="learn weights from a cache and score that same cache")
     for p in (train, score, run):
         p.add_argument("--cache-dir", required=True, help="SparseCache directory")
+        p.add_argument("--workers", type=int, default=None, help="worker processes (default: every core)")
         add_verify(p)
     for p in (train, run):
         add_options(p, NexConfig)
         p.add_argument("--max-responses", type=int, default=0,
                        help="learn from the first N responses only (default 0: all)")
-        p.add_argument("--workers", type=int, default=None, help="worker processes (default: every core)")
     train.add_argument("--weights-out", required=True, help="weights .npz to write")
     score.add_argument("--weights", required=True, help="weights .npz (from `nex train` or the reference)")
     for p in (score, run):
@@ -45,13 +45,15 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _learned(args: argparse.Namespace):
+    """Weights learned on the cache, whose rows pass their full check in the pass that learns (``in_pass``)."""
     from nex_causal.cache import SparseCache
     from nex_causal.nex import learn
     from nex_causal.nex.profile import degeneracy_warning, profile_of
 
-    cache = SparseCache.open(args.cache_dir)
+    cache = SparseCache.open(args.cache_dir, in_pass=True)
     config = from_mapping(NexConfig, given_options(args, NexConfig))
     cal = learn(cache, config, max_responses=args.max_responses, workers=args.workers)
+    cache.settle("rows")
     print(f"{args.cache_dir}: learned weights on {cal.n_responses} of {cache.n_responses} responses "
           f"(rho {config.rho}, min_run {config.min_run}): {int((cal.weights > 0).sum())} effective and "
           f"{int((cal.weights < 0).sum())} redundant neurons")
@@ -60,10 +62,16 @@ def _learned(args: argparse.Namespace):
     return cache, config, cal
 
 
-def _scored(args: argparse.Namespace, cache, weights, **fields) -> None:
-    from nex_causal.nex import log_gap, score_responses, write_scores
+def _scored(args: argparse.Namespace, cache, weights, weights_out: Path | None = None,
+            identity: dict | None = None, **fields) -> None:
+    """Score the cache (its base view checked in that pass), then write the weights (to ``weights_out``, with
+    ``identity``) and scores."""
+    from nex_causal.nex import log_gap, save_weights, score_responses, write_scores
 
-    gmf = score_responses(cache, weights)
+    gmf = score_responses(cache, weights, workers=args.workers)
+    cache.settle()  # nothing is written from a cache that fails its check
+    if weights_out is not None:
+        save_weights(weights_out, weights, identity)
     s = write_scores(args.output_dir, gmf, log_gap_output=args.log_gap_output, **fields)
     nex = s["gmf_mean"] if args.log_gap_output else s["nex_score"]
     print(f"{args.cache_dir}: scored {s['n_scored_responses']} of {s['n_responses']} responses; "
@@ -75,18 +83,21 @@ def _scored(args: argparse.Namespace, cache, weights, **fields) -> None:
               "result, not a measurement", file=sys.stderr)
 
 
-def _save(path: str | Path, cache, config: NexConfig, cal) -> None:
-    """The learned weights, with the identity of what they were learned on (``nex.weights.identity_of``)."""
+def _identity(cache, config: NexConfig) -> dict:
+    """What learned weights were learned on (``nex.weights.identity_of``): the cache's model and the settings."""
     import dataclasses
 
-    from nex_causal.nex.weights import identity_of, save_weights
+    from nex_causal.nex.weights import identity_of
 
-    save_weights(path, cal.weights, identity_of(cache.capture_info, nex=dataclasses.asdict(config)))
+    return identity_of(cache.capture_info, nex=dataclasses.asdict(config))
 
 
 def do_train(args: argparse.Namespace) -> None:
+    from nex_causal.nex import save_weights
+
     cache, config, cal = _learned(args)
-    _save(args.weights_out, cache, config, cal)
+    cache.settle()  # nothing is written from a cache that fails its check
+    save_weights(args.weights_out, cal.weights, _identity(cache, config))
     print(f"weights -> {args.weights_out}")
 
 
@@ -95,7 +106,7 @@ def do_score(args: argparse.Namespace) -> None:
     from nex_causal.nex import load_weights
     from nex_causal.nex.weights import check_learned_on, identity_of, load_identity
 
-    cache = SparseCache.open(args.cache_dir)
+    cache = SparseCache.open(args.cache_dir, in_pass=True)
     weights = load_weights(args.weights)
     note = check_learned_on(load_identity(args.weights), identity_of(cache.capture_info),
                             weights=f"weights {args.weights}", target_name=f"the cache {args.cache_dir}")
@@ -106,9 +117,8 @@ def do_score(args: argparse.Namespace) -> None:
 
 def do_run(args: argparse.Namespace) -> None:
     cache, config, cal = _learned(args)
-    _save(Path(args.output_dir) / "weights.npz", cache, config, cal)
-    _scored(args, cache, cal.weights, rho=config.rho, min_run=config.min_run,
-            n_calibration_responses=cal.n_responses)
+    _scored(args, cache, cal.weights, Path(args.output_dir) / "weights.npz", _identity(cache, config),
+            rho=config.rho, min_run=config.min_run, n_calibration_responses=cal.n_responses)
 
 
 # --- inspect ---------------------------------------------------------------------------------
@@ -139,7 +149,7 @@ def do_inspect(args: argparse.Namespace) -> None:
     from nex_causal.run.doctor import shared_dir
 
     config = from_mapping(NexConfig, given_options(args, NexConfig))
-    caches = {path: (SparseCache.open(path), args.neurons) for path in args.cache_dir}
+    caches = {path: (SparseCache.open(path, in_pass=True), args.neurons) for path in args.cache_dir}
     if not args.json and (reference := reference_cache(shared_dir())) is not None:
         caches["reference example (Qwen3-4B)"] = (reference, 36 * 9728)
     profiles, credits = {}, {}
@@ -147,6 +157,7 @@ def do_inspect(args: argparse.Namespace) -> None:
         cal = learn(cache, config, progress=False)
         profiles[label] = profile_of(cache, cal, n_neurons)
         credits[label] = diagnose_credit(cache, cal.weights, config)
+        cache.settle()  # the rows were checked as learning read them; nothing is printed from a cache that fails
     if args.json:
         for label, p in profiles.items():
             summary = {**p.summary(), **credits[label].summary()}  # an unknown value (NaN) is JSON's null

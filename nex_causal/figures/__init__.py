@@ -36,10 +36,12 @@ from nex_causal.figures.registry import FIGURES, FigureSpec
 from nex_causal.figures.selection import plot_best_of_n
 from nex_causal.figures.style import DOUBLE, SINGLE, layout_problems, save_figure
 from nex_causal.figures.trace import plot_trace
+from nex_causal.figures.localization import plot_scorers
 from nex_causal.figures.transfer import plot_neuron_weights, plot_transfer
 
 __all__ = ["DOUBLE", "FIGURES", "SINGLE", "FigureSpec", "layout_problems", "make_figures", "missing_tables", "plot_best_of_n",
-           "plot_inverted_u", "plot_neuron_weights", "plot_scores_vs_accuracy", "plot_trace", "plot_transfer", "save_figure"]
+           "plot_inverted_u", "plot_neuron_weights", "plot_scorers", "plot_scores_vs_accuracy", "plot_trace", "plot_transfer",
+           "save_figure"]
 
 RUN_TABLES = "tables"
 RUN_FIGURES = "figures"

@@ -124,12 +124,14 @@ class Grid:
 
     def __init__(self, model, taskset: TaskSet, config: GridConfig, out: str | os.PathLike, *,
                  donor=None, skill: TaskSet | None = None, progress: bool = True):
-        """``skill``: the positive control's own prompts (the attribution split); without it, no supervised set."""
+        """``skill``: the attribution split (the supervised scorers' own prompts); without it, no scorer that reads
+        one."""
         self.model, self.taskset, self.config, self.donor, self.skill = model, taskset, config, donor, skill
         self.out, self.progress = Path(out), progress
         self.means: np.ndarray | None = None
         self.inputs = Inputs(model, taskset, config, self.out)
         self.gaps: dict[tuple, dict[str, np.ndarray]] = {}  # (intervention, dose, outcome) -> per-prompt gaps
+        self.by_scorer: pd.DataFrame | None = None  # the scorers' table, once run
 
     def measure(self, model, outcomes: Sequence[str], hooks: bool) -> dict[str, np.ndarray]:
         """Per-prompt values of ``outcomes`` on ``model`` (``hooks``: an activation edit is on)."""

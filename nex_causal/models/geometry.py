@@ -29,6 +29,14 @@ def mlp_hook(layer: int) -> str:
     return f"blocks.{layer}.mlp.hook_post"
 
 
+def mlp_inputs(bridge: TransformerBridge, model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Each layer's down projection in ``model``, the plain Hugging Face model over ``bridge``'s weights
+    (``models.plain_model``): the module whose input is what ``mlp_hook`` reads in the bridge."""
+    names = {id(module): name.replace("._original_component", "")
+             for name, module in bridge.original_model.named_modules()}
+    return [model.get_submodule(names[id(block.mlp.out.original_component)]) for block in bridge.blocks]
+
+
 def _unit_axis(module: torch.nn.Module, reads_residual: bool) -> int:
     """The axis of ``module.weight`` indexed by MLP unit.
 

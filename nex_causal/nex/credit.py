@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nex_causal.cache import ResponseRows
+from nex_causal.cache import KEY_SPACE, ResponseRows
 from nex_causal.errors import NexError
 from nex_causal.nex.config import NexConfig
 from nex_causal.nex.novelty import (
@@ -38,7 +38,7 @@ from nex_causal.nex.novelty import (
     per_row,
     segment_sums,
 )
-from nex_causal.nex.phases import segment
+from nex_causal.nex.phases import median, segment
 from nex_causal.nex.runlength import runs
 
 EPS = 1e-6
@@ -126,14 +126,14 @@ def cycles(nov: Novelty, explore: np.ndarray) -> list[Cycle]:
     medians = run_medians(s[first:x_end[-1] + 1], bounds[:, 0::2].ravel() - first,
                           bounds[:, 1::2].ravel() + 1 - first).astype(np.float64)
     s_e, s_x = medians[0::2], medians[1::2]
-    strength = s_e - float(np.median(s))
+    strength = s_e - float(median(s))
     consolidation = np.where(s_e > 0.0, np.clip(1.0 - s_x / (s_e + EPS), 0.0, 1.0), 0.0)  # slopes are >= 0
     new = np.concatenate([[0], np.cumsum(nov.n_new)])
     measured = (strength > 0.0) & (new[e_end + 1] > new[e_start])
     share = np.full(len(found), np.nan)
     share[measured] = reuse_shares(nov, e_start[measured], e_end[measured], x_start[measured], x_end[measured])
     defined = share[np.isfinite(share)].astype(np.float32)
-    centre = float(np.median(defined)) if defined.size else float("nan")
+    centre = float(median(defined)) if defined.size else float("nan")
     out = []
     for c, run in enumerate(found):
         progress = float(share[c]) - centre
@@ -158,6 +158,10 @@ class Credit:
         """Add the amounts into the float32 accumulators (keys are distinct, so ``+=`` is exact)."""
         eff[self.keys[self.effective]] += self.amount[self.effective]
         red[self.keys[~self.effective]] += self.amount[~self.effective]
+
+    def slots(self) -> np.ndarray:
+        """Where each amount goes in Eff and Red laid end to end: the key, or the key + 2**22 for Red."""
+        return self.keys + np.where(self.effective, 0, KEY_SPACE)
 
 
 def credit(nov: Novelty, found: list[Cycle], skip_opening: bool = False) -> Credit:

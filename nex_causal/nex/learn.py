@@ -4,54 +4,46 @@ Responses are analysed in chunks, in this process or by forked worker processes
 (``workers``), each read from the memory-mapped cache when its turn comes (memory stays at a
 response and a chunk's credit, whatever the cache's size); each chunk returns its
 responses' credit and a summary of what NEX saw in each (``SUMMARY``: rows, tokens,
-neurons, explore share, cycles, crediting cycles, novelty decay), and the parent adds the
-credit into Eff/Red in response order, so the weights do not depend on the number of
-workers. It adds one response at a time with fancy indexing (its keys are distinct): a
-chunk at once with ``np.add.at`` would be exact too, but ten times slower while workers
-share the caches, which made the parent the bottleneck of two workers on two cores. The
-summaries are what a cache's profile is made of (``nex.profile``), so the degeneracy check
-after learning costs nothing more.
+neurons, explore share, cycles, crediting cycles, novelty decay, float16 extremes), and the
+parent adds the credit into Eff/Red in response order, so the weights do not depend on the
+number of workers. Eff and Red are the two halves of one float32 array, and a chunk's credit
+arrives as (slot, amount) pairs, slot = key, or key + 2**22 for Red: ``np.add.at`` adds them
+one after the other, in response order, as the reference adds a response at a time (a
+response's keys are distinct, so each gets one float32 addition per response), at ~1 ns a
+pair. The summaries are what a cache's profile is made of (``nex.profile``), so the
+degeneracy check after learning costs nothing more.
 
-Where the time of ``nex-causal nex run`` goes, for 1,000 responses of ~100 rows x ~290 keys
-on 2 cores (the reference release's ``run_nex.py run`` takes ~9 s): learning ~1.9 ms per
-response (segmentation a third, cycles and novelty a fifth each, credit and cleaning a
-seventh, the rest reading rows and adding credit; see each module), which workers divide;
-scoring ~0.2 s; and ~1.6 s outside learning and scoring that no worker count changes:
-importing nex_causal (~0.3 s), verifying the cache's checksums and values on open (~0.5 s;
-~9 s for 20,000 responses), the profile after learning (~0.5 s with pandas' import; ~6 s and
-a copy of every mass in the cache for 20,000 responses) and writing the weights (~0.3 s,
-zlib). ``benchmarks/bench_nex.py`` measures it.
+As each chunk comes back the parent carries the cache's ``full`` check through the row
+entries it covered (``SparseCache.advance``; the cache opened ``in_pass``): CRC-32 and
+values of pages that were just read, instead of a separate pass over the whole cache.
 
-Workers die with their parent: each asks the kernel for SIGKILL when the parent process
-ends (Linux ``PR_SET_PDEATHSIG``), so a killed ``nex train`` leaves no orphans behind.
+Workers are ``nex.workers``'. Where the time goes: ``benchmarks/bench_nex.py``, and the notes
+on time in each step's module.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from nex_causal.cache import KEY_SPACE, ResponseRows, SparseCache
+from nex_causal.cache import FLOAT16_MAX, KEY_SPACE, ResponseRows, SparseCache
 from nex_causal.errors import NexError
 from nex_causal.nex.config import NexConfig
 from nex_causal.nex.credit import (
-    Credit,
     ResponseTrace,
     analyze_response,
     neuron_weights,
 )
 from nex_causal.nex.phases import backends
+from nex_causal.nex.workers import check_workers, in_chunks
 
 CHUNK = 32  # responses per task of a worker
 PROGRESS_TOLERANCE = 1e-6  # a lone cycle's progress is the float32 residue of its share (< 1e-7): it credits nothing
-SUMMARY = ("rows", "tokens", "entries", "neurons", "explore_share", "cycles", "crediting_cycles", "novelty_decay")
+SUMMARY = ("rows", "tokens", "entries", "neurons", "explore_share", "cycles", "crediting_cycles", "novelty_decay",
+           "saturated", "underflowed")
 
 
 def novelty_decay(slopes: np.ndarray) -> float:
@@ -68,11 +60,13 @@ def novelty_decay(slopes: np.ndarray) -> float:
 
 
 def summary(rows: ResponseRows, trace: ResponseTrace) -> np.ndarray:
-    """What NEX saw in one response, in ``SUMMARY`` order (raw rows, tokens and entries; the rest of usable rows)."""
+    """What NEX saw in one response, in ``SUMMARY`` order (raw rows, tokens, entries and float16 masses saturated at
+    65504 or 0; the rest of usable rows)."""
     crediting = sum(1 for c in trace.cycles if c.kind != "none" and abs(c.progress) > PROGRESS_TOLERANCE)
     return np.array([len(rows), rows.tokens.sum(), len(rows.keys), trace.neurons,
                      np.mean(trace.explore) if len(trace.explore) else np.nan, len(trace.cycles), crediting,
-                     novelty_decay(trace.slopes)], np.float64)
+                     novelty_decay(trace.slopes), np.count_nonzero(np.abs(rows.mass) == FLOAT16_MAX),
+                     np.count_nonzero(rows.mass == 0)], np.float64)
 
 
 @dataclass(frozen=True)
@@ -96,41 +90,22 @@ def prompt_keys(cache: SparseCache, r: int) -> np.ndarray:
 _JOB: tuple[SparseCache, NexConfig, bool, np.ndarray] | None = None  # what forked workers analyse
 
 
-def _analyze_chunk(start: int, stop: int) -> tuple[list[Credit] | list[ResponseTrace], np.ndarray]:
-    """Each response's credit (or, to keep, its trace) and the chunk's summaries."""
+Chunk = tuple[np.ndarray, np.ndarray, np.ndarray, list[ResponseTrace] | None]
+
+
+def _analyze_chunk(start: int, stop: int) -> Chunk:
+    """The chunk's credit as (slot, amount) pairs in response order, its summaries and, to keep, its traces."""
     cache, config, keep, chosen = _JOB
     traces, summaries = [], np.empty((stop - start, len(SUMMARY)), np.float64)
-    for i, r in enumerate(chosen[start:stop]):
-        rows = cache.response_rows(int(r))
+    picked = chosen[start:stop]
+    in_order = picked[-1] - picked[0] == len(picked) - 1 and (np.diff(picked) == 1).all()
+    each = cache.rows_of(int(picked[0]), int(picked[-1]) + 1) if in_order else map(cache.response_rows, picked)
+    for i, (r, rows) in enumerate(zip(picked, each)):
         traces.append(analyze_response(rows, config, prompt_keys(cache, int(r)) if config.prompt_seen else None))
         summaries[i] = summary(rows, traces[-1])
-    return (traces if keep else [t.credit for t in traces]), summaries
-
-
-def _worker_setup() -> None:
-    """Worker set-up: die with the parent, leave Ctrl-C to it (which shuts the pool down), and one BLAS/OpenMP
-    thread (the mixture fits are tiny)."""
-    from threadpoolctl import threadpool_limits
-
-    die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threadpool_limits(limits=1)
-
-
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux; elsewhere a no-op)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def default_workers() -> int:
-    """The CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    slots = np.concatenate([t.credit.slots() for t in traces] or [np.empty(0, np.int64)])
+    amounts = np.concatenate([t.credit.amount for t in traces] or [np.empty(0, np.float32)])
+    return slots, amounts, summaries, traces if keep else None
 
 
 def learn(cache: SparseCache, config: NexConfig = NexConfig(), *, max_responses: int = 0,
@@ -156,43 +131,31 @@ def learn(cache: SparseCache, config: NexConfig = NexConfig(), *, max_responses:
         chosen = np.asarray(responses, np.int64)
         if chosen.size and (chosen.min() < 0 or chosen.max() >= cache.n_responses):
             raise NexError(f"calibration responses must lie in 0..{cache.n_responses - 1}")
-    workers = default_workers() if workers is None else int(workers)
-    if workers < 1:
-        raise NexError(f"workers must be at least 1, got {workers}")
+    workers = check_workers(workers)
     n = len(chosen)
     chunks = [(a, min(a + CHUNK, n)) for a in range(0, n, CHUNK)]
-    eff, red = np.zeros(KEY_SPACE, np.float32), np.zeros(KEY_SPACE, np.float32)
+    credit = np.zeros(2 * KEY_SPACE, np.float32)  # Eff, then Red
     traces: list[ResponseTrace] | None = [] if keep_traces else None
     summaries = np.empty((n, len(SUMMARY)), np.float64)
-    _JOB, limits, pool = (cache, config, keep_traces, chosen), None, None
+    _JOB = (cache, config, keep_traces, chosen)
     backends()  # loaded here, so that forked workers inherit it
-    bar = tqdm(total=n, desc="nex train", unit="resp", disable=not progress, mininterval=0.5)
+    done = 0
     try:
-        if workers == 1 or len(chunks) < 2 * workers:
-            from threadpoolctl import threadpool_limits
-
-            limits = threadpool_limits(limits=1)
-            results = (_analyze_chunk(a, b) for a, b in chunks)
-        else:
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"),
-                                       initializer=_worker_setup)
-            results = pool.map(_analyze_chunk, *zip(*chunks))
-        done = 0
-        for part, rows in results:
-            for item in part:  # one response at a time: its keys are distinct, so fancy indexing adds them all
-                (item.credit if keep_traces else item).add_to(eff, red)
-            if traces is not None:
-                traces.extend(part)
-            summaries[done:done + len(rows)] = rows
-            done += len(rows)
-            bar.update(len(rows))
+        with in_chunks(_analyze_chunk, chunks, workers) as results, \
+                tqdm(total=n, desc="nex train", unit="resp", disable=not progress, mininterval=0.5) as bar:
+            for slots, amounts, rows, part in results:
+                # an array unpickled from a worker has a dtype object of its own, which takes ufunc.at off its
+                # fast path (50x slower); a view has numpy's own float32
+                np.add.at(credit, slots, amounts.view(np.float32))
+                if traces is not None:
+                    traces.extend(part)
+                summaries[done:done + len(rows)] = rows
+                done += len(rows)
+                cache.advance("rows", cache.rows_end(int(chosen[done - 1])))
+                bar.update(len(rows))
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-        if limits is not None:
-            limits.restore_original_limits()
         _JOB = None
-        bar.close()
+    eff, red = credit[:KEY_SPACE], credit[KEY_SPACE:]
     return Calibration(neuron_weights(eff, red, config.weighting), eff, red, n, summaries, traces)
 
 

@@ -59,6 +59,17 @@ def check_params(rho: float, min_run: int) -> None:
         raise NexError(f"min_run must be a positive integer (rows), got {min_run}")
 
 
+def median(values: np.ndarray) -> np.floating:
+    """``np.median`` of a non-empty 1-D array, to the bit, without its overhead (a third of a segmentation's medians'
+    time): the middle of one sort, or the mean of the two middle values as ``np.mean`` takes it, in the array's
+    dtype; NaN when the array holds one."""
+    ordered = np.sort(values)
+    half = len(ordered) // 2
+    if np.isnan(ordered[-1]):  # NaN sorts last
+        return ordered[-1]
+    return ordered[half] if len(ordered) % 2 else (ordered[half - 1] + ordered[half]) / 2
+
+
 def log_slope(slopes: np.ndarray) -> np.ndarray:
     """Step 1: y_j = log(1 + max(s_j, 0))."""
     return np.log1p(np.clip(np.asarray(slopes, np.float64), 0.0, None))
@@ -89,6 +100,8 @@ def backends() -> SimpleNamespace:
 
 
 MAX_ITER, TOL, REG_COVAR = 50, 1e-3, 1e-6  # the reference's mixture: 50 EM steps, scikit-learn's tol, reg_covar
+NK_FLOOR = 10 * np.finfo(np.float64).eps  # scikit-learn adds it to every component's mass
+LOG_2PI = math.log(2 * math.pi)
 KMEANS_TOL, KMEANS_MAX_ITER = 1e-4, 300  # KMeans' defaults
 DRAWS = np.random.RandomState(0).random_sample(3)  # all that k-means++ (2 clusters) draws from RandomState(0)
 
@@ -108,14 +121,15 @@ def fit_mixture(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("the mixture's input holds NaN or infinity")
     resp = np.zeros((values.shape[0], 2), dtype=values.dtype)
     resp[np.arange(values.shape[0]), kmeans_labels(values)] = 1
-    weights, means, variances, precision = _gaussian_parameters(values, resp)
+    squares = values * values  # scikit-learn's values ** 2 and values * values, both this product
+    weights, means, variances, precision = _gaussian_parameters(values, squares, resp)
     weights /= values.shape[0]
     lower_bound = -np.inf
     for _ in range(MAX_ITER):
         previous = lower_bound
-        lower_bound, log_resp = _expectation(values, weights, means, precision)
-        weights, means, variances, precision = _gaussian_parameters(values, np.exp(log_resp))
-        weights /= np.sum(weights)
+        lower_bound, log_resp = _expectation(values, squares, weights, means, precision)
+        weights, means, variances, precision = _gaussian_parameters(values, squares, np.exp(log_resp))
+        weights /= np.add.reduce(weights)
         if abs(lower_bound - previous) < TOL:
             break
     return means, variances
@@ -190,36 +204,38 @@ def _cluster_sums(x: np.ndarray, centers: list[float], second: np.ndarray) -> tu
     return sums[:, 0].tolist(), size.tolist()
 
 
-def _gaussian_parameters(values: np.ndarray, resp: np.ndarray) -> tuple[np.ndarray, ...]:
+def _gaussian_parameters(values: np.ndarray, squares: np.ndarray, resp: np.ndarray) -> tuple[np.ndarray, ...]:
     """The mixture's M step: component masses, means, variances and precision Cholesky factors (1 / sd);
     a variance that is not positive raises ValueError, as scikit-learn's does."""
-    nk = np.sum(resp, axis=0) + 10 * np.finfo(resp.dtype).eps
+    nk = np.add.reduce(resp, axis=0) + NK_FLOOR
     means = (resp.T @ values) / nk[:, np.newaxis]
-    variances = (resp.T @ (values * values)) / nk[:, np.newaxis] - means**2 + REG_COVAR
-    if np.any(variances <= 0.0):
+    variances = (resp.T @ squares) / nk[:, np.newaxis] - means**2 + REG_COVAR
+    if (variances <= 0.0).any():
         raise ValueError("a mixture component has a variance that is not positive")
     return nk, means, variances, 1.0 / np.sqrt(variances)
 
 
-def _expectation(values: np.ndarray, weights: np.ndarray, means: np.ndarray,
+def _expectation(values: np.ndarray, squares: np.ndarray, weights: np.ndarray, means: np.ndarray,
                  precision: np.ndarray) -> tuple[float, np.ndarray]:
-    """The mixture's E step: the mean log-likelihood and the log responsibilities."""
+    """The mixture's E step: the mean log-likelihood and the log responsibilities.
+
+    scikit-learn's arithmetic with its two components as two columns: a sum over one feature is
+    that feature's value, a max or sum over the two components is one elementwise operation, and
+    the log-sum-exp keeps its handling of ties (``n_top``) and infinities."""
     squared = precision**2
-    log_prob = (np.sum((means**2 * squared), axis=1) - 2.0 * (values @ (means * squared).T)
-                + (values**2 @ squared.T))
-    weighted = -0.5 * (values.shape[1] * math.log(2 * math.pi) + log_prob) + np.sum(np.log(precision), axis=1)
-    weighted = weighted + np.log(weights)
-    top = np.max(weighted, axis=1, keepdims=True)  # log-sum-exp over the components, as scikit-learn takes it
-    at_top = weighted == top
-    rest = np.array(weighted, copy=True)
-    rest[at_top] = -np.inf
-    n_top = np.sum(at_top.astype(weighted.dtype), axis=1, keepdims=True, dtype=weighted.dtype)
-    total = np.sum(np.exp(rest - np.where(np.isfinite(top), top, 0)), axis=1, keepdims=True)
+    log_prob = (means**2 * squared)[:, 0] - 2.0 * (values @ (means * squared).T) + (squares @ squared.T)
+    weighted = -0.5 * (LOG_2PI + log_prob) + np.log(precision)[:, 0] + np.log(weights)
+    first, second = weighted[:, 0], weighted[:, 1]
+    top = np.maximum(first, second)
+    at_first, at_second = first == top, second == top
+    n_top = at_first.astype(weighted.dtype) + at_second
+    shift = np.where(np.isfinite(top), top, 0)
+    total = np.exp(np.where(at_first, -np.inf, first) - shift) + np.exp(np.where(at_second, -np.inf, second) - shift)
     total = np.where(total == 0, total, total / n_top)
-    log_norm = np.squeeze(np.log1p(total) + np.log(n_top) + top, axis=1)
+    log_norm = np.log1p(total) + np.log(n_top) + top
     with np.errstate(under="ignore"):
         log_resp = weighted - log_norm[:, np.newaxis]
-    return np.mean(log_norm), log_resp
+    return np.add.reduce(log_norm) / len(log_norm), log_resp
 
 
 def viterbi(values: np.ndarray, means: np.ndarray, variances: np.ndarray, rho: float) -> np.ndarray:
@@ -263,14 +279,14 @@ def segment(slopes: np.ndarray, rho: float = 0.95, min_run: int = 2, *, mad_roun
         nan = np.full(y.size, np.nan)
         return Phases(y, nan, nan, np.zeros(y.size, bool), "short")
     residual = detrend(y)
-    median = float(np.median(residual))
-    mad = float(np.median(np.abs(residual - median)))
+    centre = float(median(residual))
+    mad = float(median(np.abs(residual - centre)))
     zero = ROUNDING * (1.0 + float(np.abs(y).max())) if mad_rounding else 0.0
     if not np.isfinite(mad) or mad <= zero:
-        centred = residual - median
+        centred = residual - centre
         explore, method, z = centred > zero, "sign", centred
     else:
-        z = (residual - median) / (mad + EPS)
+        z = (residual - centre) / (mad + EPS)
         try:
             explore, method = hmm_explore(z, rho), "hmm"
         except Exception:  # the reference falls back on any failure of the mixture or the HMM

@@ -15,23 +15,30 @@ summarises it by medians with quartiles:
 
 plus counts of float16 mass saturated at 65504 or underflowed to 0. ``diagnose`` names the
 properties that make NEX degenerate on a profile; ``nex-causal inspect`` prints both beside
-the reference example's.
+the reference example's. Everything comes from the summaries learning keeps of each
+response (``nex.learn.SUMMARY``), so a profile reads nothing more from the cache, and its
+medians need no pandas (``nex train`` warns from them without importing it); the table of
+every response is built when asked for.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from nex_causal.cache import FLOAT16_MAX, SparseCache
+from nex_causal.cache import SparseCache
 from nex_causal.errors import NexError
 from nex_causal.nex.config import NexConfig
 from nex_causal.nex.credit import ResponseTrace
 from nex_causal.nex.learn import SUMMARY, Calibration, learn
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PROFILE = ("rows_per_response", "tokens_per_response", "keys_per_row", "distinct_neurons_per_response",
            "neuron_coverage", "explore_share", "cycles_per_response", "crediting_cycles_per_response",
@@ -41,6 +48,8 @@ PROFILE = ("rows_per_response", "tokens_per_response", "keys_per_row", "distinct
 def response_table(summaries: np.ndarray, n_neurons: int | None) -> pd.DataFrame:
     """One row per response: every per-response quantity of the profile, from learning's summaries
     (``nex.learn.SUMMARY``); distinct neurons are those of the usable rows."""
+    import pandas as pd
+
     s = pd.DataFrame(summaries, columns=list(SUMMARY))
     with np.errstate(invalid="ignore", divide="ignore"):
         keys_per_row = s["entries"] / s["rows"]
@@ -55,16 +64,23 @@ def response_table(summaries: np.ndarray, n_neurons: int | None) -> pd.DataFrame
 
 @dataclass(frozen=True)
 class Profile:
-    """A cache's profile: ``responses`` (one row each), ``medians`` with ``quartiles``, float16 counts."""
+    """A cache's profile: learning's ``summaries`` (one row each), ``medians`` with ``quartiles``, float16 counts
+    (of the calibration responses' row masses); ``responses`` is the per-response table."""
 
     path: str
     n_responses: int
     n_neurons: int | None
-    responses: pd.DataFrame
+    summaries: np.ndarray
     medians: dict[str, float]
     quartiles: dict[str, tuple[float, float]]
     saturated: int
     underflowed: int
+
+    @cached_property
+    def responses(self) -> pd.DataFrame:
+        table = response_table(self.summaries, self.n_neurons)
+        table["credits"] = table["crediting_cycles"] > 0
+        return table
 
     def summary(self) -> dict[str, float | int | str | None]:
         """The JSON object ``inspect --json`` prints: the profile's medians by name, and its size."""
@@ -72,10 +88,15 @@ class Profile:
                 "float16_saturated": self.saturated, "float16_underflowed": self.underflowed, "cache": self.path}
 
 
-COLUMN = {"rows_per_response": "rows", "tokens_per_response": "tokens", "keys_per_row": "keys_per_row",
-          "distinct_neurons_per_response": "distinct_neurons", "neuron_coverage": "neuron_coverage",
-          "explore_share": "explore_share", "cycles_per_response": "cycles",
-          "crediting_cycles_per_response": "crediting_cycles", "novelty_decay": "novelty_decay"}
+def per_response(summaries: np.ndarray, n_neurons: int | None) -> dict[str, np.ndarray]:
+    """Each profile quantity (but the crediting share) per response, from learning's summaries."""
+    s = dict(zip(SUMMARY, summaries.T))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"rows_per_response": s["rows"], "tokens_per_response": s["tokens"],
+                "keys_per_row": s["entries"] / s["rows"], "distinct_neurons_per_response": s["neurons"],
+                "neuron_coverage": s["neurons"] / n_neurons if n_neurons else np.full(len(summaries), np.nan),
+                "explore_share": s["explore_share"], "cycles_per_response": s["cycles"],
+                "crediting_cycles_per_response": s["crediting_cycles"], "novelty_decay": s["novelty_decay"]}
 
 
 def profile(cache: SparseCache, *, n_neurons: int | None = None, config: NexConfig = NexConfig(),
@@ -89,32 +110,18 @@ def profile(cache: SparseCache, *, n_neurons: int | None = None, config: NexConf
 def profile_of(cache: SparseCache, calibration: Calibration, n_neurons: int | None = None) -> Profile:
     """The profile of ``cache`` from what learning on it saw (``learn``'s summaries: no second pass)."""
     n_neurons = n_neurons or cache.n_neurons
-    table = response_table(calibration.summaries, n_neurons)
-    table["credits"] = table["crediting_cycles"] > 0
+    summaries = calibration.summaries
     medians, quartiles = {}, {}
-    for name, column in COLUMN.items():
-        values = table[column].to_numpy(dtype=float)
+    for name, values in per_response(summaries, n_neurons).items():
         values = values[np.isfinite(values)]
         medians[name] = float(np.median(values)) if values.size else float("nan")
         quartiles[name] = (tuple(float(q) for q in np.quantile(values, [0.25, 0.75])) if values.size
                            else (float("nan"), float("nan")))
-    medians["crediting_response_share"] = float(table["credits"].mean())
+    column = dict(zip(SUMMARY, summaries.T))
+    medians["crediting_response_share"] = float(np.mean(column["crediting_cycles"] > 0))
     quartiles["crediting_response_share"] = (medians["crediting_response_share"],) * 2
-    saturated, underflowed = float16_extremes(cache.w_sum)
-    return Profile(str(cache.path), cache.n_responses, n_neurons, table, medians, quartiles, saturated, underflowed)
-
-
-SCAN = 1 << 22  # entries per chunk of the mass scan: memory stays bounded whatever the cache's size
-
-
-def float16_extremes(mass: np.ndarray) -> tuple[int, int]:
-    """How many stored masses saturated float16 (|m| = 65504) and how many are 0, read in chunks."""
-    saturated = underflowed = 0
-    for start in range(0, len(mass), SCAN):
-        part = np.asarray(mass[start:start + SCAN])
-        saturated += int((np.abs(part) == FLOAT16_MAX).sum())
-        underflowed += int((part == 0).sum())
-    return saturated, underflowed
+    return Profile(str(cache.path), cache.n_responses, n_neurons, summaries, medians, quartiles,
+                   int(column["saturated"].sum()), int(column["underflowed"].sum()))
 
 
 def slope_curve(traces: list[ResponseTrace], n_bins: int = 10) -> pd.DataFrame:
@@ -124,6 +131,8 @@ def slope_curve(traces: list[ResponseTrace], n_bins: int = 10) -> pd.DataFrame:
     the mean of its rows' slopes there. Columns: ``bin``, ``position`` (the bin's centre),
     ``q25``, ``median``, ``q75``, ``n``.
     """
+    import pandas as pd
+
     per_bin: list[list[float]] = [[] for _ in range(n_bins)]
     for trace in traces:
         n = len(trace.slopes)
@@ -168,6 +177,8 @@ def degeneracy_warning(p: Profile) -> str | None:
 
 def profile_frame(profiles: dict[str, Profile]) -> pd.DataFrame:
     """Medians (with quartiles) of several profiles side by side, one column each."""
+    import pandas as pd
+
     rows = {}
     for label, p in profiles.items():
         rows[label] = {name: f"{p.medians[name]:.3g} [{p.quartiles[name][0]:.3g}, {p.quartiles[name][1]:.3g}]"

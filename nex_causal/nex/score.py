@@ -6,9 +6,11 @@ the base view is cleaned like a row (layer 255 dropped, non-finite or negative m
 as 0), both sums are float32, GMF is 0 when no weighted mass is left, and NaN for a response
 with no usable mass or with a key beyond the 2**22 key space.
 
-Responses are scored a chunk at a time (``CHUNK_ENTRIES`` base-view entries), every float32
-sum as ``np.sum`` takes it (``segment_sums``): ~25 ns per entry, most of it reading the
-weights at random keys.
+Responses are scored a chunk at a time (``CHUNK_ENTRIES`` base-view entries), in worker
+processes (``nex.workers``) when there are enough chunks, every float32 sum as ``np.sum``
+takes it (``Segments``: the three sums of a chunk share one layout). A chunk's float16 mass
+is read and cleaned in one lookup, and the weights are read once per entry (the random
+reads over 2**22 weights are most of the time, ~10 ns an entry).
 
 ``write_scores`` writes the reference's outputs: ``response_scores.npy`` and a
 ``summary.json`` whose ``nex_score`` is the mean GMF, or, with ``log_gap_output``, the
@@ -25,13 +27,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nex_causal.cache import KEY_SPACE, RESERVED_LAYER, SparseCache
+from nex_causal.cache.layout import FLOAT32_OF_FLOAT16
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path, write_json
-from nex_causal.nex.novelty import clean_mass, segment_sums
+from nex_causal.nex.novelty import Segments, clean_mass
 from nex_causal.nex.weights import check_weights
+from nex_causal.nex.workers import check_workers, in_chunks
 
 LOG_GAP_FLOOR = 1e-12  # the reference clips 1 - NEX here before the log
-CHUNK_ENTRIES = 1 << 21  # base-view entries scored at once (about 40 MB of working arrays)
+CHUNK_ENTRIES = 1 << 20  # base-view entries scored at once (about 40 MB of working arrays)
+CLEAN_OF_FLOAT16 = clean_mass(FLOAT32_OF_FLOAT16)  # every float16 pattern as clean_mass cleans its float32 value
 
 
 def good_mass_fraction(keys: np.ndarray, mass: np.ndarray, weights: np.ndarray) -> float:
@@ -54,43 +59,60 @@ def _gmf(keys: np.ndarray, mass: np.ndarray, counts: np.ndarray, weights: np.nda
 def mass_sums(keys: np.ndarray, mass: np.ndarray, counts: np.ndarray,
               weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The two sums of GMF for consecutive groups of entries (``counts[r]`` each): sum M max(w, 0) and sum M |w|
-    (float32 sums as float64), and whether each group is scorable (some usable mass, no key beyond the key space).
-
-    The weights are read once per entry (the random reads over 2**22 weights are most of the time)."""
-    keys, n = keys.astype(np.uint32, copy=False).astype(np.int64), len(counts)  # int64 indexes faster
-    response = np.repeat(np.arange(n), counts)
-    kept = (keys >> 16) != RESERVED_LAYER
-    if not kept.all():
+    (float32 sums as float64), and whether each group is scorable (some usable mass, no key beyond the key space)."""
+    n = len(counts)
+    mass = CLEAN_OF_FLOAT16.take(mass.view(np.uint16)) if mass.dtype == np.float16 else clean_mass(mass)
+    scorable = np.ones(n, bool)
+    if keys.size and keys.max() >= KEY_SPACE:  # layer-255 keys are dropped; one beyond leaves its response unscored
+        response = np.repeat(np.arange(n), counts)
+        kept = (keys >> 16) != RESERVED_LAYER
         keys, mass, response = keys[kept], mass[kept], response[kept]
         counts = np.bincount(response, minlength=n)
-    mass = clean_mass(mass)
-    scorable = counts > 0
-    if keys.size and keys.max() >= KEY_SPACE:  # a key beyond the key space leaves its response unscored
         beyond = keys >= KEY_SPACE
-        scorable &= np.bincount(response[beyond], minlength=n) == 0
+        scorable = np.bincount(response[beyond], minlength=n) == 0
         keys = np.where(beyond, 0, keys)
-    scorable &= segment_sums(mass, counts) > 0.0
-    w = weights[keys]
-    good = segment_sums(mass * np.clip(w, 0.0, None), counts).astype(np.float64)
-    weighted = segment_sums(mass * np.abs(w), counts).astype(np.float64)
+    segments = Segments(counts)
+    mass, w = segments.pad(mass), weights[segments.pad(keys, np.int64)]  # a 0 (on key 0) before each response
+    scorable &= (counts > 0) & (segments.sums(mass) > 0.0)
+    good = segments.sums(mass * np.clip(w, 0.0, None)).astype(np.float64)
+    weighted = segments.sums(mass * np.abs(w)).astype(np.float64)
     return good, weighted, scorable
 
 
-def score_responses(cache: SparseCache, weights: np.ndarray, progress: bool = True) -> np.ndarray:
+_JOB: tuple[SparseCache, np.ndarray, np.ndarray] | None = None  # what forked workers score
+
+
+def _score_chunk(start: int, stop: int) -> np.ndarray:
+    cache, weights, ptr = _JOB
+    lo, hi = ptr[start], ptr[stop]
+    return _gmf(np.asarray(cache.base_keys[lo:hi]), np.asarray(cache.base_w_sum[lo:hi]),
+                np.diff(ptr[start:stop + 1]), weights)
+
+
+def score_responses(cache: SparseCache, weights: np.ndarray, progress: bool = True,
+                    workers: int | None = None) -> np.ndarray:
     """GMF of every response of ``cache`` (float32, NaN where unscorable), in cache order, read from the
-    memory-mapped base view about ``CHUNK_ENTRIES`` entries at a time."""
-    weights = check_weights(weights)
+    memory-mapped base view about ``CHUNK_ENTRIES`` entries at a time, by ``workers`` processes (default:
+    every core)."""
+    global _JOB
+    weights, workers = check_weights(weights), check_workers(workers)
     ptr = np.asarray(cache.base_row_ptr)
+    bounds, start = [0], 0
+    while start < cache.n_responses:
+        start = max(start + 1, int(np.searchsorted(ptr, ptr[start] + CHUNK_ENTRIES, side="right")) - 1)
+        bounds.append(start)
     out = np.full(cache.n_responses, np.nan, np.float32)
-    with tqdm(total=cache.n_responses, desc="nex score", unit="resp", disable=not progress, mininterval=0.5) as bar:
-        start = 0
-        while start < cache.n_responses:
-            stop = max(start + 1, int(np.searchsorted(ptr, ptr[start] + CHUNK_ENTRIES, side="right")) - 1)
-            lo, hi = ptr[start], ptr[stop]
-            out[start:stop] = _gmf(np.asarray(cache.base_keys[lo:hi]), np.asarray(cache.base_w_sum[lo:hi]),
-                                   np.diff(ptr[start:stop + 1]), weights)
-            bar.update(stop - start)
-            start = stop
+    _JOB = (cache, weights, ptr)
+    try:
+        with in_chunks(_score_chunk, list(zip(bounds[:-1], bounds[1:])), workers) as results, \
+                tqdm(total=cache.n_responses, desc="nex score", unit="resp", disable=not progress,
+                     mininterval=0.5) as bar:
+            for start, stop, gmf in zip(bounds[:-1], bounds[1:], results):
+                out[start:stop] = gmf
+                cache.advance("base", ptr[stop])  # the full check of what was just read, when left to this pass
+                bar.update(stop - start)
+    finally:
+        _JOB = None
     return out
 
 

@@ -130,12 +130,13 @@ def nex(run: RunDir) -> None:
 
     c, rows, best = run.config.nex, [], None
     for variant in run.variants():
-        cache = SparseCache.open(run.cache(variant))
+        cache = SparseCache.open(run.cache(variant), in_pass=True)  # checked as learning and scoring read it
         cal = learn(cache, c, progress=run.progress, keep_traces=True)
+        gmf = score_responses(cache, cal.weights, run.progress)
+        cache.settle()
         save_weights(run.weights(variant), cal.weights, identity_of(cache.capture_info, nex=dataclasses.asdict(c)))
         save_credit(run.weights(variant), cal.eff, cal.red)
-        summary = write_scores(run.weights(variant).parent, score_responses(cache, cal.weights, run.progress),
-                               **dataclasses.asdict(c))
+        summary = write_scores(run.weights(variant).parent, gmf, **dataclasses.asdict(c))
         rows.append({"variant": variant, **summary, "log_gap": log_gap(summary["nex_score"]),
                      "n_effective": int((cal.weights > 0).sum()), "n_redundant": int((cal.weights < 0).sum())})
         for r, trace in enumerate(cal.traces):

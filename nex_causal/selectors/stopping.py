@@ -229,9 +229,10 @@ def cutoff(rule: StopRule, extremes: np.ndarray, share: float) -> float:
     if not 0.0 < share <= 1.0 or not len(values):
         raise NexError(f"a stop share lies in (0, 1] and needs calibration traces with a decision point "
                        f"(share {share}, {len(values)} traces)")
+    k = max(1, int(np.ceil(share * len(values) - 1e-9)))  # traces to stop: the k most extreme cross the cutoff
     if rule.fires == "above":
-        return float(np.quantile(values, 1.0 - share, method="inverted_cdf"))
-    return float(np.nextafter(np.quantile(values, share, method="inverted_cdf"), np.inf))  # fires below it
+        return float(np.sort(values)[::-1][k - 1])
+    return float(np.nextafter(np.sort(values)[k - 1], np.inf))  # a rule firing below fires strictly below it
 
 
 # --- sessions: one prompt's N sequences -----------------------------------------------------
