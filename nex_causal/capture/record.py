@@ -24,7 +24,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from nex_causal.cache import (
