@@ -80,7 +80,8 @@ def test_offline_cuts_equal_stopped_generation(scout, name, backend):
         np.testing.assert_array_equal(made, np.concatenate([whole[:kept], trial.tokens]) if trial is not None
                                       else whole[:kept])
         assert online["finish_reason"].iloc[r] == "stop"
-        assert (online["answer"].iloc[r], bool(online["correct"].iloc[r])) == traces.scored(r, cuts[r])
+        answer = online["answer"].iloc[r]
+        assert (None if pd.isna(answer) else answer, bool(online["correct"].iloc[r])) == traces.scored(r, cuts[r])
 
 
 def test_the_stopped_traces_are_stamped_with_their_rule(scout, tmp_path):
