@@ -46,7 +46,8 @@ def offline_cuts(scout, name: str):
     rule = STOP_RULES[name]
     probes = (probe_traces(bridge, full.responses, tasks.answer_prefix, tasks.extract, every=SETTINGS.probe_every,
                            max_tokens=SETTINGS.probe_tokens) if "probe" in rule.reads else None)
-    traces = Traces(full, tasks, lambda ids: bridge.tokenizer.decode(ids, skip_special_tokens=True), probes)
+    traces = Traces(full, tasks, lambda ids: bridge.tokenizer.decode(ids, skip_special_tokens=True), probes, bridge,
+                    SETTINGS.probe_tokens)
     cal = stop_plan(name, 1.0, SETTINGS, NexConfig(), str(root / "calibration")).calibrated
     if rule.group:
         return traces, 4.0, group_cuts(traces, rule, cal, 4)
@@ -90,7 +91,9 @@ def test_the_stopped_traces_are_stamped_with_their_rule(scout, tmp_path):
     out = sample(SampleConfig(model="scout", tasks="test", backend="hf", **{**SAMPLING, "n_samples": 1}),
                  tmp_path / "t.parquet", bridge=bridge, taskset=tasks, progress=False, stop=plan)
     table = pd.read_parquet(out)
-    assert (table["n_tokens"] == 30).all() and (table["finish_reason"] == "stop").all()
+    # stopped after 30 tokens, each exits with the answer marker and a trial answer (budget forcing)
+    assert (table["n_tokens"] > 30).all() and (table["finish_reason"] == "stop").all()
+    assert table["response"].str.contains("#").all()
     assert (table["stop_rule"] == "budget").all()
     with pytest.raises(NexError, match="already holds traces made with"):  # another cutoff is another sample
         sample(SampleConfig(model="scout", tasks="test", backend="hf", **{**SAMPLING, "n_samples": 1}),

@@ -7,7 +7,8 @@ them) the tokens just sampled with their statistics, the cache rows they close (
 ``RowRecorder`` builds from the bridge's hooks, their mass rounded to float16 as a cache
 stores it, so that a rule reads what it would read offline), each sequence's end, and the
 trial answers it asks for (``capture.probes``); the sequences it stops end after this token.
-A stopped response's ``finish_reason`` is "stop"; a DEER exit appends the answer marker and its trial answer.
+A stopped response's ``finish_reason`` is "stop"; the exit of a rule that exits with an answer (``StopRule.exits``)
+appends the answer marker and the trial answer (DEER's from the checkpoint where it stopped, the others' decoded there).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class OnlineStop:
         reads = plan.rule.reads
         if "rows" in reads and recorder is None:
             raise NexError(f"stop rule {plan.name} reads activations: sample with --backend bridge")
-        if "probe" in reads and (answer_prefix is None or extract is None or model is None):
+        if ("probe" in reads or plan.rule.exits) and (answer_prefix is None or extract is None or model is None):
             raise NexError(f"stop rule {plan.name} needs the task's answer marker and the model for trial answers")
         self.plan, self.prompts, self.eos, self.recorder = plan, list(prompts), eos, recorder
         self.answer_prefix, self.extract, self.max_tokens = answer_prefix, extract, max_tokens
@@ -88,6 +89,8 @@ class OnlineStop:
             for local in session.stops():
                 stop[seqs[local]] = True
         self.stopped |= stop
+        if self.plan.rule.exits and "probe" not in self.plan.rule.reads:
+            self._probe(np.flatnonzero(stop).tolist())  # the answer it exits with, decoded where it stops
         return torch.as_tensor(stop)
 
     def _session(self, i: int):
@@ -108,7 +111,8 @@ class OnlineStop:
             if trial is not None:
                 session, local = self._session(i)
                 self.exits[i] = trial
-                session.probe(local, trial)
+                if "probe" in self.plan.rule.reads:
+                    session.probe(local, trial)
 
     def finish(self, generations: list[Generation]) -> list[Generation]:
         """The generations, each stopped one marked ``finish_reason`` "stop" and a DEER exit's answer appended (its
@@ -118,7 +122,7 @@ class OnlineStop:
             if not self.stopped[i]:
                 out.append(gen)
                 continue
-            trial = self.exits.get(i) if "probe" in self.plan.rule.reads else None
+            trial = self.exits.get(i) if self.plan.rule.exits else None
             if trial is None:
                 out.append(Generation(gen.tokens, gen.text, "stop", gen.stats))
                 continue

@@ -5,8 +5,8 @@ cutting the captured full trace where the rule fires give the same tokens (the s
 each sequence is seeded on its own, ``models.generation``): ``replay`` feeds a rule's session
 the events generation would have fed it, step by step in lock step over a prompt's samples
 (``tests/test_stopping.py`` holds the two equal against real stopped generation). A cut
-trace is scored the way its task scores any response: its text up to the cut (for a DEER
-exit, that text, the answer marker and the trial answer) through the task's checker, so a
+trace is scored the way its task scores any response: its text up to the cut (for a rule
+that exits with an answer, that text, the answer marker and the trial answer) through the task's checker, so a
 trace cut before its answer is wrong. A prompt's answer is the majority vote of its samples'
 answers (``selectors.answers``); samples pruned by a group rule rarely hold an answer, so the
 others decide.
@@ -34,7 +34,7 @@ from nex_causal.selectors.answers import majority_vote
 from nex_causal.selectors.pool import Pool
 from nex_causal.selectors.stopping import Calibrated, Session, StopRule
 
-Cut = tuple[int, Trial | None]  # tokens kept, and the trial answer a DEER exit appends
+Cut = tuple[int, Trial | None]  # tokens kept, and the trial answer an exit appends
 
 
 @dataclass
@@ -46,6 +46,8 @@ class Traces:
     taskset: TaskSet
     decode: Callable[[Sequence[int]], str]
     probes: pd.DataFrame | None = None
+    bridge: object | None = None  # decodes the trial answers a stop exits with (``fill_trials``)
+    probe_tokens: int = 8  # a trial answer's tokens at most (the stop settings' ``probe_tokens``)
 
     def __post_init__(self) -> None:
         self.pool = Pool.from_cache(self.cache)
@@ -61,6 +63,24 @@ class Traces:
                 self.trials.setdefault(int(row.response), {})[int(row.tokens)] = Trial(
                     float(row.confidence), np.asarray(row.added), str(row.text))
         self._scored: dict[tuple[int, int, str | None], tuple[str | None, bool]] = {}
+
+    def fill_trials(self, wanted: Sequence[tuple[int, int]]) -> None:
+        """Decode, in batches, the trial answers of responses ``r`` after ``t`` tokens not yet known (``wanted``:
+        (r, t) pairs), as generation decodes them where a rule stops (``capture.probes.trial_answers``)."""
+        todo = sorted({(int(r), int(t)) for r, t in wanted if int(t) not in self.trials.get(int(r), {})})
+        if not todo:
+            return
+        if self.bridge is None:
+            raise NexError("trial answers need the model: give Traces the bridge of the cache's model")
+        from nex_causal.capture.probes import trial_answers
+        from nex_causal.models.loading import plain_model
+
+        prompts = [np.asarray(self.responses["prompt_token_ids"].iloc[r]) for r, _ in todo]
+        prefixes = [np.asarray(self.responses["token_ids"].iloc[r])[:t] for r, t in todo]
+        found = trial_answers(self.bridge, plain_model(self.bridge), prompts, prefixes, self.taskset.answer_prefix,
+                              self.taskset.extract, max_tokens=self.probe_tokens)
+        for (r, t), trial in zip(todo, found):
+            self.trials.setdefault(r, {})[t] = trial
 
     def stats(self, r: int) -> np.ndarray:
         return np.stack([np.asarray(self.responses[name].iloc[r], np.float64) for name in TOKEN_STATS], axis=1)
@@ -112,7 +132,7 @@ def replay(traces: Traces, group: np.ndarray, session: Session) -> tuple[dict[in
             if t == n[i]:
                 session.end(i)
         for i in session.stops():
-            cuts[int(group[i])] = (t, last_trial.get(i) if "probe" in rule.reads else None)
+            cuts[int(group[i])] = (t, last_trial.get(i) if rule.exits else None)
     return cuts, session.points
 
 
@@ -134,17 +154,20 @@ def extremes(rule: StopRule, found: Sequence[Sequence[tuple[int, float]]]) -> np
 
 def first_crossing(traces: Traces, rule: StopRule, found: Sequence[Sequence[tuple[int, float]]],
                    cutoff: float) -> dict[int, Cut]:
-    """The cuts of a trace rule at ``cutoff``: each trace stops at its first decision point that crosses it (a
-    point at a trace's last token cuts nothing, unless it is a DEER exit, which appends its answer)."""
-    cuts = {}
+    """The cuts of a trace rule at ``cutoff``: each trace stops at its first decision point that crosses it. A point
+    at the token that ended a trace cuts nothing (generation ended it first); one at the last token a length limit
+    allowed cuts nothing either, unless the rule exits with an answer, which it appends there."""
+    hits = {}
     for r, p in enumerate(found):
         hit = next((t for t, v in p if rule.crosses(v, cutoff)), None)
         if hit is None:
             continue
-        trial = traces.trials.get(r, {}).get(hit) if "probe" in rule.reads else None
-        if hit < traces.n_tokens[r] or trial is not None:
-            cuts[r] = (hit, trial)
-    return cuts
+        last = hit == traces.n_tokens[r]
+        if not last or (rule.exits and traces.responses["finish_reason"].iloc[r] != "eos"):
+            hits[r] = hit
+    if rule.exits:
+        traces.fill_trials(hits.items())
+    return {r: (hit, traces.trials.get(r, {}).get(hit) if rule.exits else None) for r, hit in hits.items()}
 
 
 def group_cuts(traces: Traces, rule: StopRule, cal: Calibrated, rows: int) -> dict[int, Cut]:

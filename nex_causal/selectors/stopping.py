@@ -20,9 +20,12 @@ first point that crosses it:
                      ``deepconf_window`` tokens) below the cutoff, the warm-up traces being the
                      calibration prompts' traces
     deer             DEER: confidence of a trial answer (the task's answer marker appended every
-                     ``probe_every`` tokens, decoded greedily) at least the cutoff; the trace exits
-                     with that answer
+                     ``probe_every`` tokens, decoded greedily) at least the cutoff
     budget           a fixed token budget: tokens written at least the cutoff
+
+A stopped trace of nex-detour, deer or budget exits with a trial answer decoded where it
+stopped (DEER's exit, budget forcing); one of the others ends without an answer (DeepConf
+online and NAD drop the traces they stop from the vote).
 
 Group rules stop, once every sample has ``m`` rows (or ended), all but the ``keep`` share
 that score highest: ``prune-agreement`` (NAD-style: mean Jaccard similarity of each sample's
@@ -194,11 +197,14 @@ def early_gmf(early: Sequence[tuple[np.ndarray, np.ndarray]], cal: Calibrated) -
 class StopRule:
     """A stop rule: a trace rule (``monitor`` and the side of the cutoff it ``fires`` on) or a group rule
     (``score`` of the early rows, higher kept). ``reads``: what it needs online (tokens, rows, probe);
-    ``nex``: whether it reads NEX calibrated offline (weights, phases); ``unit``: what its cutoff counts."""
+    ``nex``: whether it reads NEX calibrated offline (weights, phases); ``unit``: what its cutoff counts;
+    ``exits``: whether a stopped trace exits with a trial answer (the answer marker and a greedy answer decoded at
+    the stop, ``capture.probes``) rather than ending where it stopped, without an answer."""
 
     reads: tuple[str, ...]
     unit: str
     nex: bool = False
+    exits: bool = False
     monitor: Callable[[Calibrated], Monitor] | None = None
     fires: Literal["above", "below"] = "above"
     score: Callable[[Sequence[tuple[np.ndarray, np.ndarray]], Calibrated], np.ndarray] | None = None
@@ -212,13 +218,16 @@ class StopRule:
 
 
 STOP_RULES: Registry[StopRule] = Registry("stop rule")
-STOP_RULES.add("nex-detour", StopRule(("rows",), "exploit tokens before a new explore run", True, Detour))
-STOP_RULES.add("nex-gmf", StopRule(("rows",), "running GMF", True, RunningGmf, "below"))
+# A rule that stops redundant work (a detour, a confident answer, a budget) exits with an answer; a rule that stops
+# a trace it judges bad (DeepConf online, low GMF, pruning) ends it without one, as DeepConf and NAD do.
+STOP_RULES.add("nex-detour", StopRule(("rows",), "exploit tokens before a new explore run", True, exits=True,
+                                      monitor=Detour))
+STOP_RULES.add("nex-gmf", StopRule(("rows",), "running GMF", True, monitor=RunningGmf, fires="below"))
 STOP_RULES.add("prune-agreement", StopRule(("rows",), "rows before pruning", score=agreement))
 STOP_RULES.add("prune-gmf", StopRule(("rows",), "rows before pruning", True, score=early_gmf))
 STOP_RULES.add("deepconf-online", StopRule(("tokens",), "group confidence", monitor=GroupConfidence, fires="below"))
-STOP_RULES.add("deer", StopRule(("probe",), "trial-answer confidence", monitor=TrialConfidence))
-STOP_RULES.add("budget", StopRule(("tokens",), "tokens", monitor=Budget))
+STOP_RULES.add("deer", StopRule(("probe",), "trial-answer confidence", exits=True, monitor=TrialConfidence))
+STOP_RULES.add("budget", StopRule(("tokens",), "tokens", exits=True, monitor=Budget))
 
 
 def cutoff(rule: StopRule, extremes: np.ndarray, share: float) -> float:
