@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nex_causal.cache import SparseCacheWriter, pack_keys
+from nex_causal.cache import SparseCache, SparseCacheWriter, pack_keys
 from nex_causal.capture import CaptureConfig, SampleConfig, capture, sample
 from nex_causal.capture.probes import checkpoints, marker_suffix, probe_traces
 from nex_causal.errors import NexError
@@ -179,8 +179,6 @@ def write_two_prompts(path):
                                           "finish_reason": "eos", "token_ids": np.arange(8, dtype=np.int32),
                                           "answer": answers[pid][1:], "correct": s == 0 or p == 0,
                                           "ground_truth": json.dumps(truth)})
-    from nex_causal.cache import SparseCache
-
     return SparseCache.open(path)
 
 
@@ -200,3 +198,31 @@ def test_outcome_by_hand(tmp_path):
     # tokens 5 and 6 of each detour [4, 7) are cut, and token 7 besides
     assert cut["detour_cut"].tolist() == [0.0, 4.0] and cut["useful_cut"].tolist() == [0.0, 2.0]
     assert cut["stopped"].tolist() == [0.0, 2.0]
+
+
+def test_the_frontier_sets_cutoffs_on_calibration_prompts_and_measures_on_the_reported(scout):
+    from nex_causal.selectors.config import StopConfig
+    from nex_causal.selectors.frontier import evaluate_caches, summary
+
+    root, bridge, tasks, full = scout
+    calibration_tasks = organism_tasks(8, seed=5, task="scout")
+    config = StopConfig(**{**vars(SETTINGS)}, rules=["budget", "nex-detour", "prune-agreement"], calibration="x",
+                        shares=[0.5], prune_rows=[4], n_boot=100)
+    pareto, matched = evaluate_caches(str(root / "calibration"), str(full.path), calibration_tasks, tasks, bridge,
+                                      config, NexConfig())
+    cal = Traces(SparseCache.open(root / "calibration"), calibration_tasks,
+                 lambda ids: bridge.tokenizer.decode(ids, skip_special_tokens=True), None, bridge, SETTINGS.probe_tokens)
+    rep = Traces(full, tasks, lambda ids: bridge.tokenizer.decode(ids, skip_special_tokens=True), None, bridge,
+                 SETTINGS.probe_tokens)
+    budget = STOP_RULES["budget"]
+    k = cutoff(budget, cal.n_tokens.astype(float), 0.5)  # budget's decision values: tokens written, up to each end
+    row = pareto[(pareto["rule"] == "budget") & (pareto["split"] == "reported")].iloc[0]
+    assert row["cutoff"] == k
+    expected = summary(outcome(rep, first_crossing(rep, budget, points(rep, budget, Calibrated(SETTINGS, NexConfig())), k)), outcome(rep, {}))
+    for key in ("accuracy", "tokens", "token_share", "detour_cut", "useful_cut"):
+        assert row[key] == pytest.approx(expected[key], nan_ok=True)
+    full_row = pareto[(pareto["rule"] == "none") & (pareto["split"] == "reported")].iloc[0]
+    assert full_row["tokens"] * full_row["n_prompts"] == full.responses["n_tokens"].sum()
+    assert set(matched["rule"]) == {"budget", "nex-detour", "prune-agreement"}
+    with pytest.raises(NexError, match="shares .* prompts"):
+        evaluate_caches(str(full.path), str(full.path), tasks, tasks, bridge, config, NexConfig())
