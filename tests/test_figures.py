@@ -452,18 +452,20 @@ def every_figure_tables() -> dict[str, tuple[pd.DataFrame, ...]]:
 
 
 def stop_pareto() -> pd.DataFrame:
-    """A stop-rule sweep as the stop stage writes it: two variants, every rule at three settings."""
+    """A stop-rule sweep as the stop stage writes it: two variants (one without a planted detour), every rule at three
+    settings."""
     rows = []
     for variant in ("scout:efficient", "scout:redundant-0.5"):
         rows.append({"rule": "none", "setting": np.nan, "split": "reported", "accuracy": 0.9, "token_share": 1.0,
-                     "detour_cut": 0.0, "useful_cut": 0.0, "tokens": 800.0, "n_prompts": 64, "n_samples": 256,
-                     "variant": variant})
-        for i, rule in enumerate(("nex-detour", "nex-gmf", "prune-agreement", "prune-gmf", "deepconf-online", "deer",
-                                  "budget")):
+                     "detour_cut": np.nan if variant == "scout:efficient" else 0.0, "useful_cut": 0.0,
+                     "tokens": 800.0, "n_prompts": 64, "n_samples": 256, "variant": variant})
+        for i, rule in enumerate(("nex-detour", "nex-gmf", "prune-agreement", "prune-gmf", "prune-random",
+                                  "deepconf-online", "deer", "budget")):
             for share in (0.1, 0.5, 0.9):
                 rows.append({"rule": rule, "setting": share, "split": "reported",
                              "accuracy": 0.9 - share * (0.2 + 0.05 * i), "token_share": 1 - share * 0.6,
-                             "detour_cut": min(1.0, share * (1 + 0.1 * i)), "useful_cut": share * 0.4,
+                             "detour_cut": np.nan if variant == "scout:efficient" else min(1.0, share * (1 + 0.1 * i)),
+                             "useful_cut": share * 0.4,
                              "tokens": 800 * (1 - share * 0.6), "n_prompts": 64, "n_samples": 256,
                              "variant": variant})
     return pd.DataFrame(rows)

@@ -144,6 +144,13 @@ def test_pruning_keeps_the_best_scores_ties_to_the_lower_sample():
     assert session.stops() == []  # pruned once
 
 
+def test_the_pruning_control_keeps_the_first_samples_at_the_same_row():
+    session = Session(STOP_RULES["prune-random"], Calibrated(StopSettings(keep=0.5), NexConfig()), 4, 1.0)
+    for i in range(4):
+        session.row(i, np.array([i], np.uint32), np.ones(1, np.float32), 4)
+    assert session.stops() == [2, 3]
+
+
 def test_a_sample_that_ended_is_never_pruned_and_does_not_hold_the_others_back():
     session = Session(STOP_RULES["prune-agreement"], Calibrated(StopSettings(keep=0.5), NexConfig()), 3, 3.0)
     session.row(0, np.array([5], np.uint32), np.ones(1, np.float32), 4)  # shares nothing with the others...

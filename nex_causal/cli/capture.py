@@ -30,7 +30,7 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
 def add_stop_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("stopping early: a stop rule applied while each response is written (docs/stopping.md)")
     g.add_argument("--stop", metavar="RULE", help="nex-detour | nex-gmf | prune-agreement | prune-gmf | "
-                   "deepconf-online | deer | budget (rules reading activations need --backend bridge)")
+                   "prune-random | deepconf-online | deer | budget (rules reading activations need --backend bridge)")
     g.add_argument("--stop-threshold", type=float, metavar="X", help="the rule's cutoff in its own unit: exploit "
                    "tokens (nex-detour), GMF (nex-gmf), rows before pruning (prune-*), group confidence "
                    "(deepconf-online), trial-answer confidence (deer), tokens (budget)")

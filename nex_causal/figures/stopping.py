@@ -64,7 +64,11 @@ def plot_stop_frontier(pareto: pd.DataFrame) -> Figure:
         axes[0].set_ylabel("majority-vote accuracy")
         if variant:
             axes[0].set_title(variant, loc="left")
-        if has_truth:
+        if has_truth and part["detour_cut"].isna().all():
+            axes[1].set_axis_off()
+            axes[1].text(0.5, 0.5, "no planted detour", ha="center", va="center", transform=axes[1].transAxes,
+                         color=INK[1])
+        elif has_truth:
             axes[1].plot([0, 1], [0, 1], color=INK[2], linewidth=0.6, linestyle=DASHES[2])
             axes[1].set_xlabel("share of useful tokens cut")
             axes[1].set_ylabel("share of detour tokens cut")

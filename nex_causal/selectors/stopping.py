@@ -29,7 +29,8 @@ online and NAD drop the traces they stop from the vote).
 
 Group rules stop, once every sample has ``m`` rows (or ended), all but the ``keep`` share
 that score highest: ``prune-agreement`` (NAD-style: mean Jaccard similarity of each sample's
-early activated neurons to the others') and ``prune-gmf`` (NEX: GMF of the early rows).
+early activated neurons to the others') and ``prune-gmf`` (NEX: GMF of the early rows), beside
+``prune-random``, their control (it keeps the lowest sample indices: a random share).
 
 Cutoffs are calibrated on calibration prompts (``cutoff``): a share q means the cutoff that
 stops a share q of the calibration traces that reach a decision point.
@@ -191,6 +192,12 @@ def early_gmf(early: Sequence[tuple[np.ndarray, np.ndarray]], cal: Calibrated) -
     return np.array(out)
 
 
+def first_samples(early: Sequence[tuple[np.ndarray, np.ndarray]], cal: Calibrated) -> np.ndarray:
+    """The control of the pruning rules: the lowest sample indices score highest. A prompt's samples are drawn
+    alike, so this keeps a random share of them, at the same time and the same cost as the scored rules."""
+    return -np.arange(len(early), dtype=np.float64)
+
+
 # --- the registry ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -225,6 +232,7 @@ STOP_RULES.add("nex-detour", StopRule(("rows",), "exploit tokens before a new ex
 STOP_RULES.add("nex-gmf", StopRule(("rows",), "running GMF", True, monitor=RunningGmf, fires="below"))
 STOP_RULES.add("prune-agreement", StopRule(("rows",), "rows before pruning", score=agreement))
 STOP_RULES.add("prune-gmf", StopRule(("rows",), "rows before pruning", True, score=early_gmf))
+STOP_RULES.add("prune-random", StopRule(("rows",), "rows before pruning", score=first_samples))
 STOP_RULES.add("deepconf-online", StopRule(("tokens",), "group confidence", monitor=GroupConfidence, fires="below"))
 STOP_RULES.add("deer", StopRule(("probe",), "trial-answer confidence", exits=True, monitor=TrialConfidence))
 STOP_RULES.add("budget", StopRule(("tokens",), "tokens", exits=True, monitor=Budget))
