@@ -233,3 +233,20 @@ def test_the_frontier_sets_cutoffs_on_calibration_prompts_and_measures_on_the_re
     assert set(matched["rule"]) == {"budget", "nex-detour", "prune-agreement"}
     with pytest.raises(NexError, match="shares .* prompts"):
         evaluate_caches(str(full.path), str(full.path), tasks, tasks, bridge, config, NexConfig())
+
+
+def test_sample_stop_on_the_command_line(scout, tmp_path, capsys):
+    from nex_causal.cli import main
+
+    root = scout[0]
+    base = ["sample", "--model", "scout:redundant-0.5", "--tasks", "scout:2@3", "--n-samples", "2",
+            "--max-new-tokens", "320", "--temperature", "0.7", "--seed", "1"]
+    assert main([*base, "--backend", "bridge", "--stop", "nex-detour", "--stop-threshold", "8", "--stop-calibration",
+                 str(root / "calibration"), "--rho", "0.95", "--out", str(tmp_path / "d.parquet")]) == 0
+    table = pd.read_parquet(tmp_path / "d.parquet")
+    assert (table["stop_rule"] == "nex-detour").all() and len(table) == 4
+    assert "stopped early" in capsys.readouterr().out
+    assert main([*base, "--stop", "budget", "--out", str(tmp_path / "b.parquet")]) == 2
+    assert "--stop budget needs --stop-threshold" in capsys.readouterr().err
+    assert main([*base, "--stop-threshold", "3", "--out", str(tmp_path / "c.parquet")]) == 2
+    assert "need --stop RULE" in capsys.readouterr().err
