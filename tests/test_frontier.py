@@ -76,3 +76,9 @@ def test_the_frontier_figure_draws_from_the_table(tmp_path):
     assert {p.suffix for p in paths} == {".pdf", ".png"}
     caption = (tmp_path / "stop_frontier.caption.txt").read_text()
     assert "3 reported prompts" in caption and "detour" in caption
+
+
+def test_a_rule_no_calibration_trace_reaches_is_said_so():
+    table = pareto([(NONE, np.nan, "calibration", 0.8, 100)])  # deepconf-online swept nothing
+    out = matched(table, {}, FULL, StopConfig(n_boot=50), ["deepconf-online"])
+    assert np.isnan(out["setting"].iloc[0]) and "decision point" in out["note"].iloc[0]

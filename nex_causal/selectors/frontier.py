@@ -54,6 +54,8 @@ def sweep(name: str, cal: Traces, rep: Traces, calibrated: Calibrated, config: S
         return [(float(m), float(m), {"calibration": group_cuts(cal, rule, calibrated, m),
                                       "reported": group_cuts(rep, rule, calibrated, m)}) for m in config.prune_rows]
     found = {"calibration": points(cal, rule, calibrated), "reported": points(rep, rule, calibrated)}
+    if not np.isfinite(extremes(rule, found["calibration"])).any():
+        return []  # no calibration trace reaches a decision point (DeepConf's window longer than every trace)
     out = []
     for share in config.shares:
         k = cutoff(rule, extremes(rule, found["calibration"]), share)
@@ -142,8 +144,10 @@ def matched(pareto: pd.DataFrame, per_prompt: dict[tuple[str, float], pd.DataFra
     for name in names:
         row: dict = {"rule": name, "unit": STOP_RULES[name].unit, "nex": STOP_RULES[name].nex}
         if chosen[name] is None:
+            swept = (pareto["rule"] == name).any()
             rows.append({**row, "setting": np.nan, "cutoff": np.nan,
-                         "note": "no setting keeps the calibration accuracy within the tolerance"})
+                         "note": "no setting keeps the calibration accuracy within the tolerance" if swept else
+                                 "no calibration trace reaches a decision point of this rule"})
             continue
         j = picked.index(name)
         row.update(setting=float(chosen[name]["setting"]), cutoff=float(chosen[name]["cutoff"]), note="")
