@@ -327,7 +327,8 @@ def test_make_figures_draws_what_exists_and_names_the_rest(tmp_path, capsys):
                                      "positive_control": ["positive_control"],
                                      "positive_control_units": ["positive_control_units"],
                                      "positive_control_nulls": ["positive_control_nulls"],
-                                     "positive_control_departures": ["positive_control_departures"]}
+                                     "positive_control_departures": ["positive_control_departures"],
+                                     "stop_frontier": ["stop_pareto"]}
     assert main(["figures", str(run), "--readme", "--out", str(tmp_path / "readme")]) == 0
     out = capsys.readouterr().out
     assert "skipped best_of_n: no table selection" in out and "skipped inverted_u" not in out
