@@ -290,3 +290,26 @@ def test_cli_export_then_score(cache_dir, tmp_path, capsys):
     seal(cache_dir)
     assert main(["annotate", "export", "--cache-dir", str(cache_dir), "--responses", "0", "--out", "x"]) == 2
     assert "pass --tokenizer" in capsys.readouterr().err
+
+
+def test_agreement_equals_sklearns_kappa_and_f1_on_random_and_degenerate_labels():
+    """The counts-based kappa and F1 (what the positive control bootstraps) equal sklearn's, NaN where sklearn's is."""
+    import warnings
+
+    from sklearn.metrics import cohen_kappa_score, f1_score
+
+    rng = np.random.default_rng(0)
+    for i in range(600):
+        n = int(rng.integers(1, 12))
+        human, hmm = rng.random(n) < rng.random(), rng.random(n) < rng.random()
+        if i % 7 == 0:
+            hmm = human.copy()  # perfect agreement
+        if i % 11 == 0:
+            human[:], hmm[:] = True, True  # one label everywhere: kappa undefined
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kappa = cohen_kappa_score(hmm, human, labels=[True, False])
+            f1 = f1_score(hmm, human, labels=[True, False], average=None, zero_division=np.nan)
+        got = A.agreement(human, hmm)
+        np.testing.assert_allclose([got.kappa, got.f1_explore, got.f1_exploit], [kappa, *f1], rtol=0, atol=1e-12)
+        assert got.n == n and got.accuracy == (human == hmm).mean()

@@ -557,6 +557,22 @@ def test_the_reports_selection_table_carries_intervals_for_one_cache_and_for_the
     assert table["accuracy [95% CI]"].tolist()[0] == "+0.500 [+0.400, +0.600]"
 
 
+def test_the_reports_predictions_say_what_the_stage_judged(tmp_path):
+    """A failed prediction reads NO and one without a bound "reported": the verdict is a string, never truthy."""
+    from nex_causal.run.report import headline_tables
+
+    control = pd.DataFrame({
+        "id": ["a", "b", "c"], "prediction": ["x", "y", "z"], "predicted": [">= 0.6", "<= -0.4", ""],
+        "value": [0.8, -0.07, 0.75], "low": [0.7, -0.38, 0.73], "high": [0.9, 0.19, 0.77],
+        "p": [np.nan, 0.441, 6e-05], "p_method": ["", "exact over 40320 orders", "Monte Carlo, 200000 random orders"],
+        "holds": ["yes", "NO", "reported"], "detail": ["", "", ""]})
+    write_table(control, tmp_path / "tables" / "positive_control")
+    table = headline_tables(tmp_path)["Positive control: the predictions written before the run, as measured"]
+    assert table["holds"].tolist() == ["yes", "NO", "reported"]
+    assert table["p"].tolist() == ["", "0.44 (exact over 40320 orders)", "6e-05 (Monte Carlo, 200000 random orders)"]
+    assert table["measured [95% CI]"].tolist()[1] == "-0.070 [-0.380, +0.190]"
+
+
 # --- figures say what the tables say: every printed statistic equals its table row ------------------
 
 NUMBER = re.compile(r"[+\-−]?\d+(?:\.\d+)?(?:e[+\-]\d+)?")

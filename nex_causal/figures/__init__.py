@@ -46,7 +46,8 @@ __all__ = ["DOUBLE", "FIGURES", "SINGLE", "FigureSpec", "layout_problems", "make
 RUN_TABLES = "tables"
 RUN_FIGURES = "figures"
 REPO_FIGURES = Path(__file__).resolve().parents[2] / "figures"
-README_FIGURES = ("trace", "nex_vs_accuracy", "best_of_n", "transfer")
+README_FIGURES = ("trace", "nex_vs_accuracy", "best_of_n", "transfer", "transfer_scorers", "positive_control",
+                  "positive_control_units", "positive_control_nulls", "positive_control_departures")
 
 
 def _table_path(run_dir: Path, table: str) -> Path:

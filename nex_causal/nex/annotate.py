@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import cohen_kappa_score, f1_score
 
 from nex_causal.cache import SparseCache
 from nex_causal.errors import NexError
@@ -84,17 +83,33 @@ class Agreement:
     accuracy: float
 
 
+def confusion(human: np.ndarray, hmm: np.ndarray) -> np.ndarray:
+    """Counts of (both E, HMM E only, human E only, both X) over two boolean label arrays (True = E)."""
+    human, hmm = np.asarray(human, bool), np.asarray(hmm, bool)
+    both = np.count_nonzero(human & hmm)
+    n_hmm, n_human = np.count_nonzero(hmm), np.count_nonzero(human)
+    return np.array([both, n_hmm - both, n_human - both, len(human) - n_hmm - n_human + both], np.int64)
+
+
+def from_confusion(counts: np.ndarray) -> Agreement:
+    """Cohen's kappa, per-phase F1 and raw agreement from ``confusion`` counts (sklearn's definitions: kappa NaN
+    when chance agreement is 1, an F1 NaN when neither side uses that phase)."""
+    a, b, c, d = (float(x) for x in counts)
+    n = a + b + c + d
+    observed = (a + d) / n
+    chance = ((a + b) * (a + c) + (c + d) * (b + d)) / n ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappa = np.float64(observed - chance) / np.float64(1 - chance)
+        f1_e, f1_x = np.float64(2 * a) / (2 * a + b + c), np.float64(2 * d) / (2 * d + b + c)
+    return Agreement(int(n), float(kappa), float(f1_e), float(f1_x), observed)
+
+
 def agreement(human: np.ndarray, hmm: np.ndarray) -> Agreement:
     """Cohen's kappa, per-phase F1 and raw agreement of two boolean label arrays (True = E)."""
     human, hmm = np.asarray(human, bool), np.asarray(hmm, bool)
     if human.shape != hmm.shape or not len(human):
         raise NexError(f"agreement needs two equally long, non-empty label lists (got {len(human)} and {len(hmm)})")
-    phases = [True, False]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # undefined kappa is reported as NaN, as documented
-        kappa = cohen_kappa_score(hmm, human, labels=phases)
-    f1_e, f1_x = f1_score(hmm, human, labels=phases, average=None, zero_division=np.nan)
-    return Agreement(len(human), float(kappa), float(f1_e), float(f1_x), float((human == hmm).mean()))
+    return from_confusion(confusion(human, hmm))
 
 
 def hmm_labels(cache: SparseCache, r: int, config: NexConfig = NexConfig()) -> np.ndarray:

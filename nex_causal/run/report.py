@@ -85,8 +85,9 @@ def headline_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
         table = control[["id", "prediction", "predicted"]].copy()
         table["measured [95% CI]"] = control.apply(
             lambda r: f"{r.value:+.3f}" + ("" if pd.isna(r.low) else f" [{r.low:+.3f}, {r.high:+.3f}]"), axis=1)
-        table["holds"] = control.apply(lambda r: ("yes" if r.holds else "NO") if r.predicted else "(reported)",
-                                       axis=1)
+        if "p" in control:
+            table["p"] = control.apply(lambda r: "" if pd.isna(r.p) else f"{r.p:.2g} ({r.p_method})", axis=1)
+        table["holds"] = control["holds"]  # yes / NO / reported, as the stage judged it (``Prediction.verdict``)
         table["detail"] = control["detail"]
         out["Positive control: the predictions written before the run, as measured"] = table
     if (variants := _table(run_dir, "positive_control_variants")) is not None:

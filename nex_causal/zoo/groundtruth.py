@@ -30,7 +30,7 @@ import numpy as np
 
 from nex_causal.cache import SparseCache
 from nex_causal.errors import NexError
-from nex_causal.nex.annotate import Agreement, agreement, hmm_labels, window_bounds
+from nex_causal.nex.annotate import Agreement, agreement, confusion, from_confusion, hmm_labels, window_bounds
 from nex_causal.nex.config import NexConfig
 from nex_causal.nex.novelty import clean_rows, novelty
 from nex_causal.zoo.route import Route
@@ -72,16 +72,12 @@ def phase_pairs(cache: SparseCache, config: NexConfig) -> list[tuple[np.ndarray,
 
 def phase_agreement(pairs: Sequence[tuple[np.ndarray, np.ndarray]], *, n_boot: int, seed: int
                     ) -> tuple[Agreement, tuple[float, float]]:
-    """Agreement of HMM phases with the truth over every row, and a bootstrap interval of kappa over responses."""
-    truth = np.concatenate([t for t, _ in pairs])
-    hmm = np.concatenate([h for _, h in pairs])
-    overall = agreement(truth, hmm)
+    """Agreement of HMM phases with the truth over every row, and a bootstrap interval of kappa over responses
+    (each draw sums the drawn responses' confusion counts: the rows of the drawn responses, pooled)."""
+    counts = np.array([confusion(t, h) for t, h in pairs], np.int64).reshape(-1, 4)
+    overall = agreement(np.concatenate([t for t, _ in pairs]), np.concatenate([h for _, h in pairs]))
     rng = np.random.default_rng(seed)
-    kappas = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, len(pairs), len(pairs))
-        kappas.append(agreement(np.concatenate([pairs[i][0] for i in pick]),
-                                np.concatenate([pairs[i][1] for i in pick])).kappa)
+    kappas = [from_confusion(counts[rng.integers(0, len(pairs), len(pairs))].sum(0)).kappa for _ in range(n_boot)]
     low, high = np.nanpercentile(kappas, [2.5, 97.5])
     return overall, (float(low), float(high))
 
