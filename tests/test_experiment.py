@@ -176,3 +176,24 @@ def test_a_result_made_under_other_versions_is_recomputed(tiny_family_dir, tmp_p
     made = json.loads((run_dir / "caches" / "alpha" / "capture.json").read_text())["stack"]
     assert made["torch"] == "9.9.9"
     assert json.loads((run_dir / "manifest.json").read_text())["stack"]["torch"] == "9.9.9"
+
+
+def test_the_stop_stage_calibrates_on_its_own_prompts_and_writes_its_table_and_figure(tiny_family_dir, tmp_path):
+    from nex_causal.cache import SparseCache
+
+    config = tiny_config(tiny_family_dir, selection=None, ranking=None, transfer=None, variants=["alpha"],
+                         **{"capture.method": "stepwise"})
+    config["stop"] = {"calibration": "organism:4@9", "rules": ["budget", "nex-gmf", "prune-random"],
+                      "shares": [0.5], "prune_rows": [2], "n_boot": 50}
+    run_dir = tmp_path / "stop"
+    run_experiment(load_config(config), run_dir, progress=False)
+    pareto = pd.read_parquet(run_dir / "tables" / "stop_pareto.parquet")
+    matched = pd.read_parquet(run_dir / "tables" / "stop_matched.parquet")
+    assert set(pareto["rule"]) == {"none", "budget", "nex-gmf", "prune-random"}
+    assert set(matched["rule"]) == {"budget", "nex-gmf", "prune-random"}
+    reported = SparseCache.open(run_dir / "caches" / "alpha")
+    calibration = SparseCache.open(run_dir / "stop" / "alpha" / "calibration")
+    assert not set(reported.responses["prompt_id"]) & set(calibration.responses["prompt_id"])
+    full = pareto[(pareto["rule"] == "none") & (pareto["split"] == "reported")].iloc[0]
+    assert full["tokens"] * full["n_prompts"] == reported.responses["n_tokens"].sum()
+    assert (run_dir / "figures" / "stop_frontier.png").exists()

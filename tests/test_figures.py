@@ -327,7 +327,8 @@ def test_make_figures_draws_what_exists_and_names_the_rest(tmp_path, capsys):
                                      "positive_control": ["positive_control"],
                                      "positive_control_units": ["positive_control_units"],
                                      "positive_control_nulls": ["positive_control_nulls"],
-                                     "positive_control_departures": ["positive_control_departures"]}
+                                     "positive_control_departures": ["positive_control_departures"],
+                                     "stop_frontier": ["stop_pareto"]}
     assert main(["figures", str(run), "--readme", "--out", str(tmp_path / "readme")]) == 0
     out = capsys.readouterr().out
     assert "skipped best_of_n: no table selection" in out and "skipped inverted_u" not in out
@@ -448,7 +449,27 @@ def every_figure_tables() -> dict[str, tuple[pd.DataFrame, ...]]:
             "donor_ablation": (transfer_table().assign(n_prompts=200, donor="efficient"),),
             "positive_control": (predictions,), "positive_control_units": (units,),
             "positive_control_nulls": (nulls,), "positive_control_departures": (departures,),
-            "transfer_scorers": (scorers, null_summary)}
+            "transfer_scorers": (scorers, null_summary), "stop_frontier": (stop_pareto(),)}
+
+
+def stop_pareto() -> pd.DataFrame:
+    """A stop-rule sweep as the stop stage writes it: two variants (one without a planted detour), every rule at three
+    settings."""
+    rows = []
+    for variant in ("scout:efficient", "scout:redundant-0.5"):
+        rows.append({"rule": "none", "setting": np.nan, "split": "reported", "accuracy": 0.9, "token_share": 1.0,
+                     "detour_cut": np.nan if variant == "scout:efficient" else 0.0, "useful_cut": 0.0,
+                     "tokens": 800.0, "n_prompts": 64, "n_samples": 256, "variant": variant})
+        for i, rule in enumerate(("nex-detour", "nex-gmf", "prune-agreement", "prune-gmf", "prune-random",
+                                  "deepconf-online", "deer", "budget")):
+            for share in (0.1, 0.5, 0.9):
+                rows.append({"rule": rule, "setting": share, "split": "reported",
+                             "accuracy": 0.9 - share * (0.2 + 0.05 * i), "token_share": 1 - share * 0.6,
+                             "detour_cut": np.nan if variant == "scout:efficient" else min(1.0, share * (1 + 0.1 * i)),
+                             "useful_cut": share * 0.4,
+                             "tokens": 800 * (1 - share * 0.6), "n_prompts": 64, "n_samples": 256,
+                             "variant": variant})
+    return pd.DataFrame(rows)
 
 
 @pytest.mark.parametrize("name", list(FIGURES))

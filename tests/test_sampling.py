@@ -81,7 +81,7 @@ def test_eos_stops_a_row_and_steps_report_active_rows(tiny_qwen3_bridge):
     stop = int(free[0].tokens[2])  # treat the third greedy token of prompt 0 as its EOS
     seen = []
     gens = generate_batch(bridge, encode_prompts(bridge, PROMPTS), max_new_tokens=8,
-                          eos_token_id=stop, on_step=lambda s, tok, act: seen.append(act.clone()))
+                          eos_token_id=stop, on_step=lambda s, tok, stats, act: seen.append(act.clone()))
     first = int(np.flatnonzero(free[0].tokens == stop)[0]) + 1
     assert gens[0].finish_reason == "eos" and gens[0].n_tokens == first
     assert gens[0].tokens[-1] == stop and len(gens[0].stats["token_entropy"]) == first

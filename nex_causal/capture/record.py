@@ -24,11 +24,11 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from nex_causal.cache import (
     CAPTURE_FILE,
+    ResponseRows,
     TOKEN_ORDER,
     SparseCache,
     SparseCacheWriter,
@@ -38,7 +38,7 @@ from nex_causal.cache import (
 from nex_causal.capture.cluster import RayOptions
 from nex_causal.capture.config import CaptureConfig, ReplayConfig
 from nex_causal.capture.replay import replay
-from nex_causal.capture.rows import Row, RowRecorder
+from nex_causal.capture.rows import RowRecorder, StepHooks
 from nex_causal.capture.sampling import (
     load_sampler,
     prompt_shards,
@@ -51,7 +51,6 @@ from nex_causal.capture.traces import Trace, read_traces, traces_meta
 from nex_causal.errors import NexError
 from nex_causal.io import atomic_path, locked, remove_inside, versions, write_json
 from nex_causal.models.generation import encode_prompts
-from nex_causal.models.geometry import mlp_hook
 from nex_causal.models.tasks import (
     Problem,
     TaskSet,
@@ -63,27 +62,7 @@ from nex_causal.resume import CLAIM_FILE, check_ours, mismatch, read_stamp, stam
 from nex_causal.resume import discard_stale as discard
 
 
-class StepHooks:
-    """Hooks for stepwise capture: keep each step's last-position activations, record them after sampling."""
-
-    def __init__(self, bridge, recorder: RowRecorder):
-        self.recorder = recorder
-        self.buffer: list[torch.Tensor | None] = [None] * int(bridge.cfg.n_layers)
-
-    def fwd_hooks(self) -> list[tuple[str, callable]]:
-        def keep(layer: int):
-            def hook(act: torch.Tensor, hook) -> torch.Tensor:
-                self.buffer[layer] = act[:, -1]
-                return act
-            return hook
-        return [(mlp_hook(layer), keep(layer)) for layer in range(len(self.buffer))]
-
-    def on_step(self, step: int, sampled: torch.Tensor, active: torch.Tensor) -> None:
-        acts = torch.stack(self.buffer, dim=1)  # [B, L, D]
-        self.recorder.add(acts[active], sampled[active], np.flatnonzero(active.cpu().numpy()))
-
-
-def write_shard(path: Path, rows: list[list[Row]], records: list[dict]) -> None:
+def write_shard(path: Path, rows: list[ResponseRows], records: list[dict]) -> None:
     with SparseCacheWriter(path) as writer:
         for response_rows, record in zip(rows, records):
             writer.append(response_rows, meta=record)

@@ -22,6 +22,7 @@ import torch
 
 from nex_causal.cache import ResponseRows, pack_keys
 from nex_causal.capture.sparsify import Sparsifier
+from nex_causal.models.geometry import mlp_hook
 
 Row = tuple[np.ndarray, np.ndarray, int]  # (keys, mass, tokens)
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # keys, mass, entries per row, tokens per row
@@ -69,6 +70,19 @@ class _Sequence:
                 lambda k, m, c: window_rows(k, m, c, window))(keys[:cut], scores[:cut], counts[:closing])
         self.closed.append(rows)
         self.open = [(keys[cut:], scores[cut:], counts[closing:])] if closing < len(counts) else []
+
+    def new_rows(self, start: int) -> list[Row]:
+        """The rows closed so far from the ``start``-th on, one (keys, mass, tokens) each."""
+        out: list[Row] = []
+        seen = sum(len(chunk[2]) for chunk in self.closed)
+        for keys, mass, sizes, tokens in reversed(self.closed):
+            if seen <= start:
+                break
+            seen -= len(sizes)
+            ends = np.cumsum(sizes)
+            rows = [(keys[e - n:e], mass[e - n:e], int(t)) for e, n, t in zip(ends, sizes, tokens)]
+            out = rows[max(start - seen, 0):] + out
+        return out
 
     def rows(self) -> ResponseRows:
         keys, mass, sizes, tokens = (np.concatenate([rows[i] for rows in self.closed]) if self.closed else
@@ -139,9 +153,33 @@ class RowRecorder:
             return [{} for _ in self.sequences]
         return [{"prompt_keys": np.array(sorted(keys), np.uint32)} for keys in self.prompt_keys]
 
+    def close(self, owner: int) -> None:
+        """Close sequence ``owner``'s last (partial) window: it has ended."""
+        empty = np.empty(0, np.uint32), np.empty(0, np.float32), np.empty(0, np.int64)
+        self.sequences[owner].extend(*empty, self.window, final=True)
+
     def finish(self) -> list[ResponseRows]:
         """Every sequence's rows, its last (partial) window closed."""
-        empty = np.empty(0, np.uint32), np.empty(0, np.float32), np.empty(0, np.int64)
-        for sequence in self.sequences:
-            sequence.extend(*empty, self.window, final=True)
+        for owner in range(len(self.sequences)):
+            self.close(owner)
         return [sequence.rows() for sequence in self.sequences]
+
+
+class StepHooks:
+    """Hooks for stepwise capture: keep each step's last-position activations, record them after sampling."""
+
+    def __init__(self, bridge, recorder: RowRecorder):
+        self.recorder = recorder
+        self.buffer: list[torch.Tensor | None] = [None] * int(bridge.cfg.n_layers)
+
+    def fwd_hooks(self) -> list[tuple[str, callable]]:
+        def keep(layer: int):
+            def hook(act: torch.Tensor, hook) -> torch.Tensor:
+                self.buffer[layer] = act[:, -1]
+                return act
+            return hook
+        return [(mlp_hook(layer), keep(layer)) for layer in range(len(self.buffer))]
+
+    def on_step(self, step: int, sampled: torch.Tensor, stats: torch.Tensor, active: torch.Tensor) -> None:
+        acts = torch.stack(self.buffer, dim=1)  # [B, L, D]
+        self.recorder.add(acts[active], sampled[active], np.flatnonzero(active.cpu().numpy()))

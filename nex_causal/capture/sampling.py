@@ -26,6 +26,8 @@ import torch
 
 from nex_causal.capture.cluster import RayOptions
 from nex_causal.capture.config import SAMPLERS, Backend, SampleConfig, resolve_backend
+from nex_causal.capture.online import OnlineStop, Plan
+from nex_causal.capture.rows import RowRecorder, StepHooks
 from nex_causal.capture.shards import partial_dir, run_shards
 from nex_causal.capture.traces import Trace, join_traces, traces_meta, write_traces
 from nex_causal.errors import NexError
@@ -33,6 +35,7 @@ from nex_causal.io import versions
 from nex_causal.models.generation import (
     TOKEN_STATS,
     Generation,
+    StepCallback,
     encode_prompts,
     generate_batch,
     hf_generate_batch,
@@ -50,9 +53,6 @@ class Sampler(Protocol):
     def generate(self, prompts: Sequence[torch.Tensor], seeds: Sequence[int]) -> list[Generation]: ...
 
 
-
-
-
 class BridgeSampler:
     """Generation through the bridge: ``stepwise`` steps it token by token, else Hugging Face ``generate``
     on the plain model it wraps (same weights, no hooks)."""
@@ -67,11 +67,16 @@ class BridgeSampler:
     def encode(self, prompts: Sequence[str]) -> list[torch.Tensor]:
         return encode_prompts(self.bridge, prompts, chat=self.config.chat)
 
-    def generate(self, prompts: Sequence[torch.Tensor], seeds: Sequence[int], **hooks) -> list[Generation]:
+    def generate(self, prompts: Sequence[torch.Tensor], seeds: Sequence[int], fwd_hooks=(),
+                 on_step: StepCallback | None = None) -> list[Generation]:
+        """One response per prompt; ``fwd_hooks`` (stepwise only) see every step, ``on_step`` may stop rows."""
         c = self.config
-        kwargs = dict(max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p, seeds=seeds)
+        kwargs = dict(max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p, seeds=seeds,
+                      on_step=on_step)
         if self.model is None:
-            return generate_batch(self.bridge, prompts, **kwargs, **hooks)
+            return generate_batch(self.bridge, prompts, **kwargs, fwd_hooks=fwd_hooks)
+        if fwd_hooks:
+            raise NexError("hooks need the bridge stepped token by token: sample with --backend bridge")
         return hf_generate_batch(self.bridge, prompts, **kwargs, model=self.model)
 
 
@@ -142,13 +147,46 @@ def prompt_shards(n_prompts: int, config: SampleConfig) -> list[range]:
 
 
 def sample_shard(sampler: Sampler, taskset: TaskSet, prompts: range, config: SampleConfig,
-                 encoded: Sequence[torch.Tensor], **hooks) -> list[tuple[int, Trace, Generation]]:
+                 encoded: Sequence[torch.Tensor], stop: Plan | None = None, **hooks) -> list[tuple[int, Trace, Generation]]:
     """``n_samples`` responses for each prompt of ``prompts``: (prompt index, trace, generation) per
-    sequence, sequence (p, s) seeded by ``(seed, p, s)``. ``hooks`` go to a stepwise sampler."""
+    sequence, sequence (p, s) seeded by ``(seed, p, s)``. ``hooks`` go to a stepwise sampler; ``stop`` (a stop
+    rule's plan, ``selectors.stopping.StopPlan``) stops sequences while they are generated."""
     slots = [(p, s) for p in prompts for s in range(config.n_samples)]
-    gens = sampler.generate([encoded[p] for p, _ in slots], [sequence_seed(config.seed, p, s) for p, s in slots],
-                            **hooks)
+    seeds, inputs = [sequence_seed(config.seed, p, s) for p, s in slots], [encoded[p] for p, _ in slots]
+    if stop is None:
+        gens = sampler.generate(inputs, seeds, **hooks)
+    else:
+        gens = _stopped(sampler, taskset, slots, inputs, seeds, stop)
     return [(p, trace_of(taskset.problems[p], s, gen), gen) for (p, s), gen in zip(slots, gens)]
+
+
+def _stopped(sampler: Sampler, taskset: TaskSet, slots: list[tuple[int, int]], inputs: list[torch.Tensor],
+             seeds: list[int], plan: Plan) -> list[Generation]:
+    """The generations of ``slots`` under a stop rule: rows recorded from the bridge's hooks for a rule that reads
+    them (the calibration cache's sparsifier and window), trial answers from the plain model."""
+    from nex_causal.capture.sparsify import Sparsifier
+    from nex_causal.models.loading import plain_model
+
+    if not isinstance(sampler, BridgeSampler):
+        raise NexError("stop rules run inside the hf or bridge backends: sample with --backend hf or bridge")
+    bridge, recorder, hooks = sampler.bridge, None, None
+    if "rows" in plan.rule.reads:
+        if sampler.model is not None:
+            raise NexError(f"stop rule {plan.name} reads activations: sample with --backend bridge")
+        recorder = RowRecorder(bridge, Sparsifier.parse(plan.sparsifier), int(plan.window), len(slots))
+        hooks = StepHooks(bridge, recorder)
+    online = OnlineStop(plan, inputs, [p for p, _ in slots], eos=bridge.tokenizer.eos_token_id, recorder=recorder,
+                        answer_prefix=taskset.answer_prefix, extract=taskset.extract, bridge=bridge,
+                        model=plain_model(bridge),
+                        max_tokens=plan.calibrated.settings.probe_tokens)
+
+    def on_step(step: int, sampled: torch.Tensor, stats: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        if hooks is not None:
+            hooks.on_step(step, sampled, stats, active)
+        return online.step(step, sampled, stats, active)
+
+    gens = sampler.generate(inputs, seeds, fwd_hooks=hooks.fwd_hooks() if hooks else (), on_step=on_step)
+    return online.finish(gens)
 
 
 def trace_of(problem: Problem, sample_index: int, gen: Generation) -> Trace:
@@ -181,8 +219,8 @@ class SampleWork:
 
     what = "sampling"
 
-    def __init__(self, config: SampleConfig, taskset: TaskSet, bridge=None):
-        self.config, self.taskset, self.bridge = config, taskset, bridge
+    def __init__(self, config: SampleConfig, taskset: TaskSet, bridge=None, stop: Plan | None = None):
+        self.config, self.taskset, self.bridge, self.stop = config, taskset, bridge, stop
         self.shards = prompt_shards(len(taskset), config)
         self.n_shards = len(self.shards)
 
@@ -198,18 +236,22 @@ class SampleWork:
 
     def run(self, index: int, path: Path) -> None:
         problems, c = self.taskset.problems, self.config
+        done = sample_shard(self.sampler, self.taskset, self.shards[index], c, self.encoded, self.stop)
+        extra = {} if self.stop is None else {"stop_rule": self.stop.name}
         records = [trace_record(trace, self.encoded[p], gen.stats, **scored(self.taskset, problems[p], trace.response),
-                                model=c.model, task=self.taskset.name)
-                   for p, trace, gen in sample_shard(self.sampler, self.taskset, self.shards[index], c, self.encoded)]
+                                model=c.model, task=self.taskset.name, **extra) for p, trace, gen in done]
         write_traces(records, path)
 
 
 def sample(config: SampleConfig, out: str | Path, *, bridge=None, taskset: TaskSet | None = None,
-           progress: bool = True, ray: RayOptions | None = None) -> Path:
-    """Sample ``config`` into the traces parquet ``out``; resume, or reuse a finished identical one."""
+           progress: bool = True, ray: RayOptions | None = None, stop: Plan | None = None) -> Path:
+    """Sample ``config`` into the traces parquet ``out``; resume, or reuse a finished identical one. ``stop`` (a stop
+    rule's plan, ``selectors.stopping.StopPlan``) stops responses early while they are generated."""
     config.check()
     out = Path(out)
-    wanted = config.content()
+    wanted = config.content() if stop is None else {**config.content(), "stop": stop.content()}
+    if stop is not None and resolve_backend(config) == "vllm":
+        raise NexError("stop rules run inside the hf or bridge backends: sample with --backend hf or bridge")
     if out.suffix != ".parquet":
         raise NexError(f"traces are written as parquet: give --out a path ending in .parquet, not {out.name}")
     if out.exists():
@@ -219,7 +261,7 @@ def sample(config: SampleConfig, out: str | Path, *, bridge=None, taskset: TaskS
         return out
     taskset = load_tasks(config.tasks) if taskset is None else taskset
     partial = partial_dir(out)
-    paths = run_shards(SampleWork(config, taskset, bridge), partial, wanted, progress=progress, ray=ray)
+    paths = run_shards(SampleWork(config, taskset, bridge, stop), partial, wanted, progress=progress, ray=ray)
     join_traces(paths, out, {"stamp": stamp(wanted), "versions": versions()})
     shutil.rmtree(partial)
     return out

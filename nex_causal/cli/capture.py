@@ -9,6 +9,8 @@ import dataclasses
 from nex_causal.capture.cluster import RayOptions
 from nex_causal.capture.config import CaptureConfig, ReplayConfig, SampleConfig
 from nex_causal.errors import NexError
+from nex_causal.nex.config import NexConfig
+from nex_causal.selectors.config import StopSettings
 from nex_causal.settings import add_options, from_mapping, given_options
 
 
@@ -23,6 +25,34 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
                    f"(default {RayOptions.retries})")
     g.add_argument("--ray-timeout", type=float, default=RayOptions.timeout, metavar="SECONDS",
                    help=f"a shard running longer than this is taken from its worker (default {RayOptions.timeout:g})")
+
+
+def add_stop_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("stopping early: a stop rule applied while each response is written (docs/stopping.md)")
+    g.add_argument("--stop", metavar="RULE", help="nex-detour | nex-gmf | prune-agreement | prune-gmf | "
+                   "prune-random | deepconf-online | deer | budget (rules reading activations need --backend bridge)")
+    g.add_argument("--stop-threshold", type=float, metavar="X", help="the rule's cutoff in its own unit: exploit "
+                   "tokens (nex-detour), GMF (nex-gmf), rows before pruning (prune-*), group confidence "
+                   "(deepconf-online), trial-answer confidence (deer), tokens (budget)")
+    g.add_argument("--stop-calibration", metavar="CACHE", help="a cache of the same model on calibration prompts "
+                   "(rules reading NEX): weights and online phases come from it, rows are recorded as it was")
+    add_options(g, StopSettings)
+    add_options(g, NexConfig, exclude=[f.name for f in dataclasses.fields(NexConfig) if f.name not in
+                                       ("rho", "min_run")])
+
+
+def stop_plan_of(args: argparse.Namespace):
+    """The stop plan the options name, or None without --stop."""
+    if args.stop is None:
+        if args.stop_threshold is not None or args.stop_calibration is not None:
+            raise NexError("--stop-threshold and --stop-calibration need --stop RULE")
+        return None
+    if args.stop_threshold is None:
+        raise NexError(f"--stop {args.stop} needs --stop-threshold (its cutoff)")
+    from nex_causal.selectors.stopping import stop_plan
+
+    return stop_plan(args.stop, args.stop_threshold, from_mapping(StopSettings, given_options(args, StopSettings)),
+                     from_mapping(NexConfig, given_options(args, NexConfig)), args.stop_calibration)
 
 
 def ray_options(args: argparse.Namespace) -> RayOptions | None:
@@ -44,6 +74,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                        "Face generate, or vLLM on a GPU) into a parquet traces table; resumable.")
     add_options(p, SampleConfig, required=("model", "tasks"))
     p.add_argument("--out", required=True, help="traces table to write (.parquet)")
+    add_stop_options(p)
     add_ray_options(p)
     p.set_defaults(handler=run_sample)
 
@@ -75,12 +106,14 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run_sample(args: argparse.Namespace) -> None:
     from nex_causal.capture.sampling import sample
 
-    out = sample(from_mapping(SampleConfig, given_options(args, SampleConfig)), args.out, ray=ray_options(args))
+    out = sample(from_mapping(SampleConfig, given_options(args, SampleConfig)), args.out, ray=ray_options(args),
+                 stop=stop_plan_of(args))
     import pandas as pd
 
-    table = pd.read_parquet(out, columns=["n_tokens", "correct"])
+    table = pd.read_parquet(out, columns=["n_tokens", "correct", "finish_reason"])
+    stopped = f", {int((table['finish_reason'] == 'stop').sum())} stopped early" if args.stop else ""
     print(f"{out}: {len(table)} responses, {int(table['n_tokens'].sum())} generated tokens, "
-          f"accuracy {table['correct'].mean():.3f}")
+          f"accuracy {table['correct'].mean():.3f}{stopped}")
 
 
 def run_capture(args: argparse.Namespace) -> None:

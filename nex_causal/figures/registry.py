@@ -23,4 +23,4 @@ class FigureSpec:
 
 FIGURES: Registry[FigureSpec] = Registry("figure", providers=tuple(  # in the order figures are drawn
     f"nex_causal.figures.{name}" for name in ("trace", "profile", "ranking", "selection", "sweep", "transfer",
-                                              "localization", "positive_control")))
+                                              "localization", "positive_control", "stopping")))

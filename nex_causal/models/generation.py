@@ -37,10 +37,11 @@ TOP_K_CONFIDENCE = 20  # DeepConf's k (NEX_METHOD section 8)
 TOKEN_STATS = ("token_logprob", "token_entropy", "token_top20_logprob_sum", "token_kl_uniform",
                "token_confidence_sum", "token_confidence_count")
 
-# on_step(step, sampled, active): after the forward pass of ``step`` and its sampling;
-# ``sampled`` [B] are the tokens just generated, ``active`` [B] marks the rows for which
-# this step produced a real token (rows that already finished are False).
-StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+# on_step(step, sampled, stats, active): after the forward pass of ``step`` and its sampling;
+# ``sampled`` [B] are the tokens just generated, ``stats`` [B, 6] their ``TOKEN_STATS``,
+# ``active`` [B] marks the rows for which this step produced a real token (rows that already
+# finished are False). It may return a bool [B] of rows to stop after this token (a stop rule).
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
 
 
 @dataclass
@@ -173,8 +174,8 @@ def generate_batch(bridge, prompt_tokens: Sequence[torch.Tensor], *, max_new_tok
             out_tokens.append(sampled.cpu())
             out_stats.append(token_statistics(logits, sampled).cpu())
             out_active.append(active.cpu())
-            if on_step is not None:
-                on_step(step, sampled, active)
+            if on_step is not None and (stop := on_step(step, sampled, out_stats[-1], active)) is not None:
+                active = active & ~stop.to(device)
             if eos is not None:
                 active = active & (sampled != eos)
             if not bool(active.any()):
@@ -228,13 +229,34 @@ class StepSampler:
         forced = torch.full_like(scores, -torch.inf)
         return forced.scatter(-1, sampled[:, None], 0.0)
 
+    def halt(self, stop: torch.Tensor) -> None:
+        """Rows ``stop`` end after the token just drawn (a stop rule): later steps record them inactive."""
+        self._alive = self._alive & ~stop.to(self._alive.device)
+
+
+class StepStop:
+    """A Hugging Face stopping criterion that hands each step to ``on_step`` (through a ``StepSampler``'s record)
+    and stops the rows it returns."""
+
+    def __init__(self, sampler: StepSampler, on_step: StepCallback):
+        self.sampler, self.on_step = sampler, on_step
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        s = self.sampler
+        stop = self.on_step(len(s.tokens) - 1, s.tokens[-1], s.stats[-1], s.active[-1])
+        if stop is None:
+            return torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
+        s.halt(stop)
+        return stop.to(input_ids.device)
+
 
 @torch.no_grad()
 def hf_generate_batch(bridge, prompt_tokens: Sequence[torch.Tensor], *, max_new_tokens: int,
                       temperature: float = 0.0, top_p: float = 1.0, seeds: Sequence[int] | None = None,
-                      model=None) -> list[Generation]:
-    """``generate_batch`` through Hugging Face ``generate`` on the plain model the bridge wraps (no hooks)."""
-    from transformers import GenerationConfig, LogitsProcessorList
+                      model=None, on_step: StepCallback | None = None) -> list[Generation]:
+    """``generate_batch`` through Hugging Face ``generate`` on the plain model the bridge wraps (no hooks; ``on_step``
+    sees each step's tokens and statistics and may stop rows)."""
+    from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
     tokenizer = bridge.tokenizer
     eos = tokenizer.eos_token_id
@@ -246,8 +268,9 @@ def hf_generate_batch(bridge, prompt_tokens: Sequence[torch.Tensor], *, max_new_
     sampler = StepSampler(temperature, top_p, [torch.Generator().manual_seed(int(s)) for s in seeds], pad, eos)
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad,
                               eos_token_id=eos, use_cache=True, return_dict_in_generate=False)
+    stopping = StoppingCriteriaList([StepStop(sampler, on_step)] if on_step is not None else [])
     model.generate(ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                   logits_processor=LogitsProcessorList([sampler]))
+                   logits_processor=LogitsProcessorList([sampler]), stopping_criteria=stopping)
     return generations(tokenizer, eos, sampler.tokens, sampler.stats, sampler.active)
 
 

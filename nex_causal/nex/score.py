@@ -48,6 +48,18 @@ def good_mass_fraction(keys: np.ndarray, mass: np.ndarray, weights: np.ndarray) 
 def _gmf(keys: np.ndarray, mass: np.ndarray, counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """GMF of consecutive responses whose base views lie back to back in ``keys``/``mass``, ``counts[r]``
     entries each (float64, NaN where unscorable), each float32 sum taken as the reference takes it."""
+    good, weighted, scorable = mass_sums(keys, mass, counts, weights)
+    out = np.full(len(counts), np.nan)
+    out[scorable] = 0.0
+    credited = scorable & (weighted > 0.0)
+    out[credited] = good[credited] / weighted[credited]
+    return out
+
+
+def mass_sums(keys: np.ndarray, mass: np.ndarray, counts: np.ndarray,
+              weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The two sums of GMF for consecutive groups of entries (``counts[r]`` each): sum M max(w, 0) and sum M |w|
+    (float32 sums as float64), and whether each group is scorable (some usable mass, no key beyond the key space)."""
     n = len(counts)
     mass = CLEAN_OF_FLOAT16.take(mass.view(np.uint16)) if mass.dtype == np.float16 else clean_mass(mass)
     scorable = np.ones(n, bool)
@@ -64,11 +76,7 @@ def _gmf(keys: np.ndarray, mass: np.ndarray, counts: np.ndarray, weights: np.nda
     scorable &= (counts > 0) & (segments.sums(mass) > 0.0)
     good = segments.sums(mass * np.clip(w, 0.0, None)).astype(np.float64)
     weighted = segments.sums(mass * np.abs(w)).astype(np.float64)
-    out = np.full(n, np.nan)
-    out[scorable] = 0.0
-    credited = scorable & (weighted > 0.0)
-    out[credited] = good[credited] / weighted[credited]
-    return out
+    return good, weighted, scorable
 
 
 _JOB: tuple[SparseCache, np.ndarray, np.ndarray] | None = None  # what forked workers score

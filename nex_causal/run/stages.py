@@ -34,6 +34,7 @@ from nex_causal.registry import Registry
 from nex_causal.run.family import FamilySpec
 from nex_causal.run.layout import RunDir
 from nex_causal.selectors import SelectionConfig
+from nex_causal.selectors.config import StopConfig
 from nex_causal.settings import section as section_of
 
 RUN_LEVEL = ("model", "tasks", "device", "dtype")  # set by the experiment for every variant at once
@@ -301,7 +302,41 @@ def ablation(run: RunDir) -> None:
     write_table(summary, run.tables("ablate_summary"), config=fields)
 
 
-@stage("figures", needs=("nex", "profile", "sweep", "selection", "ranking", "transfer", "ablation", "positive_control"),
+@stage("stop", needs=("capture",), section=StopConfig, default=None, run_level=("nex", "tasks"))
+def stop(run: RunDir) -> None:
+    """Stop rules on each variant: a calibration cache captured on the section's calibration prompts (the capture
+    section's settings) sets every cutoff; accuracy against tokens over each rule's sweep and tokens saved at matched
+    accuracy are measured on the run's own cache (``selectors.frontier``)."""
+    from nex_causal.capture.record import capture as capture_cache
+    from nex_causal.capture.record import discard_stale
+    from nex_causal.models.loading import load_bridge
+    from nex_causal.models.tasks import load_tasks
+    from nex_causal.selectors.frontier import evaluate_caches
+
+    c, section = run.config, run.config.stop
+    if section.calibration is None:
+        raise NexError("the stop section needs calibration: a task spec of prompts other than the run's tasks "
+                       "(e.g. scout:32@7), on which the cutoffs are set")
+    pareto, matched = [], []
+    for variant in run.variants():
+        config = CaptureConfig(model=variant, tasks=section.calibration, device=c.device, dtype=c.dtype,
+                               **dataclasses.asdict(c.capture))
+        out = run.dir / "stop" / variant / "calibration"
+        discard_stale(config, out, root=run.dir)
+        bridge = load_bridge(run.variant_path(variant), device=c.device, dtype=c.dtype)
+        if not (out / CAPTURE_FILE).is_file():
+            capture_cache(config, out, bridge=bridge, progress=run.progress)
+        p, m = evaluate_caches(str(out), str(run.cache(variant)), load_tasks(section.calibration), load_tasks(c.tasks),
+                               bridge, section, c.nex, progress=run.progress)
+        pareto.append(p.assign(variant=variant))
+        matched.append(m.assign(variant=variant))
+    config = run.section_config("stop")
+    write_table(pd.concat(pareto, ignore_index=True), run.tables("stop_pareto"), config=config)
+    write_table(pd.concat(matched, ignore_index=True), run.tables("stop_matched"), config=config)
+
+
+@stage("figures", needs=("nex", "profile", "sweep", "selection", "ranking", "transfer", "ablation", "positive_control",
+                         "stop"),
        section=bool, default=True)
 def figures(run: RunDir) -> dict:
     """The paper's figures from the tables, and report.md with the headline tables."""

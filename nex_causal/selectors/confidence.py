@@ -53,6 +53,11 @@ DEEPCONF_K = 20  # the top-k log-probs an engine returns for DeepConf (capture s
 NO_ANSWER = -1e9  # the self-certainty of a trace without an extracted answer, as in the reference
 
 
+def token_confidence(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """DeepConf's token confidence C_t: the negated mean of the log-probs an engine returns, rounded to 3 places."""
+    return np.round(-np.asarray(sums, np.float64) / np.asarray(counts, np.float64), 3)
+
+
 def group_confidences(confidence: np.ndarray, window: int) -> np.ndarray:
     """DeepConf group confidences: means of ``confidence`` over sliding windows (stride 1).
 
@@ -96,7 +101,7 @@ def token_confidences(pool: Pool, config: SelectionConfig) -> list[np.ndarray]:
             raise NexError("no token_confidence_sum/count in the responses table (a cache made before they were "
                            "recorded): recapture, or set deepconf_entries: top20")
         sums, counts = pool.token_column("token_confidence_sum"), pool.token_column("token_confidence_count")
-        return [np.round(-s / c, 3) for s, c in zip(sums, counts)]
+        return [token_confidence(s, c) for s, c in zip(sums, counts)]
     return pool.memo(("deepconf", config.deepconf_entries), compute)
 
 
