@@ -224,6 +224,15 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def json_object(path: str | os.PathLike) -> dict | None:
+    """The JSON object ``path`` holds, or None when its bytes are not a UTF-8 JSON object (the caller names it)."""
+    try:
+        value = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nex_causal.errors import NexError
-from nex_causal.io import is_scratch, remove_inside, write_json
+from nex_causal.io import is_scratch, json_object, remove_inside, write_json
 from nex_causal.versions import result_stack
 
 CLAIM_FILE = "claim.json"
@@ -60,11 +60,7 @@ def read_stamp(path: Path) -> dict[str, Any] | None:
     """The JSON object in ``path``, or None when there is no such file; ``DamagedRecord`` naming a damaged one."""
     if not path.is_file():
         return None
-    try:
-        value = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        value = None
-    if not isinstance(value, dict):
+    if (value := json_object(path)) is None:
         raise DamagedRecord(f"{path} is damaged (not a JSON record): delete {path.parent} to compute it again")
     return value
 

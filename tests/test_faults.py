@@ -345,14 +345,19 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_file(family, tmp_path, capsy
 
 # --- NEX workers die with their parent -----------------------------------------------------------------
 
-def test_killing_nex_train_kills_its_workers(tmp_path):
+def nex_train_on_a_big_cache(tmp_path: Path, n_responses: int, **popen) -> subprocess.Popen:
+    """``nex train --workers 2`` started on a cache of ``n_responses`` random responses (40 rows x 40 keys)."""
     rng = np.random.default_rng(0)
     with SparseCacheWriter(tmp_path / "big") as writer:
-        for _ in range(3000):
+        for _ in range(n_responses):
             writer.append([(rng.choice(4000, 40, replace=False), rng.uniform(0.1, 1, 40), 8) for _ in range(40)])
-    proc = subprocess.Popen([sys.executable, "-m", "nex_causal.cli", "nex", "train", "--workers", "2",
+    return subprocess.Popen([sys.executable, "-m", "nex_causal.cli", "nex", "train", "--workers", "2",
                              "--cache-dir", str(tmp_path / "big"), "--weights-out", str(tmp_path / "w.npz")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+                            stdout=subprocess.DEVNULL, cwd=ROOT, **popen)
+
+
+def test_killing_nex_train_kills_its_workers(tmp_path):
+    proc = nex_train_on_a_big_cache(tmp_path, 3000, stderr=subprocess.DEVNULL)
     children: list[int] = []
     for _ in range(200):  # wait until the pool has forked its workers
         children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
@@ -848,18 +853,14 @@ def test_the_reference_weights_carry_no_identity_and_still_score_said_so(organis
 
 
 def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
-    rng = np.random.default_rng(0)
-    with SparseCacheWriter(tmp_path / "big") as writer:
-        for _ in range(2000):
-            writer.append([(rng.choice(4000, 40, replace=False), rng.uniform(0.1, 1, 40), 8) for _ in range(40)])
-    proc = subprocess.Popen([sys.executable, "-m", "nex_causal.cli", "nex", "train", "--workers", "2",
-                             "--cache-dir", str(tmp_path / "big"), "--weights-out", str(tmp_path / "w.npz")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            start_new_session=True)
+    # 6,000 responses keep two workers busy for about 4 s (2,000 finished in 1.5 s, and a Ctrl-C sent as the pool
+    # formed could arrive after the work was done)
+    proc = nex_train_on_a_big_cache(tmp_path, 6000, stderr=subprocess.PIPE, text=True, start_new_session=True)
     for _ in range(300):  # until the pool has forked its workers
         if len(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()) >= 2:
             break
         time.sleep(0.1)
+    assert proc.poll() is None, "nex train finished before it could be interrupted"
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group, workers included
     err = proc.communicate(timeout=120)[1]
     lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and "nex train" not in line]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nex_causal.errors import NexError
-from nex_causal.io import digest
+from nex_causal.io import digest, json_object
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -209,11 +209,7 @@ def check_finite(model, source: str) -> None:
 
 def _json_of(file: Path) -> dict:
     """The JSON object in ``file``; one line naming a damaged one."""
-    try:
-        value = json.loads(file.read_bytes().decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        value = None
-    if not isinstance(value, dict):
+    if (value := json_object(file)) is None:
         raise NexError(f"{file} is not a JSON object: the model directory is damaged; fetch or rebuild it")
     return value
 

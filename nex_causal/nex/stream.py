@@ -242,13 +242,12 @@ class StreamingNex:
 def label_agreement(online: np.ndarray, batch: np.ndarray) -> dict[str, float]:
     """How far online labels lie from the batch's on the same rows: the share of rows that agree, Cohen's kappa,
     and the share of the batch's E rows (and X rows) the online labels call E (X)."""
+    from nex_causal.nex.annotate import agreement
+
     online, batch = np.asarray(online, bool), np.asarray(batch, bool)
     if online.shape != batch.shape or not len(online):
         raise NexError("label agreement needs two label sequences of one positive length")
-    agree = float(np.mean(online == batch))
-    p_online, p_batch = online.mean(), batch.mean()
-    chance = p_online * p_batch + (1 - p_online) * (1 - p_batch)
-    kappa = (agree - chance) / (1 - chance) if chance < 1 else float("nan")
-    return {"rows": float(len(online)), "agreement": agree, "kappa": float(kappa),
+    both = agreement(batch, online)
+    return {"rows": float(len(online)), "agreement": both.accuracy, "kappa": both.kappa,
             "explore_recall": float(online[batch].mean()) if batch.any() else float("nan"),
             "exploit_recall": float((~online[~batch]).mean()) if (~batch).any() else float("nan")}
