@@ -83,21 +83,13 @@ def _scored(args: argparse.Namespace, cache, weights, weights_out: Path | None =
               "result, not a measurement", file=sys.stderr)
 
 
-def _identity(cache, config: NexConfig) -> dict:
-    """What learned weights were learned on (``nex.weights.identity_of``): the cache's model and the settings."""
-    import dataclasses
-
-    from nex_causal.nex.weights import identity_of
-
-    return identity_of(cache.capture_info, nex=dataclasses.asdict(config))
-
-
 def do_train(args: argparse.Namespace) -> None:
     from nex_causal.nex import save_weights
+    from nex_causal.nex.weights import learned_identity
 
     cache, config, cal = _learned(args)
     cache.settle()  # nothing is written from a cache that fails its check
-    save_weights(args.weights_out, cal.weights, _identity(cache, config))
+    save_weights(args.weights_out, cal.weights, learned_identity(cache, config))
     print(f"weights -> {args.weights_out}")
 
 
@@ -116,8 +108,10 @@ def do_score(args: argparse.Namespace) -> None:
 
 
 def do_run(args: argparse.Namespace) -> None:
+    from nex_causal.nex.weights import learned_identity
+
     cache, config, cal = _learned(args)
-    _scored(args, cache, cal.weights, Path(args.output_dir) / "weights.npz", _identity(cache, config),
+    _scored(args, cache, cal.weights, Path(args.output_dir) / "weights.npz", learned_identity(cache, config),
             rho=config.rho, min_run=config.min_run, n_calibration_responses=cal.n_responses)
 
 

@@ -144,6 +144,13 @@ def identity_of(info: Mapping[str, Any] | None, **extra: Any) -> dict[str, Any]:
             "n_layers": info.get("n_layers"), "d_mlp": info.get("d_mlp"), "capture": config, **extra}
 
 
+def learned_identity(cache, config) -> dict[str, Any]:
+    """What weights learned on ``cache`` with the NEX ``config`` were learned on (``identity_of``)."""
+    import dataclasses
+
+    return identity_of(cache.capture_info, nex=dataclasses.asdict(config))
+
+
 def check_learned_on(identity: Mapping[str, Any] | None, target: Mapping[str, Any], *, weights: str,
                      target_name: str) -> str | None:
     """Refuse (one line) weights whose ``identity`` names another MLP shape or another lineage than ``target``

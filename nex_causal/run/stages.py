@@ -127,7 +127,7 @@ def nex(run: RunDir) -> None:
         write_scores,
     )
     from nex_causal.nex.tables import trace_table, weights_table
-    from nex_causal.nex.weights import identity_of, save_credit
+    from nex_causal.nex.weights import learned_identity, save_credit
 
     c, rows, best = run.config.nex, [], None
     for variant in run.variants():
@@ -135,7 +135,7 @@ def nex(run: RunDir) -> None:
         cal = learn(cache, c, progress=run.progress, keep_traces=True)
         gmf = score_responses(cache, cal.weights, run.progress)
         cache.settle()
-        save_weights(run.weights(variant), cal.weights, identity_of(cache.capture_info, nex=dataclasses.asdict(c)))
+        save_weights(run.weights(variant), cal.weights, learned_identity(cache, c))
         save_credit(run.weights(variant), cal.eff, cal.red)
         summary = write_scores(run.weights(variant).parent, gmf, **dataclasses.asdict(c))
         rows.append({"variant": variant, **summary, "log_gap": log_gap(summary["nex_score"]),
